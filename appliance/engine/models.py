@@ -1,0 +1,179 @@
+"""The model manifest: ids, sha256 pins, where each file comes from, assembly, verification.
+
+Model files come from PyPI packages that ship them. A package is located with
+``importlib.util.find_spec`` (never imported); a file in one part is used where it lies,
+several parts are concatenated into ``models_dir``. Every file is checked against its
+sha256 pin before it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ModelError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    file: str
+    sha256: str | None  # None only for a model loaded by path, outside the manifest
+    parts: tuple[str, ...] = ()
+    package: str = ""
+    licence: str = ""
+    chat_template: str = "gguf"  # "gguf" (from the file's metadata) or "none"
+    quantization: str = ""
+    description: str = ""
+    size: int | None = None
+    path: Path | None = None  # set for a model given by path
+
+    @property
+    def assembled(self) -> bool:
+        return len(self.parts) > 1
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    spec: ModelSpec
+    path: Path
+    sha256: str
+
+
+def load_manifest(path: Path) -> tuple[ModelSpec, ...]:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ModelError(f"model manifest not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"model manifest {path} is not valid TOML: {exc}") from exc
+    specs = []
+    for row in raw.get("model", []):
+        try:
+            specs.append(ModelSpec(
+                id=row["id"], file=row["file"], sha256=row["sha256"].lower(),
+                parts=tuple(row.get("parts", ())), package=row.get("package", ""),
+                licence=row.get("licence", ""), chat_template=row.get("chat_template", "gguf"),
+                quantization=row.get("quantization", ""),
+                description=row.get("description", ""), size=row.get("size"),
+            ))
+        except KeyError as exc:
+            raise ModelError(f"model manifest {path}: an entry lacks {exc}") from exc
+    return tuple(specs)
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+            if progress is not None:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+def locate_part(part: str) -> Path:
+    """``"module/inner/path"`` -> the file inside the installed package, without importing it."""
+    module, _, inner = part.partition("/")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the package providing {module!r} is not installed (run `make install`)")
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
+class ModelStore:
+    """Resolves ids or paths to verified model files."""
+
+    def __init__(self, manifest: Path, models_dir: Path) -> None:
+        self.manifest_path = manifest
+        self.models_dir = models_dir
+        self.specs = load_manifest(manifest)
+
+    def get(self, model_id: str) -> ModelSpec | None:
+        return next((s for s in self.specs if s.id == model_id), None)
+
+    def resolve(self, id_or_path: str) -> ModelSpec:
+        spec = self.get(id_or_path)
+        if spec is not None:
+            return spec
+        path = Path(id_or_path).expanduser()
+        if path.suffix == ".gguf" or path.exists():
+            if not path.is_file():
+                raise ModelError(f"model file not found: {path}")
+            for s in self.specs:  # a manifest file given by path keeps its pin
+                if s.file == path.name:
+                    return ModelSpec(**{**s.__dict__, "path": path.resolve()})
+            return ModelSpec(id=path.stem, file=path.name, sha256=None, path=path.resolve())
+        known = ", ".join(s.id for s in self.specs)
+        raise ModelError(f"unknown model {id_or_path!r}: not a manifest id ({known}) "
+                         f"nor a path to a .gguf file")
+
+    def location(self, spec: ModelSpec) -> Path:
+        if spec.path is not None:
+            return spec.path
+        if spec.assembled or not spec.parts:
+            return self.models_dir / spec.file
+        return locate_part(spec.parts[0])
+
+    def is_available(self, spec: ModelSpec) -> bool:
+        try:
+            return self.location(spec).is_file()
+        except ModelError:
+            return False
+
+    def verify(self, spec: ModelSpec) -> VerifiedModel:
+        """Check the file against its pin; a model given by path is hashed for identity."""
+        path = self.location(spec)
+        if not path.is_file():
+            hint = ("run `appliance models assemble` (or `make install`)" if spec.assembled
+                    else f"install {spec.package or 'its package'} (`make install`)")
+            raise ModelError(f"model {spec.id!r}: file {path} is missing; {hint}")
+        actual = sha256_file(path)
+        if spec.sha256 is not None and actual != spec.sha256:
+            raise ModelError(
+                f"model {spec.id!r}: {path} fails its sha256 pin (expected {spec.sha256}, "
+                f"got {actual}); the file is corrupt or not the pinned release. Reinstall "
+                f"it (`make install`) or fix models/manifest.toml if the pin is wrong."
+            )
+        return VerifiedModel(spec=spec, path=path, sha256=actual)
+
+    def assemble(self, spec: ModelSpec) -> Path:
+        """Concatenate a multi-part model into models_dir (verified, atomic rename)."""
+        target = self.location(spec)
+        if not spec.assembled:
+            return target
+        if target.is_file() and sha256_file(target) == spec.sha256:
+            return target
+        sources = [locate_part(p) for p in spec.parts]
+        missing = [str(p) for p in sources if not p.is_file()]
+        if missing:
+            raise ModelError(f"model {spec.id!r}: missing parts {missing}; "
+                             f"install {spec.package}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
+            for src in sources:
+                with src.open("rb") as fh:
+                    while block := fh.read(_CHUNK):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != spec.sha256:
+            tmp.unlink()
+            raise ModelError(f"model {spec.id!r}: assembled file fails its sha256 pin "
+                             f"(expected {spec.sha256}, got {digest.hexdigest()})")
+        tmp.replace(target)
+        return target

@@ -1,0 +1,63 @@
+"""Plain values passed between the service layer and the engine thread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling, applied by llama.cpp's own samplers in the engine thread."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    penalty_last_n: int = 64
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the engine needs to run one sequence: tokens in, limits, stops."""
+
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text released to the client (already free of partial UTF-8 and stop prefixes)."""
+
+    text: str
+    n_tokens: int  # completion tokens so far
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    text: str  # the last piece of text released together with the finish (may be "")
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens whose KV was reused, not re-decoded
+    queue_seconds: float  # from submit to first scheduled in a batch
+    prefill_seconds: float  # from first scheduled to first token sampled
+    error: str | None = None
+
+
+Event = TextDelta | Finished

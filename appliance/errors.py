@@ -1,0 +1,151 @@
+"""The appliance's one error tree.
+
+Each class carries its HTTP status and its OpenAI ``type``/``code``; the web layer renders
+every one of them in one place as ``{"error": {"message", "type", "param", "code"}}``.
+Nobody parses exception messages.
+
+    ApplianceError
+    ├── ConfigError                  (start-up; not an HTTP error)
+    ├── ModelError                   (start-up: missing, corrupt or unloadable model)
+    └── RequestError                 (answered to a client)
+        ├── InvalidRequest             400 invalid_request_error
+        │   ├── ContextLengthExceeded    400 code=context_length_exceeded
+        │   └── ChatTemplateMissing      400 code=chat_template_missing
+        ├── AuthenticationError        401
+        ├── PermissionDenied           403
+        ├── NotFound                   404
+        │   └── ModelNotFound            404 code=model_not_found
+        ├── MethodNotAllowed           405
+        ├── PayloadTooLarge            413
+        ├── UnsupportedMediaType       415
+        ├── RateLimited                429 (carries Retry-After)
+        ├── InternalError              500
+        └── Unavailable                503 (carries Retry-After)
+            ├── NotReady                 503 code=model_not_ready
+            └── Overloaded               503 type=server_overloaded
+"""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class ConfigError(ApplianceError):
+    """A setting or a config file is wrong; raised at start-up."""
+
+
+class ModelError(ApplianceError):
+    """A model file is missing, fails its sha256 pin, or cannot be loaded."""
+
+
+class RequestError(ApplianceError):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(RequestError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ChatTemplateMissing(InvalidRequest):
+    code = "chat_template_missing"
+
+
+class AuthenticationError(RequestError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(RequestError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class NotFound(RequestError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RateLimited(RequestError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class InternalError(RequestError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+class Unavailable(RequestError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class NotReady(Unavailable):
+    code = "model_not_ready"
+
+
+class Overloaded(Unavailable):
+    type = "server_overloaded"
+    code = "server_overloaded"

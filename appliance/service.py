@@ -1,0 +1,237 @@
+"""The request pipeline between the HTTP layer and the engine.
+
+prepare (template, tokenize, length checks) -> submit to the engine -> collect or stream.
+Later stages (admission, guards, cache, memory) slot in here, not in the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from appliance.admission.gate import Gate
+from appliance.admission.keys import KeyRecord
+from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
+from appliance.engine.chat import ChatTemplate, NoChatTemplate
+from appliance.engine.engine import Engine
+from appliance.engine.models import ModelSpec, VerifiedModel
+from appliance.engine.native import LlamaModel
+from appliance.engine.types import Finished, FinishReason, GenerationRequest, TextDelta
+from appliance.errors import (
+    ContextLengthExceeded,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    Unavailable,
+)
+
+_BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Prepared:
+    id: str
+    created: int
+    kind: str  # "chat" | "text"
+    request: GenerationRequest
+    options: GenerationOptions
+    echo_text: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed generation; the last has ``finish_reason`` and ``usage``."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+def _public_reason(reason: FinishReason) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+class GenerationService:
+    def __init__(self, engine: Engine, gate: Gate, served: VerifiedModel,
+                 manifest: tuple[ModelSpec, ...], *, ctx_size: int,
+                 template_fallback: str = "") -> None:
+        self.engine = engine
+        self.gate = gate
+        self.served = served
+        self.manifest = manifest
+        self.ctx_size = ctx_size
+        self.template_fallback = template_fallback
+        self._template: ChatTemplate | NoChatTemplate | None = None
+
+    # --- model identity -----------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self.served.spec.id
+
+    @property
+    def fingerprint(self) -> str:
+        return "fp_" + self.served.sha256[:12]
+
+    def check_model(self, name: str) -> None:
+        if name in ("default", self.model_id, self.served.spec.file):
+            return
+        if any(s.id == name for s in self.manifest):
+            raise ModelNotFound(
+                f"model {name!r} is in the manifest but not loaded; this server serves "
+                f"{self.model_id!r} (use \"default\" or restart with --model {name})",
+                param="model")
+        raise ModelNotFound(f"the model {name!r} does not exist; this server serves "
+                            f"{self.model_id!r} (\"default\" always names it)", param="model")
+
+    def _llama(self) -> LlamaModel:
+        if not self.engine.ready or self.engine.model is None:
+            if self.engine.state == "failed":
+                raise Unavailable(f"the model failed to load: {self.engine.error}")
+            raise NotReady("the model is still loading; retry shortly", retry_after=2)
+        return self.engine.model
+
+    def template(self) -> ChatTemplate | NoChatTemplate:
+        if self._template is None:
+            model = self._llama()
+            source = model.chat_template() if self.served.spec.chat_template != "none" else None
+            source = source or self.template_fallback or None
+            if source is None:
+                self._template = NoChatTemplate(self.model_id)
+            else:
+                self._template = ChatTemplate(
+                    source, bos_token=model.token_text(model.bos) if model.bos >= 0 else "",
+                    eos_token=model.token_text(model.eos) if model.eos >= 0 else "")
+        return self._template
+
+    # --- preparation --------------------------------------------------------------------
+    async def prepare_chat(self, req: ChatRequest) -> Prepared:
+        self.check_model(req.options.model)
+        text = self.template().render(req.messages)
+        tokens = await self._tokenize(text, chat=True)
+        return self._prepared("chat", tokens, req.options)
+
+    async def prepare_completion(self, req: CompletionRequest) -> Prepared:
+        self.check_model(req.options.model)
+        model = self._llama()
+        if isinstance(req.prompt, str):
+            tokens = await self._tokenize(req.prompt, chat=False)
+            echo = req.prompt
+        else:
+            bad = [t for t in req.prompt if not 0 <= t < model.n_vocab]
+            if bad:
+                raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary "
+                                     f"(0..{model.n_vocab - 1})", param="prompt")
+            tokens = list(req.prompt)
+            echo = b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
+        return self._prepared("text", tokens, req.options,
+                              echo_text=echo if req.echo else "",
+                              default_max=16)
+
+    async def _tokenize(self, text: str, *, chat: bool) -> list[int]:
+        model = self._llama()
+
+        def run() -> list[int]:
+            if chat:  # the template already spelt out special tokens
+                toks = model.tokenize(text, add_special=False, parse_special=True)
+                if model.add_bos and model.bos >= 0 and (not toks or toks[0] != model.bos):
+                    toks.insert(0, model.bos)
+                return toks
+            return model.tokenize(text, add_special=True, parse_special=False)
+
+        if len(text) > _BIG_PROMPT_CHARS:
+            return await asyncio.to_thread(run)
+        return run()
+
+    def _prepared(self, kind: str, tokens: list[int], options: GenerationOptions, *,
+                  echo_text: str = "", default_max: int | None = None) -> Prepared:
+        n_prompt = len(tokens)
+        if n_prompt == 0:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        n_vocab = self._llama().n_vocab
+        for token, _ in options.logit_bias:
+            if token >= n_vocab:
+                raise InvalidRequest(f"'logit_bias' token id {token} is outside the "
+                                     f"vocabulary (0..{n_vocab - 1})", param="logit_bias")
+        room = self.ctx_size - n_prompt
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.ctx_size} tokens. However, "
+                f"your messages resulted in {n_prompt} tokens. Please reduce the length of "
+                f"the messages.", param="messages" if kind == "chat" else "prompt")
+        max_tokens = options.max_tokens
+        if max_tokens is None:
+            max_tokens = min(default_max or room, room)
+        elif n_prompt + max_tokens > self.ctx_size:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.ctx_size} tokens. However, "
+                f"you requested {n_prompt + max_tokens} tokens ({n_prompt} in the prompt, "
+                f"{max_tokens} in the completion). Please reduce the length of the prompt "
+                f"or max_tokens.", param="max_tokens")
+        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        request = GenerationRequest(prompt_tokens=tuple(tokens), max_tokens=max_tokens,
+                                    sampling=options.sampling, stop=options.stop,
+                                    ignore_eos=options.ignore_eos, request_id=rid)
+        return Prepared(id=rid, created=int(time.time()), kind=kind, request=request,
+                        options=options, echo_text=echo_text)
+
+    # --- generation ---------------------------------------------------------------------
+    async def stream(self, prepared: Prepared, key: KeyRecord) -> AsyncGenerator[Chunk, None]:
+        """Chunks as the engine releases text. Admission (rate limit, then a decoding slot
+        from the bounded queue) happens before anything reaches the engine; the engine
+        sequence is cancelled if the consumer stops early (client gone) or is cancelled."""
+        self._llama()
+        request = prepared.request
+        ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
+        used = len(request.prompt_tokens)
+        handle = self.engine.submit(request)
+        try:
+            while True:
+                for event in await handle.next_events():
+                    if isinstance(event, TextDelta):
+                        used = len(request.prompt_tokens) + event.n_tokens
+                        yield Chunk(event.text)
+                    elif isinstance(event, Finished):
+                        used = event.prompt_tokens + event.completion_tokens
+                        yield self._final(event)
+                        return
+        finally:
+            handle.cancel()
+            ticket.release(used)
+
+    async def complete(self, prepared: Prepared, key: KeyRecord) -> Generation:
+        parts = [prepared.echo_text] if prepared.echo_text else []
+        async for chunk in self.stream(prepared, key):
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None and chunk.usage is not None:
+                return Generation("".join(parts), chunk.finish_reason, chunk.usage)
+        raise InternalError("the generation ended without a result")
+
+    def _final(self, event: Finished) -> Chunk:
+        if event.reason == "error":
+            raise InternalError(f"generation failed: {event.error}")
+        if event.reason == "cancelled":
+            raise Unavailable("the generation was cancelled because the server is stopping")
+        usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+        return Chunk(event.text, _public_reason(event.reason), usage)

@@ -1,0 +1,283 @@
+"""The appliance's SQLite file: one writer thread, read-only connections elsewhere.
+
+``Database(path)`` opens (or creates) one SQLite file in WAL mode with
+``synchronous=FULL``: every commit fsyncs the WAL, so a write whose ``write()`` has
+returned survives ``kill -9`` and power loss. (``NORMAL`` in WAL mode can lose the last
+commits on power loss; admission and audit records must not.) It then applies the
+migrations of ``appliance.store.migrations`` on the writer thread before returning.
+
+Writes. One thread owns the only write connection and takes jobs from a queue, in order.
+A job is a callable ``fn(conn: sqlite_utils.Database) -> T``; it runs inside one
+transaction (``conn.atomic()``), committed when ``fn`` returns and rolled back if it
+raises, and its result or exception is handed back to the caller::
+
+    key_id = await db.write(lambda conn: conn["t"].insert({"a": 1}).last_pk)   # event loop
+    key_id = db.write_sync(lambda conn: ...)                                    # CLI, threads
+
+``write`` never blocks the event loop: the writer resolves an asyncio future through
+``loop.call_soon_threadsafe``. Cancelling the awaiting task does not cancel a queued write;
+it still runs and commits. ``fn`` must return plain values (not a lazy ``conn.query()``
+generator) and must not call ``write``/``write_sync`` of the same database except
+``write_sync`` from inside a job, which runs inline in the same transaction.
+
+Reads. ``read(fn)`` / ``read_sync(fn)`` run ``fn(conn)`` on a read-only connection
+belonging to the current thread (``read`` uses the database's own small thread pool, so
+the event loop never touches SQLite). Each read runs in one snapshot transaction, sees
+every write acknowledged before it started, and never waits for the writer (WAL).
+
+``read_sync`` and ``write_sync`` refuse to run on a thread with a running event loop
+(``RuntimeError``): there, use the ``async`` versions.
+
+``close()`` lets queued writes finish, stops the writer, closes every connection; later
+calls raise ``RuntimeError``. It blocks; from a coroutine use ``await db.aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from appliance.store.migrations import MIGRATIONS, Migration, apply_migrations
+
+T = TypeVar("T")
+
+Job = Callable[[sqlite_utils.Database], T]
+
+_BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class _Write:
+    fn: Callable[[sqlite_utils.Database], Any]
+    deliver: Callable[[bool, Any], None]  # (ok, result-or-exception)
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _refuse_in_event_loop(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{what} would block the event loop; use the async version")
+
+
+class Database:
+    """One SQLite file: a writer thread fed by a queue, read-only connections per thread."""
+
+    _wconn: sqlite_utils.Database  # set by, and used only on, the writer thread
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        read_threads: int = 2,
+    ) -> None:
+        self.path = Path(path)
+        self.applied_migrations: list[int] = []
+        self._migrations = tuple(migrations)
+        self._jobs: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._local = threading.local()
+        self._read_conns: list[sqlite_utils.Database] = []
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=read_threads, thread_name_prefix="sqlite-read"
+        )
+        opened: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
+        self._writer = threading.Thread(
+            target=self._run_writer, args=(opened,), name="sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        try:
+            self.applied_migrations = opened.result()
+        except BaseException:
+            self._writer.join()
+            self._read_pool.shutdown()
+            self._closed = True
+            raise
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def write(self, fn: Job[T]) -> T:
+        """Run ``fn`` in a transaction on the writer thread; return its result."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+        self._submit(_Write(fn, deliver))
+        return await fut
+
+    def write_sync(self, fn: Job[T]) -> T:
+        """Blocking ``write`` for threads without an event loop (CLI, tools, tests)."""
+        if threading.current_thread() is self._writer:
+            with self._wconn.atomic():
+                return fn(self._wconn)
+        _refuse_in_event_loop("write_sync()")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        self._submit(_Write(fn, deliver))
+        return fut.result()
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes queued and not yet taken by the writer (approximate)."""
+        return self._jobs.qsize()
+
+    def _submit(self, job: _Write) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"database {self.path} is closed")
+            self._jobs.put(job)
+
+    def _run_writer(self, opened: concurrent.futures.Future[list[int]]) -> None:
+        try:
+            conn = self._connect_writer()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        try:
+            self._wconn = conn
+            opened.set_result(apply_migrations(conn, self._migrations))
+        except BaseException as exc:
+            conn.close()
+            opened.set_exception(exc)
+            return
+        try:
+            while (job := self._jobs.get()) is not None:
+                try:
+                    with conn.atomic():
+                        result = job.fn(conn)
+                except Exception as exc:
+                    self._deliver(job, False, exc)
+                else:
+                    self._deliver(job, True, result)
+        finally:
+            conn.close()
+            # Nothing is queued after the sentinel (``close`` holds the lock), but a job
+            # can remain if a BaseException ended the loop: fail it rather than hang.
+            while True:
+                try:
+                    left = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    self._deliver(left, False, RuntimeError("database writer stopped"))
+
+    @staticmethod
+    def _deliver(job: _Write, ok: bool, value: Any) -> None:
+        # RuntimeError: the caller's event loop is closed, nobody is waiting any more
+        with contextlib.suppress(RuntimeError):
+            job.deliver(ok, value)
+
+    def _connect_writer(self) -> sqlite_utils.Database:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            conn = sqlite_utils.Database(raw, execute_plugins=False)
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.enable_wal()
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            raw.close()
+            raise
+        return conn
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read(self, fn: Job[T]) -> T:
+        """Run ``fn`` on a read-only connection in the database's read thread pool."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self._run_read, fn)
+
+    def read_sync(self, fn: Job[T]) -> T:
+        """Run ``fn`` on this thread's read-only connection (not on an event-loop thread)."""
+        _refuse_in_event_loop("read_sync()")
+        self._check_open()
+        return self._run_read(fn)
+
+    def _run_read(self, fn: Job[T]) -> T:
+        conn = self._read_conn()
+        conn.conn.execute("BEGIN")  # one snapshot for every statement of fn
+        try:
+            return fn(conn)
+        finally:
+            conn.conn.execute("ROLLBACK")
+
+    def _read_conn(self) -> sqlite_utils.Database:
+        conn: sqlite_utils.Database | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn = sqlite_utils.Database(raw, execute_plugins=False)
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only=ON")
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise RuntimeError(f"database {self.path} is closed")
+                self._read_conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"database {self.path} is closed")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer, close every connection. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jobs.put(None)
+        self._writer.join()
+        self._read_pool.shutdown(wait=True)
+        with self._lock:
+            conns, self._read_conns = self._read_conns, []
+        for conn in conns:
+            conn.close()
+
+    async def aclose(self) -> None:
+        """``close()`` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,137 @@
+"""Numbered, append-only schema migrations.
+
+``MIGRATIONS`` is the schema's whole history. Each entry is applied once, in order, inside
+its own transaction together with the row that records it in ``_migrations``
+(``number``, ``name``, ``applied_at``), so a crash leaves either all of a migration or none
+of it. A shipped migration is never edited, renamed or removed: a later change to a table
+is a new migration appended at the end with the next number.
+
+Adding a table (another component's issue)::
+
+    def _m002_audit_log(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE audit_log (...)")
+
+    MIGRATIONS = (
+        Migration(1, "api_keys", _m001_api_keys),
+        Migration(2, "audit_log", _m002_audit_log),
+    )
+
+Migrations run inside a transaction, so they must not change ``journal_mode`` or toggle
+``foreign_keys`` (SQLite ignores both inside a transaction). ``Database`` applies them on
+the writer thread when it opens the file; ``apply_migrations`` is public for tools and tests.
+
+Opening a database whose ``_migrations`` table names a migration this code does not know
+(a newer appliance wrote it) or under another name (a shipped migration was edited) raises
+``ConfigError`` instead of guessing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from appliance.errors import ConfigError
+
+MIGRATIONS_TABLE = "_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``apply`` runs on the writer connection inside a transaction."""
+
+    number: int
+    name: str
+    apply: Callable[[sqlite_utils.Database], None]
+
+
+def _m001_api_keys(db: sqlite_utils.Database) -> None:
+    # Revoked keys stay (for audit); a name is unique among keys that are not revoked,
+    # so a key can be rotated by revoking it and creating a new one under the same name.
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL UNIQUE,
+            hint TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            rpm INTEGER,
+            tpm INTEGER,
+            burst_requests INTEGER,
+            burst_tokens INTEGER,
+            max_concurrent INTEGER,
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL
+        )
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "api_keys", _m001_api_keys),
+)
+
+
+def check_sequence(migrations: Sequence[Migration]) -> None:
+    """Raise ``ValueError`` unless numbers run 1, 2, 3, ... and names are unique."""
+    for expected, m in enumerate(migrations, start=1):
+        if m.number != expected:
+            raise ValueError(f"migration {m.name!r} has number {m.number}, expected {expected}")
+    names = [m.name for m in migrations]
+    if len(set(names)) != len(names):
+        raise ValueError("migration names must be unique")
+
+
+def applied_migrations(db: sqlite_utils.Database) -> dict[int, str]:
+    """Migrations recorded in ``db``: number -> name (empty for a new file)."""
+    if not db[MIGRATIONS_TABLE].exists():
+        return {}
+    rows = db.execute(f"SELECT number, name FROM {MIGRATIONS_TABLE}").fetchall()
+    return {int(number): str(name) for number, name in rows}
+
+
+def apply_migrations(
+    db: sqlite_utils.Database,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    clock: Callable[[], float] = time.time,
+) -> list[int]:
+    """Apply the migrations ``db`` lacks, each in its own transaction; return their numbers."""
+    check_sequence(migrations)
+    with db.atomic():
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+            "number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+    done = applied_migrations(db)
+    known = {m.number: m.name for m in migrations}
+    for number, name in sorted(done.items()):
+        if number not in known:
+            raise ConfigError(
+                f"database has migration {number} ({name!r}) that this appliance does not "
+                "know: it was written by a newer version"
+            )
+        if known[number] != name:
+            raise ConfigError(
+                f"database migration {number} is named {name!r} but this appliance calls it "
+                f"{known[number]!r}: a shipped migration was changed"
+            )
+    applied: list[int] = []
+    for m in migrations:
+        if m.number in done:
+            continue
+        with db.atomic():
+            m.apply(db)
+            db.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (number, name, applied_at) VALUES (?, ?, ?)",
+                [m.number, m.name, clock()],
+            )
+        applied.append(m.number)
+    return applied

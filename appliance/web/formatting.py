@@ -1,0 +1,98 @@
+"""OpenAI response and stream-chunk bodies (plain dicts; the web layer serialises them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.engine.models import ModelSpec
+from appliance.service import Chunk, Generation, Prepared, Usage
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def _head(p: Prepared, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
+    return {"id": p.id, "object": obj, "created": p.created, "model": model,
+            "system_fingerprint": fingerprint}
+
+
+def completion_body(p: Prepared, g: Generation, model: str, fingerprint: str) -> dict[str, Any]:
+    if p.kind == "chat":
+        body = _head(p, model, fingerprint, "chat.completion")
+        body["choices"] = [{
+            "index": 0,
+            "message": {"role": "assistant", "content": g.text},
+            "logprobs": None,
+            "finish_reason": g.finish_reason,
+        }]
+    else:
+        body = _head(p, model, fingerprint, "text_completion")
+        body["choices"] = [{"index": 0, "text": g.text, "logprobs": None,
+                            "finish_reason": g.finish_reason}]
+    body["usage"] = usage_body(g.usage)
+    return body
+
+
+class ChunkFormatter:
+    """Turns service ``Chunk``s into OpenAI stream chunk bodies for one request."""
+
+    def __init__(self, p: Prepared, model: str, fingerprint: str) -> None:
+        self.p = p
+        self.chat = p.kind == "chat"
+        self._head = _head(p, model, fingerprint,
+                           "chat.completion.chunk" if self.chat else "text_completion")
+
+    def _choice(self, text: str | None, finish: str | None, *, role: bool = False
+                ) -> dict[str, Any]:
+        if self.chat:
+            delta: dict[str, Any] = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+    def first(self) -> dict[str, Any] | None:
+        """The opening chunk (chat: the assistant role; text: the echoed prompt)."""
+        if self.chat:
+            return {**self._head, "choices": [self._choice("", None, role=True)]}
+        if self.p.echo_text:
+            return {**self._head, "choices": [self._choice(self.p.echo_text, None)]}
+        return None
+
+    def chunk(self, c: Chunk) -> list[dict[str, Any]]:
+        out = []
+        if c.text:
+            out.append({**self._head, "choices": [self._choice(c.text, None)]})
+        if c.finish_reason is not None:
+            out.append({**self._head, "choices": [
+                self._choice(None if self.chat else "", c.finish_reason)]})
+            if self.p.options.include_usage and c.usage is not None:
+                out.append({**self._head, "choices": [], "usage": usage_body(c.usage)})
+        return out
+
+
+def models_body(manifest: tuple[ModelSpec, ...], served: ModelSpec, available: set[str],
+                created: int) -> dict[str, Any]:
+    def row(spec: ModelSpec, model_id: str) -> dict[str, Any]:
+        return {
+            "id": model_id, "object": "model", "created": created, "owned_by": "appliance",
+            "loaded": spec.id == served.id, "available": spec.id in available,
+            "file": spec.file, "sha256": spec.sha256, "quantization": spec.quantization,
+            "licence": spec.licence, "chat_template": spec.chat_template != "none",
+        }
+
+    data = [row(served, "default")]
+    seen = set()
+    for spec in (served, *manifest):
+        if spec.id not in seen:
+            seen.add(spec.id)
+            data.append(row(spec, spec.id))
+    return {"object": "list", "data": data}

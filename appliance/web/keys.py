@@ -1,0 +1,26 @@
+"""Typed application state keys (set while the app is wired, frozen after start-up)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from appliance.admission.gate import Gate
+from appliance.admission.keys import KeyRecord
+from appliance.config import Settings
+from appliance.engine.engine import Engine
+from appliance.engine.models import ModelStore, VerifiedModel
+from appliance.service import GenerationService
+from appliance.store.db import Database
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", ModelStore)
+SERVED = web.AppKey("served", VerifiedModel)
+ENGINE = web.AppKey("engine", Engine)
+SERVICE = web.AppKey("service", GenerationService)
+STARTED_AT = web.AppKey("started_at", float)
+DATABASE = web.AppKey("database", Database)
+GATE = web.AppKey("gate", Gate)
+
+# Per request: the authenticated API key.
+KEY = web.RequestKey("api_key", KeyRecord)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)

@@ -1,0 +1,89 @@
+"""Middleware: request ids and the one place errors are rendered as OpenAI error bodies."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from appliance.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY
+
+log = logging.getLogger("appliance.web")
+
+REQUEST_ID = "X-Request-Id"
+
+
+def error_response(err: RequestError) -> web.Response:
+    headers = {}
+    if err.retry_after is not None and math.isfinite(err.retry_after):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+    return web.Response(status=err.status, body=orjson.dumps(err.body()),
+                        content_type="application/json", headers=headers)
+
+
+def _from_http(exc: web.HTTPException) -> RequestError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(f"the request body is larger than the limit "
+                               f"({exc.text or 'see max_body_bytes'})")
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such endpoint; see /v1/models, /v1/chat/completions, "
+                        "/v1/completions, /health, /ready")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method not allowed; use {', '.join(sorted(exc.allowed_methods))}")
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return UnsupportedMediaType(exc.text or "unsupported media type")
+    err = RequestError(exc.text or exc.reason)
+    err.status = exc.status
+    err.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return err
+
+
+def response_headers(request: web.Request) -> dict[str, str]:
+    """Headers every response carries: the request id and the caller's rate limits."""
+    headers = {REQUEST_ID: request[REQUEST_ID_KEY]}
+    key = request.get(KEY)
+    if key is not None:
+        headers.update(request.app[GATE].rate_headers(key))
+    return headers
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place errors become OpenAI error bodies (outermost middleware)."""
+    request[REQUEST_ID_KEY] = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    try:
+        response = await handler(request)
+    except RequestError as err:
+        response = error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(_from_http(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(InternalError("internal error; see the server log with "
+                                                "this request id"))
+    if not response.prepared:
+        response.headers.update(response_headers(request))
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys on /v1/ (open access on loopback while no key exists; see Gate)."""
+    if request.path.startswith("/v1/"):
+        request[KEY] = await request.app[GATE].authenticate(
+            request.headers.get("Authorization"))
+    return await handler(request)
