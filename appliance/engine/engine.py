@@ -280,7 +280,12 @@ class Engine:
                 continue
 
             # 5. Decode once for everybody.
+            t_decode = time.monotonic()
             rc = ctx.decode(batch)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("step %d: %d tokens, %d sequences, %d sampled, decode %.1f ms",
+                          step, batch.n, len(running), len(rows),
+                          (time.monotonic() - t_decode) * 1e3)
             self.stats.steps += 1
             self.stats.decoded_tokens += batch.n
             self.stats.last_batch_size = batch.n

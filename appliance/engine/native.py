@@ -25,6 +25,27 @@ _backend_lock = threading.Lock()
 _backend_state: dict[str, bool] = {}
 
 
+class _HotCalls:
+    """The calls made many times per decode step, through a ``PyDLL`` handle on the same
+    library: they keep the GIL. Through llama-cpp-python's ``CDLL`` every call releases
+    and re-takes the GIL, and each re-take can wait a whole switch interval (5 ms) while
+    the event-loop thread runs: sixteen samples per step cost up to 80 ms that way.
+    Only ``llama_decode`` (long, and worth running beside the event loop) releases it."""
+
+    def __init__(self) -> None:
+        lib = ctypes.PyDLL(llama_cpp.llama_cpp._lib._name)
+        self.sample = lib.llama_sampler_sample
+        self.sample.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+        self.sample.restype = ctypes.c_int32
+        self.token_to_piece = lib.llama_token_to_piece
+        self.token_to_piece.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p,
+                                        ctypes.c_int32, ctypes.c_int32, ctypes.c_bool]
+        self.token_to_piece.restype = ctypes.c_int32
+
+
+_hot = _HotCalls()
+
+
 def _backend_init() -> None:
     with _backend_lock:
         if not _backend_state.get("init"):
@@ -115,10 +136,10 @@ class LlamaModel:
             if cached is not None:
                 return cached
         buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        n = _hot.token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            n = _hot.token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         out = buf.raw[:n]
         if not special:
             self._piece_cache[token] = out
@@ -268,7 +289,7 @@ class SamplerChain:
 
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """Sample from the logits of batch row ``index`` (and accept the token)."""
-        return int(llama_cpp.llama_sampler_sample(self.ptr, ctx.ptr, index))
+        return int(_hot.sample(self.ptr, ctx.ptr, index))
 
     def close(self) -> None:
         if self.ptr:

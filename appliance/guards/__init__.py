@@ -1,0 +1,23 @@
+"""Guards: the classifiers of the input and output rails (rules and the pipeline join later)."""
+
+from appliance.guards.classifier import (
+    GUARDS_MANIFEST,
+    CategoryScore,
+    Classifier,
+    ClassifierResult,
+    EmbeddingHead,
+    SequenceClassifier,
+    load_classifier,
+    load_guard_classifier,
+)
+
+__all__ = [
+    "GUARDS_MANIFEST",
+    "CategoryScore",
+    "Classifier",
+    "ClassifierResult",
+    "EmbeddingHead",
+    "SequenceClassifier",
+    "load_classifier",
+    "load_guard_classifier",
+]
