@@ -99,7 +99,7 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str,
         async with session.post(url, json=body, headers=headers) as resp:
             if resp.status != 200:
                 await resp.read()
-                return RequestResult(False, resp.status)
+                return RequestResult(False, resp.status, e2e=time.perf_counter() - t0)
             result = RequestResult(True, 200)
             last = None
             chunks = 0

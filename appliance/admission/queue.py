@@ -211,6 +211,19 @@ class AdmissionQueue:
             )
         return await self._wait(key, priority, now)
 
+    def check_capacity(self) -> None:
+        """Refuse now if a request arriving this instant could not even queue (draining,
+        or slots and queue all taken): lets a handler answer 503 before reading the body
+        or tokenising the prompt. ``acquire_permit`` still makes the binding decision."""
+        if self._draining:
+            raise Overloaded("The server is draining for shutdown and takes no new "
+                             "requests.", retry_after=self._wait_for(1))
+        if self._running >= self.slots and self._queued >= self.depth:
+            raise Overloaded(
+                f"The server is overloaded: {self._queued} requests are already queued.",
+                retry_after=self._wait_for(self._queued + 1),
+            )
+
     def stats(self) -> QueueStats:
         return QueueStats(
             running=self._running,

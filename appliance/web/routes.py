@@ -61,6 +61,7 @@ async def _respond(request: web.Request, service: GenerationService,
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     Gate.require(request[KEY], Scope.CHAT)
+    request.app[GATE].queue.check_capacity()  # shed load before any parsing
     service = request.app[SERVICE]
     prepared = await service.prepare_chat(parse_chat(await read_json(request)))
     return await _respond(request, service, prepared)
@@ -69,6 +70,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     Gate.require(request[KEY], Scope.CHAT)
+    request.app[GATE].queue.check_capacity()  # shed load before any parsing
     service = request.app[SERVICE]
     prepared = await service.prepare_completion(parse_completion(await read_json(request)))
     return await _respond(request, service, prepared)

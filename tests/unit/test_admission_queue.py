@@ -334,3 +334,22 @@ def test_stats_utilisation_and_degraded() -> None:
         AdmissionQueue(slots=0, depth=1, timeout_s=1)
     with pytest.raises(ValueError):
         AdmissionQueue(slots=1, depth=-1, timeout_s=1)
+
+
+async def test_check_capacity_refuses_only_when_slots_and_queue_are_full() -> None:
+    clock = ManualClock(0.0)
+    queue = AdmissionQueue(slots=1, depth=1, timeout_s=30, clock=clock)
+    queue.check_capacity()  # empty: fine
+    held = await queue.acquire_permit("a")
+    queue.check_capacity()  # a free queue place remains
+    waiter = asyncio.ensure_future(queue.acquire_permit("b"))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded) as exc:
+        queue.check_capacity()
+    assert exc.value.retry_after is not None and exc.value.retry_after > 0
+    held.release()
+    (await waiter).release()
+    queue.check_capacity()
+    queue.close()
+    with pytest.raises(Overloaded, match="draining"):
+        queue.check_capacity()
