@@ -39,6 +39,11 @@ class Setting:
     help: str
     flag: bool = True  # exposed as a `serve` flag
     minimum: float | None = None
+    flag_name: str = ""  # default: --name-with-dashes
+
+    @property
+    def option(self) -> str:
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -70,9 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1024),
     Setting("queue_depth", int, 64, "Requests that may wait for a decoding slot; beyond "
             "this, new requests get 503 with Retry-After.", minimum=0),
-    Setting("queue_timeout", float, 30.0, "Longest a request waits for a decoding slot "
+    Setting("queue_timeout_s", float, 30.0, "Longest a request waits for a decoding slot "
             "(seconds) before a 503; requests whose estimated wait is longer are refused at "
-            "once.", minimum=0.001),
+            "once.", minimum=0.001, flag_name="--queue-timeout"),
     Setting("drain_timeout", float, 30.0, "On SIGTERM/SIGINT: seconds in-flight requests "
             "may take to finish while new ones get 503, before the server stops.", minimum=0),
     Setting("key_cache_ttl", float, 5.0, "Seconds an API-key lookup is cached in memory. "
@@ -105,7 +110,7 @@ class Settings:
     chat_template_fallback: str
     max_body_bytes: int
     queue_depth: int
-    queue_timeout: float
+    queue_timeout_s: float
     drain_timeout: float
     key_cache_ttl: float
     database: Path
@@ -182,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if not s.flag:
             continue
         parser.add_argument(
-            "--" + s.name.replace("_", "-"), dest=s.name, default=None, metavar="VALUE",
+            s.option, dest=s.name, default=None, metavar="VALUE",
             help=f"{s.help} (env {ENV_PREFIX}{s.name.upper()}; default {s.default!s})",
         )
 
@@ -203,7 +208,7 @@ def load(
         for s in SETTINGS:
             value = getattr(args, s.name, None)
             if value is not None:
-                values[s.name] = _coerce(s, value, "--" + s.name.replace("_", "-"))
+                values[s.name] = _coerce(s, value, s.option)
     for name, value in (overrides or {}).items():
         if name not in _BY_NAME:
             raise ConfigError(f"unknown setting {name!r}")
@@ -229,7 +234,7 @@ def describe(settings: Sequence[Setting] = SETTINGS) -> str:
             default = str(s.default.relative_to(REPO_ROOT)) if s.default.is_relative_to(
                 REPO_ROOT) else default
         rows.append(
-            f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | `--{s.name.replace('_', '-')}` "
+            f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | `{s.option}` "
             f"| `{default}` | {s.help} |"
         )
     return "\n".join(rows) + "\n"

@@ -198,133 +198,154 @@ class Engine:
         batch = Batch(cfg.batch_size)
         step = 0
         while True:
-            # 1. Take new requests; block only when there is nothing to do.
-            block = not running and not waiting
-            while True:
-                try:
-                    item = self._inbox.get(block=block)
-                except queue.Empty:
-                    break
-                block = False
-                if item is None:
-                    if self._stopping:
-                        self._abort_all(running, waiting, "cancelled", "the engine is stopping")
-                        return
-                    continue
-                waiting.append(item)
+            try:
+                if not self._step(model, ctx, slots, waiting, running, batch, step):
+                    return
+            except Exception:
+                # Never leave a client hanging: fail what was in flight, start afresh.
+                log.exception("engine step failed; failing %d running and %d waiting "
+                              "requests", len(running), len(waiting))
+                self._abort_all(running, waiting, "error", "internal engine error")
+                running.clear()
+                waiting.clear()
+                ctx.clear_memory()
+                for slot in slots:
+                    slot.tokens, slot.busy = [], False
             step += 1
-            events: dict[Stream, list[Event]] = {}
 
-            # 2. Drop cancelled sequences (within one step of the client leaving).
-            for seq in [s for s in running if s.stream.cancelled]:
-                self._finish(seq, "cancelled", events, running)
-            if waiting and any(s.cancelled for s, _ in waiting):
-                waiting = deque((s, t) for s, t in waiting if not s.cancelled)
-
-            # 3. Admit waiting requests into free slots (prefix reuse decided here).
-            now = time.monotonic()
-            while waiting:
-                stream, t_submit = waiting[0]
-                placement = place(slots, stream.request.prompt_tokens,
-                                  min_copy=cfg.prefix_reuse_min, can_copy=True)
-                if placement is None:
-                    break
-                waiting.popleft()
-                slot, keep = placement.slot, placement.keep
-                if placement.copy_from is not None:
-                    # Each sequence has its own KV stream: the donor's stream is copied
-                    # whole (a memcpy at the next decode, far cheaper than re-decoding the
-                    # shared prefix), then trimmed to the shared part.
-                    ctx.seq_cp(placement.copy_from.seq_id, slot.seq_id, -1, -1)
-                if not ctx.seq_rm(slot.seq_id, keep, -1):
-                    ctx.seq_rm(slot.seq_id)  # e.g. sliding-window caches: start afresh
-                    keep = 0
-                slot.tokens = list(stream.request.prompt_tokens[:keep])
-                slot.busy = True
-                slot.last_used = step
-                seed = self._seed(stream.request)
-                seq = _Seq(stream, slot, SamplerChain(model, stream.request.sampling, seed), keep)
-                seq.t_submit = t_submit
-                seq.t_sched = now
-                self.stats.reused_tokens += keep
-                running.append(seq)
-
-            # 4. Build the batch: one token per decoding sequence, then prefill chunks.
-            batch.clear()
-            rows: list[tuple[_Seq, int]] = []
-            for seq in running:
-                if seq.next_token is not None:
-                    i = batch.add(seq.next_token, len(seq.slot.tokens), seq.slot.seq_id, True)
-                    seq.slot.tokens.append(seq.next_token)
-                    seq.next_token = None
-                    rows.append((seq, i))
-            budget = cfg.batch_size - batch.n
-            for seq in running:
-                if budget <= 0:
-                    break
-                if not seq.pending:
-                    continue
-                chunk = seq.pending[:budget]
-                del seq.pending[:budget]
-                last = not seq.pending
-                i = batch.add_span(chunk, len(seq.slot.tokens), seq.slot.seq_id, last)
-                seq.slot.tokens.extend(chunk)
-                budget -= len(chunk)
-                if last:
-                    rows.append((seq, i))
-            self.stats.running = len(running)
-            self.stats.waiting = len(waiting)
-            if batch.n == 0:
-                self.stats.running = len(running)
-                self._dispatch(events)
+    def _step(self, model: LlamaModel, ctx: LlamaContext, slots: list[Slot],
+              waiting: deque[tuple[Stream, float]], running: list[_Seq], batch: Batch,
+              step: int) -> bool:
+        """One scheduling step; False once the engine is told to stop."""
+        cfg = self.cfg
+        # 1. Take new requests; block only when there is nothing to do.
+        block = not running and not waiting
+        while True:
+            try:
+                item = self._inbox.get(block=block)
+            except queue.Empty:
+                break
+            block = False
+            if item is None:
+                if self._stopping:
+                    self._abort_all(running, waiting, "cancelled", "the engine is stopping")
+                    return False
                 continue
+            waiting.append(item)
+        events: dict[Stream, list[Event]] = {}
 
-            # 5. Decode once for everybody.
-            t_decode = time.monotonic()
-            rc = ctx.decode(batch)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("step %d: %d tokens, %d sequences, %d sampled, decode %.1f ms",
-                          step, batch.n, len(running), len(rows),
-                          (time.monotonic() - t_decode) * 1e3)
-            self.stats.steps += 1
-            self.stats.decoded_tokens += batch.n
-            self.stats.last_batch_size = batch.n
-            self.stats.batch_sizes.append(batch.n)
-            if rc != 0:
-                log.error("llama_decode failed with code %d for a batch of %d", rc, batch.n)
-                for seq in list(running):
-                    ctx.seq_rm(seq.slot.seq_id)
-                    seq.slot.tokens = []
-                    self._finish(seq, "error", events, running,
-                                 error=f"llama_decode failed (code {rc})")
-                self.stats.running = len(running)
-                self._dispatch(events)
+        # 2. Drop cancelled sequences (within one step of the client leaving).
+        for seq in [s for s in running if s.stream.cancelled]:
+            self._finish(seq, "cancelled", events, running)
+        if waiting and any(s.cancelled for s, _ in waiting):
+            kept = [(s, t) for s, t in waiting if not s.cancelled]
+            waiting.clear()
+            waiting.extend(kept)
+
+        # 3. Admit waiting requests into free slots (prefix reuse decided here).
+        now = time.monotonic()
+        while waiting:
+            stream, t_submit = waiting[0]
+            placement = place(slots, stream.request.prompt_tokens,
+                              min_copy=cfg.prefix_reuse_min, can_copy=True)
+            if placement is None:
+                break
+            waiting.popleft()
+            slot, keep = placement.slot, placement.keep
+            if placement.copy_from is not None:
+                # Each sequence has its own KV stream: the donor's stream is copied
+                # whole (a memcpy at the next decode, far cheaper than re-decoding the
+                # shared prefix), then trimmed to the shared part.
+                ctx.seq_cp(placement.copy_from.seq_id, slot.seq_id, -1, -1)
+            if not ctx.seq_rm(slot.seq_id, keep, -1):
+                ctx.seq_rm(slot.seq_id)  # e.g. sliding-window caches: start afresh
+                keep = 0
+            slot.tokens = list(stream.request.prompt_tokens[:keep])
+            slot.busy = True
+            slot.last_used = step
+            seed = self._seed(stream.request)
+            seq = _Seq(stream, slot, SamplerChain(model, stream.request.sampling, seed), keep)
+            seq.t_submit = t_submit
+            seq.t_sched = now
+            self.stats.reused_tokens += keep
+            running.append(seq)
+
+        # 4. Build the batch: one token per decoding sequence, then prefill chunks.
+        batch.clear()
+        rows: list[tuple[_Seq, int]] = []
+        for seq in running:
+            if seq.next_token is not None:
+                i = batch.add(seq.next_token, len(seq.slot.tokens), seq.slot.seq_id, True)
+                seq.slot.tokens.append(seq.next_token)
+                seq.next_token = None
+                rows.append((seq, i))
+        budget = cfg.batch_size - batch.n
+        for seq in running:
+            if budget <= 0:
+                break
+            if not seq.pending:
                 continue
+            chunk = seq.pending[:budget]
+            del seq.pending[:budget]
+            last = not seq.pending
+            i = batch.add_span(chunk, len(seq.slot.tokens), seq.slot.seq_id, last)
+            seq.slot.tokens.extend(chunk)
+            budget -= len(chunk)
+            if last:
+                rows.append((seq, i))
+        self.stats.running = len(running)
+        self.stats.waiting = len(waiting)
+        if batch.n == 0:
+            self._dispatch(events)
+            return True
 
-            # 6. Sample each sequence that produced logits; detokenise; check stops.
-            t_now = time.monotonic()
-            for seq, row in rows:
-                token = seq.sampler.sample(ctx, row)
-                if seq.n_gen == 0:
-                    seq.t_first = t_now
-                seq.n_gen += 1
-                self.stats.generated_tokens += 1
-                if model.is_eog(token) and not seq.stream.request.ignore_eos:
-                    self._finish(seq, "stop", events, running)
-                    continue
-                res = seq.stops.push(seq.detok.push(model.piece(token)))
-                if res.stopped:
-                    self._finish(seq, "stop", events, running, text=res.text)
-                    continue
-                seq.next_token = token
-                if (seq.n_gen >= seq.stream.request.max_tokens
-                        or len(seq.slot.tokens) >= cfg.ctx_size):
-                    self._finish(seq, "length", events, running, text=res.text)
-                elif res.text:
-                    events.setdefault(seq.stream, []).append(TextDelta(res.text, seq.n_gen))
-            self.stats.kv_cells_used = sum(len(s.tokens) for s in slots)
+        # 5. Decode once for everybody.
+        t_decode = time.monotonic()
+        rc = ctx.decode(batch)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("step %d: %d tokens, %d sequences, %d sampled, decode %.1f ms",
+                      step, batch.n, len(running), len(rows),
+                      (time.monotonic() - t_decode) * 1e3)
+        self.stats.steps += 1
+        self.stats.decoded_tokens += batch.n
+        self.stats.last_batch_size = batch.n
+        self.stats.batch_sizes.append(batch.n)
+        if rc != 0:
+            log.error("llama_decode failed with code %d for a batch of %d", rc, batch.n)
+            for seq in list(running):
+                ctx.seq_rm(seq.slot.seq_id)
+                seq.slot.tokens = []
+                self._finish(seq, "error", events, running,
+                             error=f"llama_decode failed (code {rc})")
             self.stats.running = len(running)
             self._dispatch(events)
+            return True
+
+        # 6. Sample each sequence that produced logits; detokenise; check stops.
+        t_now = time.monotonic()
+        for seq, row in rows:
+            token = seq.sampler.sample(ctx, row)
+            if seq.n_gen == 0:
+                seq.t_first = t_now
+            seq.n_gen += 1
+            self.stats.generated_tokens += 1
+            if model.is_eog(token) and not seq.stream.request.ignore_eos:
+                self._finish(seq, "stop", events, running)
+                continue
+            res = seq.stops.push(seq.detok.push(model.piece(token)))
+            if res.stopped:
+                self._finish(seq, "stop", events, running, text=res.text)
+                continue
+            seq.next_token = token
+            if (seq.n_gen >= seq.stream.request.max_tokens
+                    or len(seq.slot.tokens) >= cfg.ctx_size):
+                self._finish(seq, "length", events, running, text=res.text)
+            elif res.text:
+                events.setdefault(seq.stream, []).append(TextDelta(res.text, seq.n_gen))
+        self.stats.kv_cells_used = sum(len(s.tokens) for s in slots)
+        self.stats.running = len(running)
+        self._dispatch(events)
+        return True
 
     def _seed(self, request: GenerationRequest) -> int:
         if request.sampling.seed is not None:

@@ -69,7 +69,7 @@ def _make_gate(settings: Settings, db: Database) -> Gate:
             f"refusing to serve on {settings.host} (not loopback) without API keys: create "
             f"one with `appliance keys create --name NAME`, or bind 127.0.0.1")
     queue = AdmissionQueue(slots=settings.parallel, depth=settings.queue_depth,
-                           timeout_s=settings.queue_timeout)
+                           timeout_s=settings.queue_timeout_s)
     return Gate(keys, RateLimiter(), queue, open_access=open_access,
                 key_count_ttl_s=settings.key_cache_ttl)
 

@@ -140,7 +140,7 @@ async def _fire(session: aiohttp.ClientSession, url: str, body: dict[str, object
 
 async def test_overload_burst_gets_fast_honest_refusals(tmp_path: Path) -> None:
     srv = await asyncio.to_thread(start_server, make_settings(
-        tmp_path, parallel=4, queue_depth=16, queue_timeout=60, ctx_size=256))
+        tmp_path, parallel=4, queue_depth=16, queue_timeout_s=60, ctx_size=256))
     url = srv.base_url + "/v1/chat/completions"
     body = {**CHAT, "max_tokens": 16}
     health_times: list[float] = []

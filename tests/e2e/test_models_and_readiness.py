@@ -151,3 +151,33 @@ def test_gpu_offload_request_on_cpu_build_fails_ready_clearly(tmp_path: Path) ->
         assert "no GPU backend" in str(body["error"])
     finally:
         srv.close()
+
+
+def test_engine_step_failure_fails_requests_cleanly_and_keeps_serving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.engine import native
+
+    srv = start_server(make_settings(tmp_path, parallel=2, ctx_size=256))
+    original = native.SamplerChain.sample
+    calls = {"n": 0}
+
+    def flaky(self: native.SamplerChain, ctx: native.LlamaContext, index: int) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected sampler failure")
+        return original(self, ctx, index)
+
+    monkeypatch.setattr(native.SamplerChain, "sample", flaky)
+    try:
+        with openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0) as c:
+            with pytest.raises(openai.InternalServerError) as exc:
+                c.chat.completions.create(model="default", max_tokens=4,
+                                          messages=[{"role": "user", "content": "hi"}])
+            assert exc.value.status_code == 500
+            assert "Traceback" not in str(exc.value.body)
+            r = c.chat.completions.create(model="default", max_tokens=4,
+                                          messages=[{"role": "user", "content": "hi"}])
+            assert r.choices[0].message.content is not None
+        assert srv.engine.ready and srv.engine.stats.running == 0
+    finally:
+        srv.close()

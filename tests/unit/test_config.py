@@ -53,6 +53,11 @@ def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
         config.load(env=env)
 
 
+def test_queue_timeout_flag_name() -> None:
+    s = config.load(_args(["--queue-timeout", "2.5", "--queue-depth", "3"]), env={})
+    assert (s.queue_timeout_s, s.queue_depth) == (2.5, 3)
+
+
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("paralel = 3\n")
@@ -64,7 +69,7 @@ def test_every_setting_is_documented() -> None:
     docs = (config.REPO_ROOT / "docs" / "CONFIG.md").read_text()
     for s in config.SETTINGS:
         assert f"`{s.name}`" in docs, f"setting {s.name} missing from docs/CONFIG.md"
-        assert f"`--{s.name.replace('_', '-')}`" in docs
+        assert f"`{s.option}`" in docs
     sys.path.insert(0, str(config.REPO_ROOT / "scripts"))
     try:
         import gen_config_docs
