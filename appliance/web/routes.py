@@ -58,22 +58,26 @@ async def _respond(request: web.Request, service: GenerationService,
     return out.response
 
 
+async def _admit_and_read(request: web.Request) -> Any:
+    """Scope check and load shedding before the body is even read, then the JSON."""
+    Gate.require(request[KEY], Scope.CHAT)
+    request.app[GATE].queue.check_capacity()
+    return await read_json(request)
+
+
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    Gate.require(request[KEY], Scope.CHAT)
-    request.app[GATE].queue.check_capacity()  # shed load before any parsing
+    body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    prepared = await service.prepare_chat(parse_chat(await read_json(request)))
-    return await _respond(request, service, prepared)
+    return await _respond(request, service, await service.prepare_chat(parse_chat(body)))
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
-    Gate.require(request[KEY], Scope.CHAT)
-    request.app[GATE].queue.check_capacity()  # shed load before any parsing
+    body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    prepared = await service.prepare_completion(parse_completion(await read_json(request)))
-    return await _respond(request, service, prepared)
+    return await _respond(request, service,
+                          await service.prepare_completion(parse_completion(body)))
 
 
 @routes.get("/v1/models")
