@@ -1,0 +1,281 @@
+"""Guard policies: what each tier of the input rail does, and the output rail's rules.
+
+A policy is one TOML file; the presets live in ``appliance/guards/policies/`` and are loaded
+by name (``load_policy("clinic")``), any other file by path::
+
+    name = "default"
+    version = "1"                        # bumped by hand; Policy.version adds a content hash
+    refusal = "I can't help with that request."
+
+    [rules]                              # passed as is to RuleSet.from_config (rules.py)
+    default_rules = true
+    [rules.pii]
+    email = "redact"
+
+    [embedding]                          # the shared embedding the classifier heads read
+    budget_ms = 1000
+    on_timeout = "block"                 # "block" fails closed, "flag" fails open
+    on_error = "block"
+
+    [classifiers.prompt-injection]       # and [classifiers.content-safety]
+    enabled = true
+    threshold = 0.8                      # optional; default the classifier's own
+    action = "block"                     # on a flag: block | flag | allow
+    budget_ms = 250
+    on_timeout = "block"
+    on_error = "block"
+    [classifiers.content-safety.categories]
+    S6 = "allow"                         # per S-code; default: the classifier's action
+
+    [output]
+    blocked_message = "..."              # replaces an answer that leaks a secret
+    [[output.rules]]
+    name = "dose-instruction"
+    pattern = "you should take \\d+ ?mg"  # case-insensitive, on normalised text
+    replacement = "Please talk to a pharmacist."
+
+``Policy.version`` is ``"<version>+<sha256 prefix of the file>"``, so a cache keyed on it
+never serves an answer checked under another policy. Bad files raise ConfigError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeGuard
+
+from appliance.errors import ConfigError
+from appliance.guards.rules import RuleSet
+
+POLICIES_DIR = Path(__file__).resolve().parent / "policies"
+
+OnFlag = Literal["block", "flag", "allow"]
+FailMode = Literal["block", "flag"]
+_ON_FLAG: tuple[OnFlag, ...] = ("block", "flag", "allow")
+_FAIL: tuple[FailMode, ...] = ("block", "flag")
+_CATEGORY = re.compile(r"S[0-9]{1,2}")
+
+_TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "embedding",
+                       "classifiers", "output"})
+_BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
+_CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
+_CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety"})
+_OUTPUT_KEYS = frozenset({"blocked_message", "rules"})
+_OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A guard's latency budget and what its timeout or failure means."""
+
+    budget_ms: float = 1000.0
+    on_timeout: FailMode = "block"
+    on_error: FailMode = "block"
+
+
+@dataclass(frozen=True)
+class ClassifierPolicy:
+    enabled: bool = True
+    threshold: float | None = None  # None: the classifier's shipped threshold
+    action: OnFlag = "block"
+    categories: Mapping[str, OnFlag] = field(default_factory=lambda: MappingProxyType({}))
+    budget: Budget = Budget(250.0)
+
+    def action_for(self, category: str | None) -> OnFlag:
+        """The action on a flag whose top category is ``category`` (an S-code or None)."""
+        if category is None:
+            return self.action
+        return self.categories.get(category, self.action)
+
+
+@dataclass(frozen=True)
+class OutputRule:
+    name: str
+    pattern: re.Pattern[str]
+    replacement: str
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    rules: tuple[OutputRule, ...] = ()
+    blocked_message: str = "The answer was withheld because it contained sensitive data."
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    name: str
+    version: str  # "<declared>+<sha256[:12]>"
+    sha256: str  # of the file's bytes
+    rules_config: Mapping[str, object]  # deep read-only; for RuleSet.from_config
+    rule_set: RuleSet  # compiled from rules_config at load time
+    injection: ClassifierPolicy
+    safety: ClassifierPolicy
+    embedding: Budget = Budget()
+    output: OutputPolicy = OutputPolicy()
+    refusal: str = "I can't help with that request."
+    description: str = ""
+    path: Path | None = None
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def _is(value: object, choices: tuple[str, ...]) -> bool:
+    return isinstance(value, str) and value in choices
+
+
+def _is_on_flag(value: object) -> TypeGuard[OnFlag]:
+    return _is(value, _ON_FLAG)
+
+
+def _is_fail(value: object) -> TypeGuard[FailMode]:
+    return _is(value, _FAIL)
+
+
+def _table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
+    unknown = set(value) - keys if keys is not None else set()
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys or ())}")
+    return value
+
+
+def _text(table: Mapping[str, object], key: str, where: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _on_flag(value: object, where: str) -> OnFlag:
+    if not _is_on_flag(value):
+        raise ConfigError(f"{where} must be one of {list(_ON_FLAG)}, got {value!r}")
+    return value
+
+
+def _fail(value: object, where: str) -> FailMode:
+    if not _is_fail(value):
+        raise ConfigError(f"{where} must be 'block' (fail closed) or 'flag' (fail open), "
+                          f"got {value!r}")
+    return value
+
+
+def _budget(table: Mapping[str, object], where: str, default_ms: float) -> Budget:
+    ms = table.get("budget_ms", default_ms)
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms <= 0:
+        raise ConfigError(f"{where}.budget_ms must be a positive number, got {ms!r}")
+    return Budget(float(ms), _fail(table.get("on_timeout", "block"), f"{where}.on_timeout"),
+                  _fail(table.get("on_error", "block"), f"{where}.on_error"))
+
+
+def _classifier(raw: object, where: str) -> ClassifierPolicy:
+    table = _table(raw, where, _CLASSIFIER_KEYS)
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
+    threshold = table.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, int | float)
+                                  or not 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"{where}.threshold must be a number in [0, 1], got {threshold!r}")
+    categories: dict[str, OnFlag] = {}
+    for code, action in _table(table.get("categories", {}), f"{where}.categories").items():
+        if not _CATEGORY.fullmatch(code):
+            raise ConfigError(f"{where}.categories: {code!r} is not an S-code like 'S6'")
+        categories[code] = _on_flag(action, f"{where}.categories.{code}")
+    return ClassifierPolicy(
+        enabled=enabled, threshold=None if threshold is None else float(threshold),
+        action=_on_flag(table.get("action", "block"), f"{where}.action"),
+        categories=MappingProxyType(categories), budget=_budget(table, where, 250.0))
+
+
+def _output(raw: object) -> OutputPolicy:
+    table = _table(raw, "output", _OUTPUT_KEYS)
+    rules_raw = table.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError("output.rules must be an array of tables ([[output.rules]])")
+    rules = []
+    for i, entry in enumerate(rules_raw):
+        where = f"output.rules[{i}]"
+        row = _table(entry, where, _OUTPUT_RULE_KEYS)
+        pattern = _text(row, "pattern", where, "")
+        try:
+            compiled = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
+        rules.append(OutputRule(_text(row, "name", where, ""), compiled,
+                                _text(row, "replacement", where, "")))
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"output.rules: names must be unique, got {names}")
+    default = OutputPolicy()
+    return OutputPolicy(tuple(rules),
+                        _text(table, "blocked_message", "output", default.blocked_message))
+
+
+def _freeze(value: object) -> object:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = None) -> Policy:
+    """A policy from the bytes of a TOML file; ConfigError naming ``source`` if it is bad."""
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"guard policy {source} is not valid TOML: {exc}") from exc
+    try:
+        top = _table(raw, "policy", _TOP_KEYS)
+        name = _text(top, "name", "policy", "")
+        version = top.get("version", "0")
+        if not isinstance(version, str | int) or isinstance(version, bool):
+            raise ConfigError(f"policy.version must be a string, got {version!r}")
+        rules_config = _freeze(_table(top.get("rules", {}), "rules"))
+        assert isinstance(rules_config, Mapping)
+        rule_set = RuleSet.from_config(rules_config)
+        classifiers = _table(top.get("classifiers", {}), "classifiers", _CLASSIFIER_IDS)
+        sha = hashlib.sha256(data).hexdigest()
+        return Policy(
+            name=name, version=f"{version}+{sha[:12]}", sha256=sha,
+            rules_config=rules_config, rule_set=rule_set,
+            injection=_classifier(classifiers.get("prompt-injection", {}),
+                                  "classifiers.prompt-injection"),
+            safety=_classifier(classifiers.get("content-safety", {}),
+                               "classifiers.content-safety"),
+            embedding=_budget(_table(top.get("embedding", {}), "embedding", _BUDGET_KEYS),
+                              "embedding", 1000.0),
+            output=_output(top.get("output", {})),
+            refusal=_text(top, "refusal", "policy", Policy.refusal),
+            description=str(top.get("description", "")), path=path)
+    except ConfigError as exc:
+        raise ConfigError(f"guard policy {source}: {exc}") from exc
+
+
+def presets() -> tuple[str, ...]:
+    """The names of the built-in policies."""
+    return tuple(sorted(p.stem for p in POLICIES_DIR.glob("*.toml")))
+
+
+def load_policy(name_or_path: str | Path) -> Policy:
+    """A built-in preset by name (``"default"``, ``"clinic"``) or a TOML file by path."""
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
+        path = Path(name_or_path)
+    else:
+        path = POLICIES_DIR / f"{text}.toml"
+        if not path.is_file():
+            raise ConfigError(f"no guard policy preset {text!r}; presets: {list(presets())}, "
+                              f"or give the path of a .toml file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read guard policy {path}: {exc}") from exc
+    return parse_policy(data, source=str(path), path=path.resolve())
