@@ -135,7 +135,9 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
                     criteria: dict[str, float], progress: bool = True) -> LevelReport:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
-    connector = aiohttp.TCPConnector(limit=0)
+    # A fresh connection per request: some servers (llama-server) close streamed
+    # connections, and a reused stale one would count as an error.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
     results: list[RequestResult] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
