@@ -181,9 +181,7 @@ class AdmissionQueue:
         self, key: str, priority: int = 0, max_concurrent: int | None = None
     ) -> Permit:
         """Wait for a permit; raise ``RateLimited``/``Overloaded`` as the module doc says."""
-        if self._draining:
-            raise Overloaded("The server is draining for shutdown and takes no new "
-                             "requests.", retry_after=self._wait_for(1))
+        self._refuse_if_draining()
         now = self._clock()
         held = self._per_key.get(key, 0)
         if max_concurrent is not None and held >= max_concurrent:
@@ -215,14 +213,17 @@ class AdmissionQueue:
         """Refuse now if a request arriving this instant could not even queue (draining,
         or slots and queue all taken): lets a handler answer 503 before reading the body
         or tokenising the prompt. ``acquire_permit`` still makes the binding decision."""
-        if self._draining:
-            raise Overloaded("The server is draining for shutdown and takes no new "
-                             "requests.", retry_after=self._wait_for(1))
+        self._refuse_if_draining()
         if self._running >= self.slots and self._queued >= self.depth:
             raise Overloaded(
                 f"The server is overloaded: {self._queued} requests are already queued.",
                 retry_after=self._wait_for(self._queued + 1),
             )
+
+    def _refuse_if_draining(self) -> None:
+        if self._draining:
+            raise Overloaded("The server is draining for shutdown and takes no new "
+                             "requests.", retry_after=self._wait_for(1))
 
     def stats(self) -> QueueStats:
         return QueueStats(

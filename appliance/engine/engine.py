@@ -211,6 +211,9 @@ class Engine:
                 ctx.clear_memory()
                 for slot in slots:
                     slot.tokens, slot.busy = [], False
+            # Gauges read by other threads, refreshed once per step whatever happened.
+            self.stats.running = len(running)
+            self.stats.waiting = len(waiting)
             step += 1
 
     def _step(self, model: LlamaModel, ctx: LlamaContext, slots: list[Slot],
@@ -293,8 +296,6 @@ class Engine:
             budget -= len(chunk)
             if last:
                 rows.append((seq, i))
-        self.stats.running = len(running)
-        self.stats.waiting = len(waiting)
         if batch.n == 0:
             self._dispatch(events)
             return True
@@ -317,7 +318,6 @@ class Engine:
                 seq.slot.tokens = []
                 self._finish(seq, "error", events, running,
                              error=f"llama_decode failed (code {rc})")
-            self.stats.running = len(running)
             self._dispatch(events)
             return True
 
@@ -343,7 +343,6 @@ class Engine:
             elif res.text:
                 events.setdefault(seq.stream, []).append(TextDelta(res.text, seq.n_gen))
         self.stats.kv_cells_used = sum(len(s.tokens) for s in slots)
-        self.stats.running = len(running)
         self._dispatch(events)
         return True
 
