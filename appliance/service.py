@@ -28,6 +28,7 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
+from appliance.trace import RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
 
@@ -197,13 +198,17 @@ class GenerationService:
                         options=options, echo_text=echo_text)
 
     # --- generation ---------------------------------------------------------------------
-    async def stream(self, prepared: Prepared, key: KeyRecord) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, prepared: Prepared, key: KeyRecord,
+                     trace: RequestTrace | None = None) -> AsyncGenerator[Chunk, None]:
         """Chunks as the engine releases text. Admission (rate limit, then a decoding slot
         from the bounded queue) happens before anything reaches the engine; the engine
         sequence is cancelled if the consumer stops early (client gone) or is cancelled."""
         self._llama()
         request = prepared.request
+        queued_at = time.perf_counter()
         ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
+        if trace is not None:
+            trace.queue_wait_s = time.perf_counter() - queued_at
         used = len(request.prompt_tokens)
         handle = self.engine.submit(request)
         try:
@@ -211,18 +216,26 @@ class GenerationService:
                 for event in await handle.next_events():
                     if isinstance(event, TextDelta):
                         used = len(request.prompt_tokens) + event.n_tokens
+                        if trace is not None:
+                            trace.mark_first_token()
                         yield Chunk(event.text)
                     elif isinstance(event, Finished):
                         used = event.prompt_tokens + event.completion_tokens
+                        if trace is not None:
+                            trace.mark_first_token()
+                            trace.prompt_tokens = event.prompt_tokens
+                            trace.completion_tokens = event.completion_tokens
+                            trace.cached_tokens = event.cached_tokens
                         yield self._final(event)
                         return
         finally:
             handle.cancel()
             ticket.release(used)
 
-    async def complete(self, prepared: Prepared, key: KeyRecord) -> Generation:
+    async def complete(self, prepared: Prepared, key: KeyRecord,
+                       trace: RequestTrace | None = None) -> Generation:
         parts = [prepared.echo_text] if prepared.echo_text else []
-        async for chunk in self.stream(prepared, key):
+        async for chunk in self.stream(prepared, key, trace):
             parts.append(chunk.text)
             if chunk.finish_reason is not None and chunk.usage is not None:
                 return Generation("".join(parts), chunk.finish_reason, chunk.usage)

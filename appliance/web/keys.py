@@ -11,6 +11,7 @@ from appliance.engine.engine import Engine
 from appliance.engine.models import ModelStore, VerifiedModel
 from appliance.service import GenerationService
 from appliance.store.db import Database
+from appliance.trace import RequestTrace
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", ModelStore)
@@ -24,3 +25,4 @@ GATE = web.AppKey("gate", Gate)
 # Per request: the authenticated API key.
 KEY = web.RequestKey("api_key", KeyRecord)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+TRACE = web.RequestKey("trace", RequestTrace)

@@ -18,7 +18,8 @@ from appliance.errors import (
     RequestError,
     UnsupportedMediaType,
 )
-from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY
+from appliance.trace import RequestTrace
+from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY, TRACE
 
 log = logging.getLogger("appliance.web")
 
@@ -62,21 +63,28 @@ def response_headers(request: web.Request) -> dict[str, str]:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place errors become OpenAI error bodies (outermost middleware)."""
-    request[REQUEST_ID_KEY] = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    request[TRACE] = trace = RequestTrace(request_id, request.path)
     try:
         response = await handler(request)
     except RequestError as err:
+        trace.error_type = err.type
         response = error_response(err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(_from_http(exc))
+        http_err = _from_http(exc)
+        trace.error_type = http_err.type
+        response = error_response(http_err)
     except Exception:
+        trace.error_type = "server_error"
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(InternalError("internal error; see the server log with "
                                                 "this request id"))
     if not response.prepared:
         response.headers.update(response_headers(request))
+    trace.status = response.status
     return response
 
 
@@ -84,6 +92,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """API keys on /v1/ (open access on loopback while no key exists; see Gate)."""
     if request.path.startswith("/v1/"):
-        request[KEY] = await request.app[GATE].authenticate(
+        request[KEY] = key = await request.app[GATE].authenticate(
             request.headers.get("Authorization"))
+        request[TRACE].key_name = key.name
     return await handler(request)

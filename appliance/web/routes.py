@@ -14,7 +14,7 @@ from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
 from appliance.service import GenerationService, Prepared
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
-from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE
+from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE, TRACE
 from appliance.web.sse import EventStream
 
 routes = web.RouteTableDef()
@@ -37,13 +37,13 @@ async def read_json(request: web.Request) -> Any:
 async def _respond(request: web.Request, service: GenerationService,
                    prepared: Prepared) -> web.StreamResponse:
     model, fp = service.model_id, service.fingerprint
-    key = request[KEY]
+    key, trace = request[KEY], request[TRACE]
     if not prepared.options.stream:
-        result = await service.complete(prepared, key)
+        result = await service.complete(prepared, key, trace)
         return web.Response(body=orjson.dumps(completion_body(prepared, result, model, fp)),
                             content_type="application/json")
     fmt = ChunkFormatter(prepared, model, fp)
-    chunks = service.stream(prepared, key)
+    chunks = service.stream(prepared, key, trace)
     out = EventStream(request)
     try:
         first = await anext(chunks)  # errors before the first token are still plain JSON
