@@ -74,6 +74,16 @@ def _parse_expiry(value: str) -> float:
     return when.timestamp()
 
 
+def _checked_policy(name: str | None) -> str | None:
+    """A policy given to a key must load now, not at the key's first request."""
+    if name is None:
+        return None
+    from appliance.guards.policy import load_policy
+
+    policy = load_policy(name)
+    return str(policy.path) if "/" in name or name.endswith(".toml") else policy.name
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from appliance.admission.keys import KeyStore
     from appliance.store.db import Database
@@ -89,7 +99,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 args.name, rpm=args.rpm, tpm=args.tpm, burst_requests=args.burst_requests,
                 burst_tokens=args.burst_tokens, max_concurrent=args.max_concurrent,
                 scopes=[s.strip() for s in args.scopes.split(",") if s.strip()],
-                expires_at=args.expires, priority=args.priority)
+                expires_at=args.expires, priority=args.priority,
+                guard_policy=_checked_policy(args.guard_policy))
             print(f"created key {created.record.name!r}; its secret is shown only now:",
                   file=sys.stderr)
             print(created.secret)
@@ -142,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated: chat, embeddings, memory, admin")
     keys.add_argument("--expires", type=_parse_expiry, default=None, metavar="DATE")
     keys.add_argument("--all", action="store_true", help="list: include revoked keys")
+    keys.add_argument("--policy", dest="guard_policy", default=None, metavar="NAME_OR_FILE",
+                      help="create: the guard policy for this key's requests (a preset such "
+                           "as default or clinic, or a TOML file; default: the server's)")
     config.add_arguments(keys)
     keys.set_defaults(func=cmd_keys)
 

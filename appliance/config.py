@@ -85,6 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
             "refused within this time.", minimum=0),
     Setting("database", Path, None, "SQLite database (keys, and later memory, cache, "
             "audit). Default: <data_dir>/appliance.db."),
+    Setting("guards", bool, True, "Run the guardrails on inputs and streamed outputs "
+            "(off only for benchmarking the bare engine)."),
+    Setting("guard_policy", str, "default", "Guard policy for keys that name none: a preset "
+            "(default, clinic) or the path of a policy TOML file."),
+    Setting("guard_holdback_tokens", int, 32, "Output rail: longest run of tokens held back "
+            "before a window is checked and released when no sentence ends.", minimum=1),
+    Setting("guard_threads", int, 1, "CPU threads of the guard encoder (ONNX Runtime).",
+            minimum=1),
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
@@ -114,6 +122,10 @@ class Settings:
     drain_timeout: float
     key_cache_ttl: float
     database: Path
+    guards: bool
+    guard_policy: str
+    guard_holdback_tokens: int
+    guard_threads: int
     seed: int
     log_level: str
 

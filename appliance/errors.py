@@ -10,7 +10,8 @@ Nobody parses exception messages.
     └── RequestError                 (answered to a client)
         ├── InvalidRequest             400 invalid_request_error
         │   ├── ContextLengthExceeded    400 code=context_length_exceeded
-        │   └── ChatTemplateMissing      400 code=chat_template_missing
+        │   ├── ChatTemplateMissing      400 code=chat_template_missing
+        │   └── ContentFiltered          400 code=content_filter (names the guard)
         ├── AuthenticationError        401
         ├── PermissionDenied           403
         ├── NotFound                   404
@@ -82,6 +83,26 @@ class ContextLengthExceeded(InvalidRequest):
 
 class ChatTemplateMissing(InvalidRequest):
     code = "chat_template_missing"
+
+
+class ContentFiltered(InvalidRequest):
+    """A guard blocked the input. Names which guard and category fired, nothing more (no
+    scores, no other verdicts)."""
+
+    code = "content_filter"
+
+    def __init__(self, message: str, *, guard: str, category: str | None) -> None:
+        super().__init__(message, param="messages")
+        self.guard = guard
+        self.category = category
+
+    def body(self) -> dict[str, object]:
+        body = super().body()
+        error = body["error"]
+        assert isinstance(error, dict)
+        error["guard"] = self.guard
+        error["category"] = self.category
+        return body
 
 
 class AuthenticationError(RequestError):

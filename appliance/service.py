@@ -1,7 +1,14 @@
 """The request pipeline between the HTTP layer and the engine.
 
-prepare (template, tokenize, length checks) -> submit to the engine -> collect or stream.
-Later stages (admission, guards, cache, memory) slot in here, not in the handlers.
+prepare (input guards, template, tokenize, length checks) -> admit -> submit to the engine
+-> output rail -> collect or stream. Later stages (cache, memory) slot in here, not in the
+handlers.
+
+Guards: the input rail runs before anything is tokenised, so the model only ever sees the
+redacted text; a block is a 400 ``content_filter`` naming the guard; a topic rail answers
+with its configured text without the model. Generated text passes the streamed output rail
+(``guards/output.py``) before it is yielded: nothing unchecked reaches the caller, and a
+violation ends the answer with the policy's message and ``finish_reason="content_filter"``.
 """
 
 from __future__ import annotations
@@ -9,18 +16,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from appliance.admission.gate import Gate
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
-from appliance.engine.chat import ChatTemplate, NoChatTemplate
+from appliance.engine.chat import ChatMessage, ChatTemplate, NoChatTemplate
 from appliance.engine.engine import Engine
 from appliance.engine.models import ModelSpec, VerifiedModel
 from appliance.engine.native import LlamaModel
 from appliance.engine.types import Finished, FinishReason, GenerationRequest, TextDelta
 from appliance.errors import (
+    ContentFiltered,
     ContextLengthExceeded,
     InternalError,
     InvalidRequest,
@@ -28,7 +36,9 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
-from appliance.trace import RequestTrace
+from appliance.guards.output import OutputBuffer, OutputRail, Window
+from appliance.guards.rails import Guards, InputCheck, PolicyRails, TextReport
+from appliance.trace import GuardAction, RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
 
@@ -52,6 +62,8 @@ class Prepared:
     request: GenerationRequest
     options: GenerationOptions
     echo_text: str = ""
+    rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
+    canned: str | None = None  # a topic rail's answer, sent instead of generating
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,8 @@ def _public_reason(reason: FinishReason) -> str:
 class GenerationService:
     def __init__(self, engine: Engine, gate: Gate, served: VerifiedModel,
                  manifest: tuple[ModelSpec, ...], *, ctx_size: int,
-                 template_fallback: str = "") -> None:
+                 template_fallback: str = "", guards_enabled: bool = True,
+                 holdback_tokens: int = 32) -> None:
         self.engine = engine
         self.gate = gate
         self.served = served
@@ -85,6 +98,11 @@ class GenerationService:
         self.ctx_size = ctx_size
         self.template_fallback = template_fallback
         self._template: ChatTemplate | NoChatTemplate | None = None
+        self.guards_enabled = guards_enabled
+        self.holdback_tokens = holdback_tokens
+        # Set by the app once the guard models are loaded (or the error if they failed).
+        self.guards: Guards | None = None
+        self.guards_error: str | None = None
 
     # --- model identity -----------------------------------------------------------------
     @property
@@ -127,28 +145,91 @@ class GenerationService:
         return self._template
 
     # --- preparation --------------------------------------------------------------------
-    async def prepare_chat(self, req: ChatRequest) -> Prepared:
+    async def prepare_chat(self, req: ChatRequest, key: KeyRecord | None = None,
+                           trace: RequestTrace | None = None) -> Prepared:
         self.check_model(req.options.model)
-        text = self.template().render(req.messages)
-        tokens = await self._tokenize(text, chat=True)
-        return self._prepared("chat", tokens, req.options)
+        template = self.template()
+        messages = req.messages
+        rails = self.rails_for(key)
+        check = None
+        if rails is not None:
+            users = [i for i, m in enumerate(messages) if m.role == "user"]
+            main = users[-1] if users else len(messages) - 1
+            check = await self._check_input(rails, [m.content for m in messages], main, trace)
+            messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
+                             for m, text in zip(messages, check.texts, strict=True))
+        tokens = await self._tokenize(template.render(messages), chat=True)
+        return self._prepared("chat", tokens, req.options, rails=rails,
+                              canned=check.topic.answer if check and check.topic else None)
 
-    async def prepare_completion(self, req: CompletionRequest) -> Prepared:
+    async def prepare_completion(self, req: CompletionRequest, key: KeyRecord | None = None,
+                                 trace: RequestTrace | None = None) -> Prepared:
         self.check_model(req.options.model)
         model = self._llama()
+        ids: list[int] = []
         if isinstance(req.prompt, str):
-            tokens = await self._tokenize(req.prompt, chat=False)
+            text: str | None = req.prompt
             echo = req.prompt
         else:
+            ids = list(req.prompt)
             bad = [t for t in req.prompt if not 0 <= t < model.n_vocab]
             if bad:
                 raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary "
                                      f"(0..{model.n_vocab - 1})", param="prompt")
-            tokens = list(req.prompt)
-            echo = b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
+            text = None
+            echo = b"".join(model.piece(t) for t in req.prompt).decode("utf-8", "replace")
+        rails = self.rails_for(key)
+        check = None
+        if rails is not None:
+            check = await self._check_input(rails, [echo], 0, trace)
+            if check.texts[0] != echo:  # redacted: the model sees the masked text
+                text = echo = check.texts[0]
+        tokens = await self._tokenize(text, chat=False) if text is not None else ids
         return self._prepared("text", tokens, req.options,
                               echo_text=echo if req.echo else "",
-                              default_max=16)
+                              default_max=16, rails=rails,
+                              canned=check.topic.answer if check and check.topic else None)
+
+    # --- guards -------------------------------------------------------------------------
+    def rails_for(self, key: KeyRecord | None) -> PolicyRails | None:
+        """The guard rails for a key's requests (None when guards are switched off)."""
+        if not self.guards_enabled:
+            return None
+        if self.guards is None:
+            if self.guards_error is not None:
+                raise Unavailable(f"the guards failed to load: {self.guards_error}")
+            raise NotReady("the guards are still loading; retry shortly", retry_after=2)
+        return self.guards.rails(key.guard_policy if key is not None else None)
+
+    async def check_texts(self, texts: Sequence[str], role: str, key: KeyRecord | None,
+                          policy: str | None = None) -> list[TextReport]:
+        """``POST /v1/guard``: each text through the input (role user) or output rail."""
+        rails = self.rails_for(key)
+        if rails is None or self.guards is None:
+            raise InvalidRequest("the guards are switched off on this server (guards = false)",
+                                 code="guards_disabled")
+        if policy is not None:
+            rails = self.guards.rails(policy)
+        return [await self.guards.check_text(text, role, rails) for text in texts]
+
+    async def _check_input(self, rails: PolicyRails, texts: list[str], main: int,
+                           trace: RequestTrace | None) -> InputCheck:
+        assert self.guards is not None
+        check = await self.guards.check_input(texts, main, rails)
+        if trace is not None:
+            trace.guard_s += check.ms / 1000.0
+            trace.guard_actions.extend(
+                GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
+                for v in check.notable)
+        if not check.allowed:
+            blocker = check.blocker
+            guard = blocker.guard if blocker is not None else "rules"
+            category = blocker.category if blocker is not None else None
+            raise ContentFiltered(
+                f"The request was blocked by the {guard} guard"
+                f"{f' ({category})' if category else ''}. {rails.policy.refusal}",
+                guard=guard, category=category)
+        return check
 
     async def _tokenize(self, text: str, *, chat: bool) -> list[int]:
         model = self._llama()
@@ -166,7 +247,8 @@ class GenerationService:
         return run()
 
     def _prepared(self, kind: str, tokens: list[int], options: GenerationOptions, *,
-                  echo_text: str = "", default_max: int | None = None) -> Prepared:
+                  echo_text: str = "", default_max: int | None = None,
+                  rails: PolicyRails | None = None, canned: str | None = None) -> Prepared:
         n_prompt = len(tokens)
         if n_prompt == 0:
             raise InvalidRequest("the prompt is empty", param="prompt")
@@ -195,38 +277,58 @@ class GenerationService:
                                     sampling=options.sampling, stop=options.stop,
                                     ignore_eos=options.ignore_eos, request_id=rid)
         return Prepared(id=rid, created=int(time.time()), kind=kind, request=request,
-                        options=options, echo_text=echo_text)
+                        options=options, echo_text=echo_text, rails=rails, canned=canned)
 
     # --- generation ---------------------------------------------------------------------
     async def stream(self, prepared: Prepared, key: KeyRecord,
                      trace: RequestTrace | None = None) -> AsyncGenerator[Chunk, None]:
-        """Chunks as the engine releases text. Admission (rate limit, then a decoding slot
-        from the bounded queue) happens before anything reaches the engine; the engine
-        sequence is cancelled if the consumer stops early (client gone) or is cancelled."""
+        """Chunks as the engine releases text and the output rail passes it. Admission (rate
+        limit, then a decoding slot from the bounded queue) happens before anything reaches
+        the engine; the engine sequence is cancelled if the consumer stops early (client
+        gone), is cancelled, or the output rail ends the answer."""
         self._llama()
         request = prepared.request
+        if prepared.canned is not None:  # a topic rail answered: no model call
+            if trace is not None:
+                trace.mark_first_token()
+            yield Chunk(prepared.canned, "stop",
+                        Usage(len(request.prompt_tokens), 0, 0))
+            return
         queued_at = time.perf_counter()
         ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
         if trace is not None:
             trace.queue_wait_s = time.perf_counter() - queued_at
         used = len(request.prompt_tokens)
+        guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
         handle = self.engine.submit(request)
         try:
             while True:
                 for event in await handle.next_events():
                     if isinstance(event, TextDelta):
                         used = len(request.prompt_tokens) + event.n_tokens
-                        if trace is not None:
-                            trace.mark_first_token()
-                        yield Chunk(event.text)
+                        if guard is None:
+                            if trace is not None:
+                                trace.mark_first_token()
+                            yield Chunk(event.text)
+                            continue
+                        async for chunk in guard.feed(event.text, event.n_tokens):
+                            yield chunk
+                            if chunk.finish_reason is not None:
+                                return
                     elif isinstance(event, Finished):
                         used = event.prompt_tokens + event.completion_tokens
+                        final = self._final(event)
                         if trace is not None:
-                            trace.mark_first_token()
                             trace.prompt_tokens = event.prompt_tokens
                             trace.completion_tokens = event.completion_tokens
                             trace.cached_tokens = event.cached_tokens
-                        yield self._final(event)
+                        if guard is not None:
+                            async for chunk in guard.finish(final):
+                                yield chunk
+                            return
+                        if trace is not None:
+                            trace.mark_first_token()
+                        yield final
                         return
         finally:
             handle.cancel()
@@ -238,7 +340,14 @@ class GenerationService:
         async for chunk in self.stream(prepared, key, trace):
             parts.append(chunk.text)
             if chunk.finish_reason is not None and chunk.usage is not None:
-                return Generation("".join(parts), chunk.finish_reason, chunk.usage)
+                text = "".join(parts)
+                if prepared.rails is not None and chunk.finish_reason != "content_filter":
+                    # Checked whole as well: a pattern spanning many windows is caught too.
+                    verdict = prepared.rails.output.check_text(text)
+                    if verdict.violated and verdict.replacement is not None:
+                        _record_output(trace, verdict.rule or "output-rules", "block", 0.0)
+                        return Generation(verdict.replacement, "content_filter", chunk.usage)
+                return Generation(text, chunk.finish_reason, chunk.usage)
         raise InternalError("the generation ended without a result")
 
     def _final(self, event: Finished) -> Chunk:
@@ -248,3 +357,63 @@ class GenerationService:
             raise Unavailable("the generation was cancelled because the server is stopping")
         usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         return Chunk(event.text, _public_reason(event.reason), usage)
+
+
+def _record_output(trace: RequestTrace | None, label: str, action: str, ms: float) -> None:
+    if trace is not None:
+        trace.guard_actions.append(GuardAction("output-rail", "output", label, action, ms))
+
+
+class _OutputGuard:
+    """The output rail of one generation: holds text back, checks each window, and ends the
+    answer on a violation (the caller stops at a chunk with a ``finish_reason``)."""
+
+    def __init__(self, service: GenerationService, prepared: Prepared,
+                 trace: RequestTrace | None) -> None:
+        assert prepared.rails is not None and service.guards is not None
+        self._buffer = OutputBuffer(service.holdback_tokens)
+        self._rail: OutputRail = service.guards.output_rail(prepared.rails)
+        self._trace = trace
+        self._prompt_tokens = len(prepared.request.prompt_tokens)
+        self._n_tokens = 0
+
+    async def feed(self, text: str, n_tokens: int) -> AsyncGenerator[Chunk, None]:
+        delta, self._n_tokens = n_tokens - self._n_tokens, n_tokens
+        for window in self._buffer.push(text, max(1, delta)):
+            chunk = await self._check(window)
+            if chunk is not None:
+                yield chunk
+
+    async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
+        """The last windows (the final text included), then the final chunk."""
+        windows = self._buffer.push(final.text, 1)
+        rest = self._buffer.flush()
+        released: list[str] = []
+        for window in [*windows, *([rest] if rest is not None else [])]:
+            chunk = await self._check(window)
+            if chunk is not None and chunk.finish_reason is not None:
+                yield Chunk("".join(released) + chunk.text, chunk.finish_reason, final.usage)
+                return
+            if chunk is not None:
+                released.append(chunk.text)
+        if self._trace is not None:
+            self._trace.mark_first_token()
+        yield Chunk("".join(released), final.finish_reason, final.usage)
+
+    async def _check(self, window: Window) -> Chunk | None:
+        start = time.perf_counter()
+        verdict = await self._rail.check(window)
+        ms = (time.perf_counter() - start) * 1000.0
+        if self._trace is not None:
+            self._trace.guard_s += ms / 1000.0
+            self._trace.holdback_s.append(window.held_s + ms / 1000.0)
+        if verdict.action != "allow":
+            _record_output(self._trace, verdict.rule or "output", verdict.action, ms)
+        if verdict.replacement is not None:
+            usage = Usage(self._prompt_tokens, self._n_tokens, 0)
+            return Chunk(verdict.replacement, "content_filter", usage)
+        if not verdict.text:
+            return None
+        if self._trace is not None:
+            self._trace.mark_first_token()
+        return Chunk(verdict.text)

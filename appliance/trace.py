@@ -42,6 +42,7 @@ class RequestTrace:
     memory_tokens: int = 0
     cache: str | None = None  # "hit-exact" | "hit-semantic" | "miss" | "bypass"
     guard_actions: list[GuardAction] = field(default_factory=list)
+    holdback_s: list[float] = field(default_factory=list)  # per output window released
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.arrived

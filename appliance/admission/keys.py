@@ -54,7 +54,7 @@ _SECRET_LEN = len(SECRET_PREFIX) + len(secrets.token_urlsafe(_SECRET_BYTES))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _NEGATIVE_CACHE_MAX = 4096
 _COLUMNS = ("id, name, secret_sha256, hint, scopes, rpm, tpm, burst_requests, burst_tokens, "
-            "max_concurrent, priority, created_at, expires_at, revoked_at")
+            "max_concurrent, priority, created_at, expires_at, revoked_at, guard_policy")
 
 
 class Scope(enum.StrEnum):
@@ -84,6 +84,7 @@ class KeyRecord:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    guard_policy: str | None = None  # a guard policy name or path; None: the server default
 
     @property
     def revoked(self) -> bool:
@@ -140,27 +141,28 @@ class KeyStore:
         self, name: str, *, rpm: int | None = None, tpm: int | None = None,
         burst_requests: int | None = None, burst_tokens: int | None = None,
         max_concurrent: int | None = None, scopes: Iterable[Scope | str] = DEFAULT_SCOPES,
-        expires_at: float | None = None, priority: int = 0,
+        expires_at: float | None = None, priority: int = 0, guard_policy: str | None = None,
     ) -> CreatedKey:
         """Make a key; ``InvalidRequest`` for a bad or duplicate name or a bad limit."""
         job = self._create_job(name, rpm, tpm, burst_requests, burst_tokens, max_concurrent,
-                               scopes, expires_at, priority)
+                               scopes, expires_at, priority, guard_policy)
         return await self._db.write(job)
 
     def create_sync(
         self, name: str, *, rpm: int | None = None, tpm: int | None = None,
         burst_requests: int | None = None, burst_tokens: int | None = None,
         max_concurrent: int | None = None, scopes: Iterable[Scope | str] = DEFAULT_SCOPES,
-        expires_at: float | None = None, priority: int = 0,
+        expires_at: float | None = None, priority: int = 0, guard_policy: str | None = None,
     ) -> CreatedKey:
         job = self._create_job(name, rpm, tpm, burst_requests, burst_tokens, max_concurrent,
-                               scopes, expires_at, priority)
+                               scopes, expires_at, priority, guard_policy)
         return self._db.write_sync(job)
 
     def _create_job(
         self, name: str, rpm: int | None, tpm: int | None, burst_requests: int | None,
         burst_tokens: int | None, max_concurrent: int | None,
         scopes: Iterable[Scope | str], expires_at: float | None, priority: int,
+        guard_policy: str | None = None,
     ) -> Callable[[sqlite_utils.Database], CreatedKey]:
         if not _NAME.fullmatch(name):
             raise InvalidRequest("A key name is 1-64 letters, digits or '._@-', starting "
@@ -180,6 +182,7 @@ class KeyStore:
             "name": name, "secret_sha256": hash_secret(secret), "hint": secret[-4:],
             "scopes": " ".join(sorted(scope_set)), **limits, "priority": priority,
             "created_at": now, "expires_at": expires_at, "revoked_at": None,
+            "guard_policy": guard_policy,
         }
 
         def job(conn: sqlite_utils.Database) -> CreatedKey:
@@ -326,6 +329,7 @@ def _record(row: Mapping[str, Any]) -> KeyRecord:
         burst_tokens=row["burst_tokens"], max_concurrent=row["max_concurrent"],
         priority=int(row["priority"]), created_at=float(row["created_at"]),
         expires_at=row["expires_at"], revoked_at=row["revoked_at"],
+        guard_policy=row.get("guard_policy"),
     )
 
 

@@ -87,7 +87,7 @@ class OutputVerdict:
 
 # --- pure decision helpers ---------------------------------------------------------------------
 
-def _rules_verdict(verdict: RuleVerdict) -> GuardVerdict:
+def rules_verdict(verdict: RuleVerdict) -> GuardVerdict:
     strongest_hits = [h for h in verdict.hits if h.action == verdict.action]
     if not strongest_hits or verdict.action == "allow":
         return GuardVerdict("rules", TIER_RULES, "clean", 0.0, verdict.action, verdict.ms)
@@ -217,7 +217,7 @@ class InputPipeline:
     # shared ----------------------------------------------------------------------------------
     def _tier1(self, text: str) -> tuple[RuleVerdict, list[GuardVerdict]]:
         rules = self.policy.rule_set.check(text)
-        return rules, [_rules_verdict(rules)]
+        return rules, [rules_verdict(rules)]
 
     def _embedding_verdict(self, outcome: _Outcome,
                            verdicts: list[GuardVerdict]) -> Vector | None:
@@ -259,8 +259,10 @@ class OutputRules:
         config: Mapping[str, object] = {**policy.rules_config, "default_rules": False}
         self._rules = RuleSet.from_config(config)
 
-    def check_text(self, text: str) -> OutputVerdict:
-        norm = normalize_text(text)
+    def check_text(self, text: str, *, context: str = "") -> OutputVerdict:
+        """Check ``text``; ``context`` (text already released before it) is only read by the
+        policy's output rules, so a phrase split across two windows is still caught."""
+        norm = normalize_text(context + text)
         for rule in self.policy.output.rules:
             if rule.pattern.search(norm):
                 return OutputVerdict(True, rule.name, rule.replacement)

@@ -27,8 +27,15 @@ by name (``load_policy("clinic")``), any other file by path::
     [classifiers.content-safety.categories]
     S6 = "allow"                         # per S-code; default: the classifier's action
 
+    [[topics]]                           # topic rails: a canned answer, no model call
+    name = "emergency"
+    examples = ["I have crushing chest pain", "my child swallowed bleach"]
+    threshold = 0.72                     # cosine to the nearest example
+    answer = "Call your local emergency number now."
+
     [output]
     blocked_message = "..."              # replaces an answer that leaks a secret
+    classify = true                      # content-safety head on each output sentence
     [[output.rules]]
     name = "dose-instruction"
     pattern = "you should take \\d+ ?mg"  # case-insensitive, on normalised text
@@ -61,11 +68,12 @@ _FAIL: tuple[FailMode, ...] = ("block", "flag")
 _CATEGORY = re.compile(r"S[0-9]{1,2}")
 
 _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "embedding",
-                       "classifiers", "output"})
+                       "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety"})
-_OUTPUT_KEYS = frozenset({"blocked_message", "rules"})
+_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify"})
+_TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer"})
 _OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
 
@@ -104,6 +112,17 @@ class OutputRule:
 class OutputPolicy:
     rules: tuple[OutputRule, ...] = ()
     blocked_message: str = "The answer was withheld because it contained sensitive data."
+    classify: bool = True  # the content-safety head on each output sentence
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic rail: inputs close to one of ``examples`` get ``answer`` without the model."""
+
+    name: str
+    examples: tuple[str, ...]
+    threshold: float
+    answer: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +136,7 @@ class Policy:
     safety: ClassifierPolicy
     embedding: Budget = Budget()
     output: OutputPolicy = OutputPolicy()
+    topics: tuple[Topic, ...] = ()
     refusal: str = "I can't help with that request."
     description: str = ""
     path: Path | None = None
@@ -214,8 +234,36 @@ def _output(raw: object) -> OutputPolicy:
     if len(set(names)) != len(names):
         raise ConfigError(f"output.rules: names must be unique, got {names}")
     default = OutputPolicy()
+    classify = table.get("classify", default.classify)
+    if not isinstance(classify, bool):
+        raise ConfigError(f"output.classify must be true or false, got {classify!r}")
     return OutputPolicy(tuple(rules),
-                        _text(table, "blocked_message", "output", default.blocked_message))
+                        _text(table, "blocked_message", "output", default.blocked_message),
+                        classify)
+
+
+def _topics(raw: object) -> tuple[Topic, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("topics must be an array of tables ([[topics]])")
+    topics = []
+    for i, entry in enumerate(raw):
+        where = f"topics[{i}]"
+        row = _table(entry, where, _TOPIC_KEYS)
+        examples = row.get("examples")
+        if (not isinstance(examples, list) or not examples
+                or not all(isinstance(e, str) and e.strip() for e in examples)):
+            raise ConfigError(f"{where}.examples must be a non-empty array of strings")
+        threshold = row.get("threshold", 0.75)
+        if (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                or not 0.0 < threshold <= 1.0):
+            raise ConfigError(f"{where}.threshold must be a number in (0, 1], got "
+                              f"{threshold!r}")
+        topics.append(Topic(_text(row, "name", where, ""), tuple(examples), float(threshold),
+                            _text(row, "answer", where, "")))
+    names = [t.name for t in topics]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"topics: names must be unique, got {names}")
+    return tuple(topics)
 
 
 def _freeze(value: object) -> object:
@@ -253,6 +301,7 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
             embedding=_budget(_table(top.get("embedding", {}), "embedding", _BUDGET_KEYS),
                               "embedding", 1000.0),
             output=_output(top.get("output", {})),
+            topics=_topics(top.get("topics", [])),
             refusal=_text(top, "refusal", "policy", Policy.refusal),
             description=str(top.get("description", "")), path=path)
     except ConfigError as exc:

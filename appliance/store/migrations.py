@@ -75,8 +75,14 @@ def _m001_api_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m002_api_key_policy(db: sqlite_utils.Database) -> None:
+    # The guard policy a key's requests are checked under (NULL: the server's default).
+    db.execute("ALTER TABLE api_keys ADD COLUMN guard_policy TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
+    Migration(2, "api_key_policy", _m002_api_key_policy),
 )
 
 

@@ -22,8 +22,11 @@ from appliance.config import Settings
 from appliance.engine.engine import Engine, EngineConfig
 from appliance.engine.models import ModelStore
 from appliance.errors import ConfigError
+from appliance.guards.policy import load_policy
+from appliance.guards.rails import Guards
 from appliance.service import GenerationService
 from appliance.store.db import Database
+from appliance.web.guard_routes import guard_routes
 from appliance.web.keys import (
     DATABASE,
     ENGINE,
@@ -43,6 +46,34 @@ log = logging.getLogger("appliance.web")
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[DATABASE].aclose()
+
+
+async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the guard models off the event loop while the server already listens (requests
+    get 503 until then, and /ready says so); a load or self-test failure is reported, not
+    fatal, so /ready can explain it."""
+    settings, service = app[SETTINGS], app[SERVICE]
+    task = None
+    if settings.guards:
+        def load() -> Guards:
+            guards = Guards.load(default_policy=settings.guard_policy,
+                                 threads=settings.guard_threads)
+            guards.self_test()
+            return guards
+
+        async def run() -> None:
+            try:
+                service.guards = await asyncio.to_thread(load)
+            except Exception as exc:  # reported on /ready and to every request
+                log.error("guards failed to load: %s", exc)
+                service.guards_error = str(exc)
+
+        task = asyncio.create_task(run())
+    yield
+    if task is not None:
+        task.cancel()
+    if service.guards is not None:
+        service.guards.close()
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +111,8 @@ def make_app(settings: Settings) -> web.Application:
     store = ModelStore(settings.manifest, settings.models_dir)
     spec = store.resolve(settings.model)
     served = store.verify(spec)
+    if settings.guards:
+        load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     try:
@@ -95,7 +128,9 @@ def make_app(settings: Settings) -> web.Application:
     ))
     service = GenerationService(engine, gate, served, store.specs,
                                 ctx_size=settings.ctx_size,
-                                template_fallback=settings.chat_template_fallback)
+                                template_fallback=settings.chat_template_fallback,
+                                guards_enabled=settings.guards,
+                                holdback_tokens=settings.guard_holdback_tokens)
     app = web.Application(middlewares=[errors_middleware, auth_middleware],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -107,8 +142,10 @@ def make_app(settings: Settings) -> web.Application:
     app[GATE] = gate
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(_guards_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(routes)
+    app.add_routes(guard_routes)
     return app
 
 

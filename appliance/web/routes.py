@@ -69,15 +69,17 @@ async def _admit_and_read(request: web.Request) -> Any:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    return await _respond(request, service, await service.prepare_chat(parse_chat(body)))
+    prepared = await service.prepare_chat(parse_chat(body), request[KEY], request[TRACE])
+    return await _respond(request, service, prepared)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    return await _respond(request, service,
-                          await service.prepare_completion(parse_completion(body)))
+    prepared = await service.prepare_completion(parse_completion(body), request[KEY],
+                                                request[TRACE])
+    return await _respond(request, service, prepared)
 
 
 @routes.get("/v1/models")
@@ -101,13 +103,23 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
-    engine = request.app[SERVICE].engine
-    body: dict[str, Any] = {"status": "ready" if engine.ready else engine.state,
-                            "model": request.app[SERVICE].model_id,
-                            "uptime_s": round(time.time() - request.app[STARTED_AT], 3)}
+    """Ready once the model is loaded, a first decode succeeded and (when on) the guards
+    are loaded and passed their self-test; otherwise 503 saying which part is not."""
+    service = request.app[SERVICE]
+    engine = service.engine
+    guards = ("off" if not service.guards_enabled else "ready" if service.guards is not None
+              else "failed" if service.guards_error is not None else "loading")
+    is_ready = engine.ready and guards in ("ready", "off")
+    body: dict[str, Any] = {
+        "status": "ready" if is_ready else engine.state if not engine.ready else
+        f"guards {guards}",
+        "model": service.model_id, "guards": guards,
+        "uptime_s": round(time.time() - request.app[STARTED_AT], 3)}
     if engine.error:
         body["error"] = engine.error
+    if service.guards_error:
+        body["guards_error"] = service.guards_error
     if engine.ready:
         body["backend"] = engine.backend
-    return web.Response(status=200 if engine.ready else 503, body=orjson.dumps(body),
+    return web.Response(status=200 if is_ready else 503, body=orjson.dumps(body),
                         content_type="application/json")
