@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from appliance import config
 from appliance.engine.models import ModelStore
@@ -159,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(keys)
     keys.set_defaults(func=cmd_keys)
 
+    guard = sub.add_parser("guard", help="check a text, or evaluate a labelled JSONL set, "
+                                          "with the guard rails")
+    guard.add_argument("action", choices=["check", "eval"])
+    guard.add_argument("target", nargs="?", default=None, metavar="TEXT|FILE",
+                       help="check: the text (- for stdin); eval: rows {\"text\", \"label\"}")
+    guard.add_argument("--policy", default=None, help="a preset or a policy TOML file "
+                                                      "(default: the guard_policy setting)")
+    guard.add_argument("--role", choices=["user", "assistant"], default="user",
+                       help="check: user (input rail) or assistant (output rail)")
+    config.add_arguments(guard)
+    guard.set_defaults(func=cmd_guard)
+
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible endpoint")
     bench.add_argument("--url", default="http://127.0.0.1:8080/v1")
     bench.add_argument("--model", default="default")
@@ -176,6 +189,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-error-rate", type=float, default=0.01, help="criterion")
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    import orjson
+
+    from appliance.guards import evaluate
+    from appliance.guards.rails import Guards
+
+    settings = config.load(args)
+    guards = Guards.load(default_policy=args.policy or settings.guard_policy,
+                         threads=settings.guard_threads)
+    try:
+        rails = guards.rails()
+        if args.action == "check":
+            if not args.target:
+                raise ConfigError("guard check needs a TEXT (or - for standard input)")
+            text = sys.stdin.read() if args.target == "-" else args.target
+            report = asyncio.run(guards.check_text(text, args.role, rails))
+            from appliance.web.guard_routes import report_body
+
+            print(orjson.dumps(report_body(report), option=orjson.OPT_INDENT_2).decode())
+            return 0 if report.allowed else 1
+        if not args.target:
+            raise ConfigError("guard eval needs a FILE.jsonl")
+        rows = evaluate.read_rows(Path(args.target))
+        print(evaluate.format_report(asyncio.run(evaluate.evaluate(guards, rails, rows))))
+        return 0
+    finally:
+        guards.close()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """The streamed output rail: generated text is released only after it has been checked.
 
 ``OutputBuffer`` holds text back and cuts it into windows: at the last sentence boundary in
-the held text, or, when a sentence runs longer than ``max_tokens`` tokens, at the last
-whitespace (so a word, an e-mail address or a number is not split between two windows).
+the held text, or, when a sentence runs longer than ``max_tokens`` tokens, at a whitespace
+at least ``KEEP_CHARS`` characters before the end (so a word, an e-mail address or a rule
+phrase that has begun is not split between a released window and a held one).
 ``OutputRail`` checks each window before it is released:
 
 - the policy's output rules (diagnoses, dosing, ...) on the window together with the tail of
@@ -29,6 +30,9 @@ from appliance.guards.pipeline import OutputRules
 # brackets, followed by whitespace; or at a line break.
 _BOUNDARY = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*\s+|\n")
 _CONTEXT_CHARS = 240
+# A forced (mid-sentence) window keeps this much text back: longer than any output rule's
+# phrase, so a phrase is either released whole after its check or not at all.
+KEEP_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ class WindowVerdict:
 class OutputBuffer:
     """Text held back until it forms a window (one per response; not thread-safe)."""
 
-    def __init__(self, max_tokens: int, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, max_tokens: int, clock: Callable[[], float] = time.perf_counter, *,
+                 keep_chars: int = KEEP_CHARS) -> None:
         self.max_tokens = max(1, max_tokens)
+        self.keep_chars = keep_chars
         self._clock = clock
         self._held = ""
         self._tokens = 0
@@ -69,9 +75,12 @@ class OutputBuffer:
         ends = [m.end() for m in _BOUNDARY.finditer(self._held)]
         if ends:
             out.append(self._cut(ends[-1], sentence=True))
-        elif self._tokens >= self.max_tokens:
-            space = max(self._held.rfind(" "), self._held.rfind("\t"))
-            out.append(self._cut(space + 1 if space > 0 else len(self._held), sentence=False))
+        elif self._tokens >= self.max_tokens and len(self._held) > self.keep_chars:
+            # Keep the last ``keep_chars`` back: a rule phrase that has begun ("you should
+            # take 400 ...") is then still held when its end arrives, not half released.
+            limit = len(self._held) - self.keep_chars
+            space = max(self._held.rfind(" ", 0, limit), self._held.rfind("\n", 0, limit))
+            out.append(self._cut(space + 1 if space > 0 else limit, sentence=False))
         return out
 
     def flush(self) -> Window | None:

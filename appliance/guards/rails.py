@@ -150,13 +150,15 @@ class Guards:
         decision = await rails.input.check(texts[main])
         out[main] = decision.text_for_model(texts[main])
         blocker = next((v for v in decision.verdicts if v.action == "block"), None)
-        topic = None
-        if blocker is None:
-            topic = rails.topics.match(decision.embedding)
+        # A topic's answer is fixed text and never reaches the model, so it may answer even
+        # what a classifier blocked (an emergency phrased as self-harm gets the emergency
+        # answer, not a refusal). Rules blocks never get here: they stop before the embedding.
+        topic = rails.topics.match(decision.embedding)
         all_verdicts = (*decision.verdicts, *verdicts)
         if topic is not None:
             all_verdicts = (*all_verdicts, GuardVerdict(
                 "topic", TIER_TOPICS, topic.topic, topic.similarity, "flag", 0.0, "topic"))
+            blocker = None
         return InputCheck(blocker is None, tuple(out), decision, blocker, topic,
                           all_verdicts, _ms(start))
 
