@@ -37,7 +37,8 @@ from appliance.errors import (
     Unavailable,
 )
 from appliance.guards.output import OutputBuffer, OutputRail, Window
-from appliance.guards.rails import Guards, InputCheck, PolicyRails, TextReport
+from appliance.guards.pipeline import TIER_RULES, GuardVerdict
+from appliance.guards.rails import Guards, InputCheck, PolicyRails, RulesStage, TextReport
 from appliance.trace import GuardAction, RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
@@ -63,7 +64,7 @@ class Prepared:
     options: GenerationOptions
     echo_text: str = ""
     rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
-    canned: str | None = None  # a topic rail's answer, sent instead of generating
+    stage: RulesStage | None = None  # the input rail's rules tier, done in prepare
 
 
 @dataclass(frozen=True)
@@ -151,16 +152,15 @@ class GenerationService:
         template = self.template()
         messages = req.messages
         rails = self.rails_for(key)
-        check = None
+        stage = None
         if rails is not None:
             users = [i for i, m in enumerate(messages) if m.role == "user"]
             main = users[-1] if users else len(messages) - 1
-            check = await self._check_input(rails, [m.content for m in messages], main, trace)
+            stage = self._check_rules(rails, [m.content for m in messages], main, trace)
             messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
-                             for m, text in zip(messages, check.texts, strict=True))
+                             for m, text in zip(messages, stage.texts, strict=True))
         tokens = await self._tokenize(template.render(messages), chat=True)
-        return self._prepared("chat", tokens, req.options, rails=rails,
-                              canned=check.topic.answer if check and check.topic else None)
+        return self._prepared("chat", tokens, req.options, rails=rails, stage=stage)
 
     async def prepare_completion(self, req: CompletionRequest, key: KeyRecord | None = None,
                                  trace: RequestTrace | None = None) -> Prepared:
@@ -179,16 +179,15 @@ class GenerationService:
             text = None
             echo = b"".join(model.piece(t) for t in req.prompt).decode("utf-8", "replace")
         rails = self.rails_for(key)
-        check = None
+        stage = None
         if rails is not None:
-            check = await self._check_input(rails, [echo], 0, trace)
-            if check.texts[0] != echo:  # redacted: the model sees the masked text
-                text = echo = check.texts[0]
+            stage = self._check_rules(rails, [echo], 0, trace)
+            if stage.texts[0] != echo:  # redacted: the model sees the masked text
+                text = echo = stage.texts[0]
         tokens = await self._tokenize(text, chat=False) if text is not None else ids
         return self._prepared("text", tokens, req.options,
                               echo_text=echo if req.echo else "",
-                              default_max=16, rails=rails,
-                              canned=check.topic.answer if check and check.topic else None)
+                              default_max=16, rails=rails, stage=stage)
 
     # --- guards -------------------------------------------------------------------------
     def rails_for(self, key: KeyRecord | None) -> PolicyRails | None:
@@ -212,23 +211,30 @@ class GenerationService:
             rails = self.guards.rails(policy)
         return [await self.guards.check_text(text, role, rails) for text in texts]
 
-    async def _check_input(self, rails: PolicyRails, texts: list[str], main: int,
-                           trace: RequestTrace | None) -> InputCheck:
+    def _check_rules(self, rails: PolicyRails, texts: list[str], main: int,
+                     trace: RequestTrace | None) -> RulesStage:
+        """The input rail's rules tier (inline, before admission): redact, or block."""
         assert self.guards is not None
-        check = await self.guards.check_input(texts, main, rails)
+        stage = self.guards.check_rules(texts, main, rails)
         if trace is not None:
-            trace.guard_s += check.ms / 1000.0
-            trace.guard_actions.extend(
-                GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
-                for v in check.notable)
+            trace.guard_s += stage.ms / 1000.0
+            _record_input(trace, stage.notable)
+        if stage.blocker is not None:
+            raise _filtered(rails, stage.blocker)
+        return stage
+
+    async def _check_classifiers(self, prepared: Prepared,
+                                 trace: RequestTrace | None) -> InputCheck | None:
+        """The input rail's classifier tiers and topic rail (after admission, so the bounded
+        queue limits how many run at once); raises ContentFiltered on a block."""
+        if prepared.rails is None or prepared.stage is None or self.guards is None:
+            return None
+        check = await self.guards.check_classifiers(prepared.stage, prepared.rails)
+        if trace is not None:
+            trace.guard_s += (check.ms - prepared.stage.ms) / 1000.0
+            _record_input(trace, tuple(v for v in check.notable if v.tier > TIER_RULES))
         if not check.allowed:
-            blocker = check.blocker
-            guard = blocker.guard if blocker is not None else "rules"
-            category = blocker.category if blocker is not None else None
-            raise ContentFiltered(
-                f"The request was blocked by the {guard} guard"
-                f"{f' ({category})' if category else ''}. {rails.policy.refusal}",
-                guard=guard, category=category)
+            raise _filtered(prepared.rails, check.blocker)
         return check
 
     async def _tokenize(self, text: str, *, chat: bool) -> list[int]:
@@ -248,7 +254,7 @@ class GenerationService:
 
     def _prepared(self, kind: str, tokens: list[int], options: GenerationOptions, *,
                   echo_text: str = "", default_max: int | None = None,
-                  rails: PolicyRails | None = None, canned: str | None = None) -> Prepared:
+                  rails: PolicyRails | None = None, stage: RulesStage | None = None) -> Prepared:
         n_prompt = len(tokens)
         if n_prompt == 0:
             raise InvalidRequest("the prompt is empty", param="prompt")
@@ -277,7 +283,7 @@ class GenerationService:
                                     sampling=options.sampling, stop=options.stop,
                                     ignore_eos=options.ignore_eos, request_id=rid)
         return Prepared(id=rid, created=int(time.time()), kind=kind, request=request,
-                        options=options, echo_text=echo_text, rails=rails, canned=canned)
+                        options=options, echo_text=echo_text, rails=rails, stage=stage)
 
     # --- generation ---------------------------------------------------------------------
     async def stream(self, prepared: Prepared, key: KeyRecord,
@@ -288,20 +294,22 @@ class GenerationService:
         gone), is cancelled, or the output rail ends the answer."""
         self._llama()
         request = prepared.request
-        if prepared.canned is not None:  # a topic rail answered: no model call
-            if trace is not None:
-                trace.mark_first_token()
-            yield Chunk(prepared.canned, "stop",
-                        Usage(len(request.prompt_tokens), 0, 0))
-            return
         queued_at = time.perf_counter()
         ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
         if trace is not None:
             trace.queue_wait_s = time.perf_counter() - queued_at
         used = len(request.prompt_tokens)
-        guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
-        handle = self.engine.submit(request)
+        handle = None
         try:
+            check = await self._check_classifiers(prepared, trace)
+            if check is not None and check.topic is not None:  # answered without the model
+                used = 0
+                if trace is not None:
+                    trace.mark_first_token()
+                yield Chunk(check.topic.answer, "stop", Usage(len(request.prompt_tokens), 0, 0))
+                return
+            guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
+            handle = self.engine.submit(request)
             while True:
                 for event in await handle.next_events():
                     if isinstance(event, TextDelta):
@@ -331,7 +339,8 @@ class GenerationService:
                         yield final
                         return
         finally:
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
             ticket.release(used)
 
     async def complete(self, prepared: Prepared, key: KeyRecord,
@@ -357,6 +366,21 @@ class GenerationService:
             raise Unavailable("the generation was cancelled because the server is stopping")
         usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         return Chunk(event.text, _public_reason(event.reason), usage)
+
+
+def _record_input(trace: RequestTrace | None, verdicts: Sequence[GuardVerdict]) -> None:
+    if trace is not None:
+        trace.guard_actions.extend(
+            GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
+            for v in verdicts)
+
+
+def _filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFiltered:
+    guard = blocker.guard if blocker is not None else "rules"
+    category = blocker.category if blocker is not None else None
+    return ContentFiltered(f"The request was blocked by the {guard} guard"
+                           f"{f' ({category})' if category else ''}. {rails.policy.refusal}",
+                           guard=guard, category=category)
 
 
 def _record_output(trace: RequestTrace | None, label: str, action: str, ms: float) -> None:

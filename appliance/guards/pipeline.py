@@ -175,8 +175,13 @@ class InputPipeline:
     # async -----------------------------------------------------------------------------------
     async def check(self, text: str) -> GuardDecision:
         """Run the tiers; the embedding and the heads run in the executor."""
-        start = time.perf_counter()
-        rules, verdicts = self._tier1(text)
+        return await self.check_after_rules(text, self.policy.rule_set.check(text))
+
+    async def check_after_rules(self, text: str, rules: RuleVerdict) -> GuardDecision:
+        """Tiers 2+ for ``text`` whose rules tier gave ``rules`` (the caller ran it early,
+        e.g. before admission, so the model's prompt could be redacted)."""
+        start = time.perf_counter() - rules.ms / 1000.0
+        verdicts = [rules_verdict(rules)]
         if rules.blocked:
             return self._decide(verdicts, rules, None, start)
         seen = rules.redacted if rules.redacted is not None else text

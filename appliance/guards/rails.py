@@ -35,7 +35,7 @@ from appliance.guards.pipeline import (
     rules_verdict,
 )
 from appliance.guards.policy import Policy, load_policy
-from appliance.guards.rules import strongest
+from appliance.guards.rules import RuleVerdict, strongest
 from appliance.guards.topics import TopicMatch, TopicRail
 
 TIER_TOPICS = 3
@@ -64,6 +64,23 @@ class InputCheck:
     @property
     def notable(self) -> tuple[GuardVerdict, ...]:
         """The verdicts worth recording (block, redact, flag)."""
+        return tuple(v for v in self.verdicts if v.action != "allow")
+
+
+@dataclass(frozen=True)
+class RulesStage:
+    """The rules tier's answer for a request's texts (the first half of the input rail)."""
+
+    originals: tuple[str, ...]
+    texts: tuple[str, ...]  # redacted where the rules redact
+    main: int
+    main_rules: RuleVerdict
+    verdicts: tuple[GuardVerdict, ...]  # the main text's first, then other texts' non-allow
+    blocker: GuardVerdict | None
+    ms: float
+
+    @property
+    def notable(self) -> tuple[GuardVerdict, ...]:
         return tuple(v for v in self.verdicts if v.action != "allow")
 
 
@@ -129,38 +146,58 @@ class Guards:
                                f"({broken[0].label})")
 
     # --- input --------------------------------------------------------------------------
-    async def check_input(self, texts: Sequence[str], main: int,
-                          rails: PolicyRails) -> InputCheck:
+    def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails) -> RulesStage:
+        """The rules tier on every text (sub-millisecond, inline): redactions, and a block
+        that needs no classifier. Run before admission, so the prompt is built from the
+        redacted texts; the classifiers follow in :meth:`check_classifiers`."""
         start = time.perf_counter()
         out = list(texts)
         verdicts: list[GuardVerdict] = []
-        for i, text in enumerate(texts):  # the cheap tier on every other text first
-            if i == main:
-                continue
+        main_rules = None
+        blocker = None
+        for i, text in enumerate(texts):
             rule = rails.policy.rule_set.check(text)
             verdict = rules_verdict(rule)
             if rule.redacted is not None:
                 out[i] = rule.redacted
-            if rule.action != "allow":
+            if i == main:
+                main_rules = rule
+                verdicts.insert(0, verdict)
+            elif rule.action != "allow":
                 verdicts.append(verdict)
-            if rule.blocked:
-                decision = await _cheap_decision(rails, texts[main])
-                return InputCheck(False, tuple(out), decision, verdict, None,
-                                  (verdict, *verdicts[:-1]), _ms(start))
-        decision = await rails.input.check(texts[main])
-        out[main] = decision.text_for_model(texts[main])
+            if rule.blocked and blocker is None:
+                blocker = verdict
+        assert main_rules is not None
+        return RulesStage(tuple(texts), tuple(out), main, main_rules, tuple(verdicts), blocker,
+                          _ms(start))
+
+    async def check_classifiers(self, stage: RulesStage, rails: PolicyRails) -> InputCheck:
+        """The classifier tiers and the topic rail on the main text, after the rules."""
+        if stage.blocker is not None:
+            decision = GuardDecision(False, "block", None, stage.verdicts, stage.ms, None,
+                                     rails.policy.refusal, stage.blocker.category)
+            return InputCheck(False, stage.texts, decision, stage.blocker, None,
+                              stage.verdicts, stage.ms)
+        start = time.perf_counter()
+        main = stage.main
+        decision = await rails.input.check_after_rules(stage.originals[main], stage.main_rules)
         blocker = next((v for v in decision.verdicts if v.action == "block"), None)
         # A topic's answer is fixed text and never reaches the model, so it may answer even
         # what a classifier blocked (an emergency phrased as self-harm gets the emergency
-        # answer, not a refusal). Rules blocks never get here: they stop before the embedding.
+        # answer, not a refusal). Rules blocks never get here.
         topic = rails.topics.match(decision.embedding)
-        all_verdicts = (*decision.verdicts, *verdicts)
+        verdicts = (*decision.verdicts, *stage.verdicts[1:])
         if topic is not None:
-            all_verdicts = (*all_verdicts, GuardVerdict(
+            verdicts = (*verdicts, GuardVerdict(
                 "topic", TIER_TOPICS, topic.topic, topic.similarity, "flag", 0.0, "topic"))
             blocker = None
-        return InputCheck(blocker is None, tuple(out), decision, blocker, topic,
-                          all_verdicts, _ms(start))
+        return InputCheck(blocker is None, stage.texts, decision, blocker, topic, verdicts,
+                          stage.ms + _ms(start))
+
+    async def check_input(self, texts: Sequence[str], main: int,
+                          rails: PolicyRails) -> InputCheck:
+        """Both stages at once (``/v1/guard``, the CLI)."""
+        return await self.check_classifiers(self.check_rules(texts, main, rails), rails)
 
     # --- output -------------------------------------------------------------------------
     def output_rail(self, rails: PolicyRails) -> OutputRail:
@@ -218,13 +255,6 @@ class Guards:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-
-
-async def _cheap_decision(rails: PolicyRails, text: str) -> GuardDecision:
-    """A rules-only decision for the main text when another text already blocked."""
-    rule = rails.policy.rule_set.check(text)
-    return GuardDecision(allowed=not rule.blocked, action=rule.action, redacted=rule.redacted,
-                         verdicts=(), ms=rule.ms, embedding=None, message=None, category=None)
 
 
 def _safety_verdict(result: ClassifierResult, policy: Policy, ms: float) -> GuardVerdict:
