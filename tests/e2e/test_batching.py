@@ -1,19 +1,34 @@
-"""Continuous batching is real, and cancelled streams give their slots back."""
+"""Continuous batching is real, and cancelled streams give their slots back.
+
+These tests observe the engine's scheduling through the stream's timing (first token, done),
+so they run on a server with the guards off: the output rail holds text back until a
+sentence ends, which would hide when tokens are produced. The guarded path is tested in
+test_guards_http.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import openai
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, make_settings, start_server
 
 TOPICS = ["the sea", "a forest", "the moon", "bread", "a train", "winter", "music", "a city",
           "rain", "a garden", "mountains", "coffee", "a library", "the desert", "birds",
           "a bridge"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Like the session server (16 sequences), with the guards off (see the docstring)."""
+    srv = start_server(make_settings(tmp_path_factory.mktemp("batching"), parallel=16,
+                                     ctx_size=1024, guards=False))
+    yield srv
+    srv.close()
 
 
 def _messages(i: int) -> list[dict[str, str]]:

@@ -182,7 +182,7 @@ def test_streamed_answer_turning_unsafe_delivers_none_of_it(clinic: RunningServe
     assert LEAK_WORD not in text
     assert len(text) > len("That story is not available.")  # the safe start was delivered
     # Unguarded, the same request does say it: the test above could fail.
-    status, body = _post(clinic, "/v1/guard", {"input": "named Luna", "role": "assistant"})
+    _, body = _post(clinic, "/v1/guard", {"input": "named Luna", "role": "assistant"})
     assert body["allowed"] is False
 
 

@@ -245,3 +245,12 @@ def test_sync_api_and_persistence_across_reopen(tmp_path: Path) -> None:
             fresh.authenticate_sync(created.secret)
     finally:
         reopened.close()
+
+
+async def test_a_key_keeps_its_guard_policy(store: KeyStore) -> None:
+    made = await store.create("ward3", guard_policy="clinic")
+    plain = await store.create("desk")
+    assert made.record.guard_policy == "clinic" and plain.record.guard_policy is None
+    assert (await store.authenticate(made.secret)).guard_policy == "clinic"
+    assert {r.name: r.guard_policy for r in await store.list()} == {"ward3": "clinic",
+                                                                     "desk": None}
