@@ -300,18 +300,27 @@ class GenerationService:
             trace.queue_wait_s = time.perf_counter() - queued_at
         used = len(request.prompt_tokens)
         handle = None
+        # The input classifiers run while the engine already prefills: their latency hides
+        # behind the prefill instead of adding to it. Nothing is yielded before their verdict;
+        # a block or a topic answer cancels the sequence.
+        verdict = (asyncio.ensure_future(self._check_classifiers(prepared, trace))
+                   if prepared.stage is not None else None)
         try:
-            check = await self._check_classifiers(prepared, trace)
-            if check is not None and check.topic is not None:  # answered without the model
-                used = 0
-                if trace is not None:
-                    trace.mark_first_token()
-                yield Chunk(check.topic.answer, "stop", Usage(len(request.prompt_tokens), 0, 0))
-                return
             guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
             handle = self.engine.submit(request)
             while True:
-                for event in await handle.next_events():
+                events = await handle.next_events()
+                if verdict is not None:
+                    check, verdict = await verdict, None
+                    if check is not None and check.topic is not None:  # no model answer
+                        handle.cancel()
+                        used = 0
+                        if trace is not None:
+                            trace.mark_first_token()
+                        yield Chunk(check.topic.answer, "stop",
+                                    Usage(len(request.prompt_tokens), 0, 0))
+                        return
+                for event in events:
                     if isinstance(event, TextDelta):
                         used = len(request.prompt_tokens) + event.n_tokens
                         if guard is None:
@@ -339,6 +348,8 @@ class GenerationService:
                         yield final
                         return
         finally:
+            if verdict is not None:
+                verdict.cancel()
             if handle is not None:
                 handle.cancel()
             ticket.release(used)
