@@ -217,12 +217,17 @@ class GenerationService:
                     if isinstance(event, TextDelta):
                         used = len(request.prompt_tokens) + event.n_tokens
                         if trace is not None:
-                            trace.mark_first_token()
+                            trace.mark_tokens(event.n_tokens)
+                            if trace.keep_content:
+                                trace.response_parts.append(event.text)
                         yield Chunk(event.text)
                     elif isinstance(event, Finished):
                         used = event.prompt_tokens + event.completion_tokens
                         if trace is not None:
-                            trace.mark_first_token()
+                            trace.mark_tokens(event.completion_tokens)
+                            trace.prefill_s = event.prefill_seconds
+                            if trace.keep_content:
+                                trace.response_parts.append(event.text)
                             trace.prompt_tokens = event.prompt_tokens
                             trace.completion_tokens = event.completion_tokens
                             trace.cached_tokens = event.cached_tokens

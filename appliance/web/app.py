@@ -24,6 +24,7 @@ from appliance.engine.models import ModelStore
 from appliance.errors import ConfigError
 from appliance.service import GenerationService
 from appliance.store.db import Database
+from appliance.web import observability
 from appliance.web.keys import (
     DATABASE,
     ENGINE,
@@ -109,6 +110,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(routes)
+    observability.install(app)  # /metrics, the metrics registry, the audit log
     return app
 
 
