@@ -23,10 +23,11 @@ What ``verify`` detects, naming the first broken record:
 * records cut off the end (the anchor names a later head than the table holds), and a
   forged anchor that does not match the last record.
 
-What it cannot detect: someone with write access who rewrites the tail *and* recomputes
-every later hash and the anchor (SQLite holds no secret). Against that, keep the head
-that ``appliance audit verify`` prints (seq and hash) somewhere else (a ticket, a printed
-report): a later chain must still contain that record with that hash.
+What it cannot detect on its own: someone with write access who removes or rewrites the
+tail *and* recomputes every later hash and the anchor (SQLite holds no secret). Against
+that, keep the head that ``appliance audit verify`` prints (seq and hash) somewhere else (a
+ticket, a printed report) and pass it back later (``verify --head SEQ:HASH``): the chain
+must still contain that record with that hash.
 """
 
 from __future__ import annotations
@@ -116,9 +117,13 @@ def _rows(conn: sqlite_utils.Database, since: float | None = None) -> Iterator[A
                           str(prev_hash), str(digest))
 
 
-def verify_in(conn: sqlite_utils.Database) -> Verification:
-    """Walk the whole chain and the anchor; stop at the first broken record."""
+def verify_in(conn: sqlite_utils.Database,
+              known_head: tuple[int, str] | None = None) -> Verification:
+    """Walk the whole chain and the anchor; stop at the first broken record.
+    ``known_head`` (seq, hash), a head printed by an earlier ``verify`` and kept
+    elsewhere: that record must still be in the chain with that hash."""
     prev, expected, n = GENESIS, 1, 0
+    known: str | None = None
 
     def broken(seq: int, reason: str) -> Verification:
         return Verification(False, n, expected - 1, prev, seq, reason)
@@ -133,6 +138,11 @@ def verify_in(conn: sqlite_utils.Database) -> Verification:
         if record_hash(rec.seq, rec.ts, rec.event, rec.actor, rec.detail,
                        rec.prev_hash) != rec.hash:
             return broken(rec.seq, "its content does not match its hash: edited")
+        if known_head is not None and rec.seq == known_head[0]:
+            known = rec.hash
+            if rec.hash != known_head[1]:
+                return broken(rec.seq, "its hash differs from the known head's: the chain "
+                                       "was rewritten from here on")
         prev, expected, n = rec.hash, expected + 1, n + 1
     row = conn.execute(f"SELECT seq, hash FROM {ANCHOR} WHERE id = 1").fetchone()
     if row is None:
@@ -143,6 +153,9 @@ def verify_in(conn: sqlite_utils.Database) -> Verification:
                              f"log ends at {n}: records {n + 1}..{anchor_seq} were removed")
     if anchor_seq != n or anchor_hash != prev:
         return broken(n, "the anchor does not match the last record")
+    if known_head is not None and known is None:
+        return broken(known_head[0], f"the known head, record {known_head[0]}, is not in "
+                                     f"the log (it ends at {n}): records were removed")
     return Verification(True, n, n, prev)
 
 
@@ -170,8 +183,8 @@ class Audit:
         return await self._db.write(
             lambda conn: [append_in(conn, e, a, dict(d), ts) for e, a, d in items])
 
-    def verify_sync(self) -> Verification:
-        return self._db.read_sync(verify_in)
+    def verify_sync(self, known_head: tuple[int, str] | None = None) -> Verification:
+        return self._db.read_sync(lambda conn: verify_in(conn, known_head))
 
     def export_sync(self, since: float | None = None) -> list[AuditRecord]:
         return self._db.read_sync(lambda conn: list(_rows(conn, since)))

@@ -127,6 +127,14 @@ def _parse_since(value: str) -> float:
     return when.timestamp()
 
 
+def _parse_head(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError(
+            f"--head takes SEQ:HASH as printed by `appliance audit verify`, not {value!r}")
+    return int(seq), digest.lower()
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     import orjson
 
@@ -139,13 +147,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with Database(settings.database) as db:
         log = Audit(db)
         if args.action == "verify":
-            result = log.verify_sync()
+            result = log.verify_sync(args.head)
             if not result.ok:
                 print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
                       f"({result.records} records verified before it)", file=sys.stderr)
                 return 1
-            print(f"audit log ok: {result.records} records, head seq {result.head_seq} "
-                  f"hash {result.head_hash}")
+            print(f"audit log ok: {result.records} records; head "
+                  f"{result.head_seq}:{result.head_hash}")
             return 0
         if args.since is None:
             raise ConfigError("audit export needs --since DATE")
@@ -168,6 +176,9 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="export: records from this date/time on (local time)")
     audit.add_argument("--out", default=None, metavar="FILE",
                        help="export: write JSON lines here (default: stdout)")
+    audit.add_argument("--head", type=_parse_head, default=None, metavar="SEQ:HASH",
+                       help="verify: a head printed by an earlier verify, kept elsewhere; "
+                            "it must still be in the chain")
     config.add_arguments(audit)
     audit.set_defaults(func=cmd_audit)
 
