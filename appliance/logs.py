@@ -68,15 +68,17 @@ def redact_for_log(text: str) -> str:
     return redact(clean, find_pii(clean))
 
 
-def access_fields(trace: RequestTrace, method: str, *,
+def access_fields(trace: RequestTrace, method: str, route: str, *,
                   content: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The access-log fields of one request (``content``: already redacted texts)."""
+    """The access-log fields of one request. ``route`` is the matched route's path, not
+    the raw one (a raw path can carry anything, PII included); ``content``: already
+    redacted texts."""
     def ms(seconds: float | None) -> float | None:
         return None if seconds is None else round(seconds * 1e3, 3)
 
     fields: dict[str, Any] = {
         "request_id": trace.request_id, "key": trace.key_name, "method": method,
-        "route": trace.route, "status": trace.status, "error_type": trace.error_type,
+        "route": route, "status": trace.status, "error_type": trace.error_type,
         "ms": ms(trace.finished_s), "queue_ms": ms(trace.queue_wait_s),
         "ttft_ms": ms(trace.first_token_s), "prefill_ms": ms(trace.prefill_s),
         "guard_ms": ms(trace.guard_s) if trace.guard_s else None,

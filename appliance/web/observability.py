@@ -76,19 +76,20 @@ async def request_done(request: web.Request, trace: RequestTrace) -> None:
         trace.status = CLIENT_GONE
         trace.error_type = trace.error_type or "client_disconnected"
     try:
+        endpoint = endpoint_label(request)
         metrics = request.app.get(METRICS)
         if metrics is not None:
-            metrics.observe_request(trace, endpoint_label(request))
+            metrics.observe_request(trace, endpoint)
         if access_log.isEnabledFor(logging.INFO):
             content = await _content(request, trace) if trace.keep_content else None
-            access_log.info("%s %s %s", request.method, trace.route, trace.status,
-                            extra={"fields": access_fields(trace, request.method,
+            access_log.info("%s %s %s", request.method, endpoint, trace.status,
+                            extra={"fields": access_fields(trace, request.method, endpoint,
                                                            content=content)})
         audit = request.app.get(AUDIT)
         if audit is not None and trace.guard_actions:
             actor = trace.key_name or "anonymous"
             items = [(f"guard.{a.action}", actor,
-                      {"request_id": trace.request_id, "route": trace.route,
+                      {"request_id": trace.request_id, "route": endpoint,
                        "guard": a.guard, "direction": a.direction, "label": a.label,
                        "action": a.action, "ms": a.ms}) for a in trace.guard_actions]
             # Shielded: a client that went away must not cost the audit its records.

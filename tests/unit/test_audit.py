@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ def test_concurrent_appends_stay_linear(db: Database) -> None:
         t.join()
     records = audit.export_sync()
     assert [r.seq for r in records] == list(range(1, 151))
-    assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
     assert audit.verify_sync().ok
 
 
