@@ -109,7 +109,7 @@ def test_refusals_are_counted_by_kind() -> None:
     assert s[("appliance_errors_total", (("type", "server_overloaded"),))] == 1
     # an error before any token: no TTFT, no token histograms
     assert s[("appliance_time_to_first_token_seconds_count", ())] == 0
-    assert ("appliance_tokens_per_request_count", (("direction", "prompt"),)) not in s
+    assert s[("appliance_tokens_per_request_count", (("direction", "prompt"),))] == 0
 
 
 def test_the_stages_api_feeds_its_series() -> None:
