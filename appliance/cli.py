@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import logging
 import signal
 import sys
 import time
@@ -18,8 +17,9 @@ from appliance.errors import ApplianceError, ConfigError
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from appliance.logs import setup_logging  # JSON lines (issue 6)
+
+    setup_logging(level)
 
 
 async def _serve(settings: config.Settings) -> None:
@@ -125,6 +125,76 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit (issue 6) ---------------------------------------------------------------------
+
+def _parse_since(value: str) -> float:
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, not {value!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time, as an operator would mean it
+    return when.timestamp()
+
+
+def _parse_head(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError(
+            f"--head takes SEQ:HASH as printed by `appliance audit verify`, not {value!r}")
+    return int(seq), digest.lower()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import orjson
+
+    from appliance.audit import Audit
+    from appliance.store.db import Database
+
+    settings = config.load(args)
+    if not settings.database.exists():
+        raise ConfigError(f"no database at {settings.database}")
+    with Database(settings.database) as db:
+        log = Audit(db)
+        if args.action == "verify":
+            result = log.verify_sync(args.head)
+            if not result.ok:
+                print(f"audit log BROKEN at record {result.broken_seq}: {result.reason} "
+                      f"({result.records} records verified before it)", file=sys.stderr)
+                return 1
+            print(f"audit log ok: {result.records} records; head "
+                  f"{result.head_seq}:{result.head_hash}")
+            return 0
+        if args.since is None:
+            raise ConfigError("audit export needs --since DATE")
+        records = log.export_sync(args.since)
+        lines = b"".join(orjson.dumps(r.as_json()) + b"\n" for r in records)
+        if args.out:
+            with open(args.out, "wb") as fh:
+                fh.write(lines)
+            print(f"wrote {len(records)} records to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.buffer.write(lines)
+            sys.stdout.flush()
+    return 0
+
+
+def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser("audit", help="verify or export the hash-chained audit log")
+    audit.add_argument("action", choices=["verify", "export"])
+    audit.add_argument("--since", type=_parse_since, default=None, metavar="DATE",
+                       help="export: records from this date/time on (local time)")
+    audit.add_argument("--out", default=None, metavar="FILE",
+                       help="export: write JSON lines here (default: stdout)")
+    audit.add_argument("--head", type=_parse_head, default=None, metavar="SEQ:HASH",
+                       help="verify: a head printed by an earlier verify, kept elsewhere; "
+                            "it must still be in the chain")
+    config.add_arguments(audit)
+    audit.set_defaults(func=cmd_audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=(
         "An on-prem LLM server speaking the OpenAI API."))
@@ -188,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--itl-p95", type=float, default=0.1, help="criterion, seconds")
     bench.add_argument("--max-error-rate", type=float, default=0.01, help="criterion")
     bench.set_defaults(func=cmd_bench)
+    _add_audit_parser(sub)
     return parser
 
 

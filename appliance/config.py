@@ -96,6 +96,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    # -- observability (issue 6) --
+    Setting("log_content", bool, False, "Log the request body and the response text in the "
+            "access log, after PII redaction (e-mail, phone, card, ... become [EMAIL], ...). "
+            "Off by default: logs then hold no prompt or response text."),
+    Setting("metrics_require_admin", bool, False, "Require an API key with the admin scope "
+            "for GET /metrics (with no keys at all, loopback open access still applies)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -128,6 +134,9 @@ class Settings:
     guard_threads: int
     seed: int
     log_level: str
+    # -- observability (issue 6) --
+    log_content: bool
+    metrics_require_admin: bool
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

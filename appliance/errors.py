@@ -149,6 +149,7 @@ class RateLimited(RequestError):
     status = 429
     type = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
+    kind = "requests"  # the limit hit, for metrics: "requests" | "tokens" | "concurrency"
 
 
 class InternalError(RequestError):

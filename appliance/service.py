@@ -218,7 +218,7 @@ class GenerationService:
         stage = self.guards.check_rules(texts, main, rails)
         if trace is not None:
             trace.guard_s += stage.ms / 1000.0
-            _record_input(trace, stage.notable)
+            _record_input(trace, stage.verdicts)
         if stage.blocker is not None:
             raise _filtered(rails, stage.blocker)
         return stage
@@ -232,7 +232,7 @@ class GenerationService:
         check = await self.guards.check_classifiers(prepared.stage, prepared.rails)
         if trace is not None:
             trace.guard_s += (check.ms - prepared.stage.ms) / 1000.0
-            _record_input(trace, tuple(v for v in check.notable if v.tier > TIER_RULES))
+            _record_input(trace, tuple(v for v in check.verdicts if v.tier > TIER_RULES))
         if not check.allowed:
             raise _filtered(prepared.rails, check.blocker)
         return check
@@ -316,7 +316,7 @@ class GenerationService:
                         handle.cancel()
                         used = 0
                         if trace is not None:
-                            trace.mark_first_token()
+                            trace.released(check.topic.answer, 0)
                         yield Chunk(check.topic.answer, "stop",
                                     Usage(len(request.prompt_tokens), 0, 0))
                         return
@@ -325,7 +325,7 @@ class GenerationService:
                         used = len(request.prompt_tokens) + event.n_tokens
                         if guard is None:
                             if trace is not None:
-                                trace.mark_first_token()
+                                trace.released(event.text, event.n_tokens)
                             yield Chunk(event.text)
                             continue
                         async for chunk in guard.feed(event.text, event.n_tokens):
@@ -336,6 +336,7 @@ class GenerationService:
                         used = event.prompt_tokens + event.completion_tokens
                         final = self._final(event)
                         if trace is not None:
+                            trace.prefill_s = event.prefill_seconds
                             trace.prompt_tokens = event.prompt_tokens
                             trace.completion_tokens = event.completion_tokens
                             trace.cached_tokens = event.cached_tokens
@@ -344,7 +345,7 @@ class GenerationService:
                                 yield chunk
                             return
                         if trace is not None:
-                            trace.mark_first_token()
+                            trace.released(final.text, event.completion_tokens)
                         yield final
                         return
         finally:
@@ -380,10 +381,13 @@ class GenerationService:
 
 
 def _record_input(trace: RequestTrace | None, verdicts: Sequence[GuardVerdict]) -> None:
+    """Every verdict for the metrics; blocks, redactions and flags also for the audit."""
     if trace is not None:
-        trace.guard_actions.extend(
-            GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
-            for v in verdicts)
+        for v in verdicts:
+            action = GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
+            trace.guard_checks.append(action)
+            if v.action != "allow":
+                trace.guard_actions.append(action)
 
 
 def _filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFiltered:
@@ -396,7 +400,10 @@ def _filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFilter
 
 def _record_output(trace: RequestTrace | None, label: str, action: str, ms: float) -> None:
     if trace is not None:
-        trace.guard_actions.append(GuardAction("output-rail", "output", label, action, ms))
+        check = GuardAction("output-rail", "output", label, action, ms)
+        trace.guard_checks.append(check)
+        if action != "allow":
+            trace.guard_actions.append(check)
 
 
 class _OutputGuard:
@@ -421,6 +428,8 @@ class _OutputGuard:
 
     async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
         """The last windows (the final text included), then the final chunk."""
+        if final.usage is not None:
+            self._n_tokens = final.usage.completion_tokens
         windows = self._buffer.push(final.text, 1)
         rest = self._buffer.flush()
         released: list[str] = []
@@ -431,8 +440,8 @@ class _OutputGuard:
                 return
             if chunk is not None:
                 released.append(chunk.text)
-        if self._trace is not None:
-            self._trace.mark_first_token()
+        if self._trace is not None and not released:  # windows recorded themselves
+            self._trace.released("", self._n_tokens)
         yield Chunk("".join(released), final.finish_reason, final.usage)
 
     async def _check(self, window: Window) -> Chunk | None:
@@ -442,13 +451,14 @@ class _OutputGuard:
         if self._trace is not None:
             self._trace.guard_s += ms / 1000.0
             self._trace.holdback_s.append(window.held_s + ms / 1000.0)
-        if verdict.action != "allow":
-            _record_output(self._trace, verdict.rule or "output", verdict.action, ms)
+        _record_output(self._trace, verdict.rule or "clean", verdict.action, ms)
         if verdict.replacement is not None:
             usage = Usage(self._prompt_tokens, self._n_tokens, 0)
+            if self._trace is not None:
+                self._trace.released(verdict.replacement, self._n_tokens)
             return Chunk(verdict.replacement, "content_filter", usage)
         if not verdict.text:
             return None
         if self._trace is not None:
-            self._trace.mark_first_token()
+            self._trace.released(verdict.text, self._n_tokens)
         return Chunk(verdict.text)

@@ -42,7 +42,16 @@ class RequestTrace:
     memory_tokens: int = 0
     cache: str | None = None  # "hit-exact" | "hit-semantic" | "miss" | "bypass"
     guard_actions: list[GuardAction] = field(default_factory=list)
+    guard_checks: list[GuardAction] = field(default_factory=list)  # every verdict, allow too
     holdback_s: list[float] = field(default_factory=list)  # per output window released
+    # Observability (metrics and logs read these when the request ends).
+    prefill_s: float | None = None  # engine: scheduled -> first token
+    rate_limit_kind: str | None = None  # a 429's limit: "requests" | "tokens" | "concurrency"
+    token_gaps_s: list[float] = field(default_factory=list)  # one per token after the first
+    keep_content: bool = False  # content logging on: stages keep the response text
+    response_parts: list[str] = field(default_factory=list)  # only when keep_content
+    _last_token_at: float = 0.0
+    _tokens_seen: int = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.arrived
@@ -50,3 +59,27 @@ class RequestTrace:
     def mark_first_token(self) -> None:
         if self.first_token_s is None:
             self.first_token_s = self.elapsed()
+
+    def mark_tokens(self, n_tokens: int) -> None:
+        """Text released with ``n_tokens`` completion tokens generated so far: the first
+        call sets TTFT, later ones record the gap since the previous release, split evenly
+        over the tokens it carried (k tokens in one chunk count k gaps of 1/k)."""
+        now = time.perf_counter()
+        if self.first_token_s is None:
+            self.first_token_s = now - self.arrived
+        elif n_tokens > self._tokens_seen:
+            k = n_tokens - self._tokens_seen
+            gap = (now - self._last_token_at) / k
+            if k == 1:
+                self.token_gaps_s.append(gap)
+            else:
+                self.token_gaps_s.extend([gap] * k)
+        self._last_token_at = now
+        self._tokens_seen = max(self._tokens_seen, n_tokens)
+
+    def released(self, text: str, n_tokens: int) -> None:
+        """``text`` was sent to the client, ``n_tokens`` completion tokens generated so far
+        (after the output rail, so TTFT and gaps are what the user saw)."""
+        self.mark_tokens(n_tokens)
+        if self.keep_content:
+            self.response_parts.append(text)

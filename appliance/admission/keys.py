@@ -19,6 +19,8 @@ Names are 1-64 characters of letters, digits and ``._@-``, unique among keys tha
 revoked (``InvalidRequest`` otherwise); a revoked key stays listed, and its name can be
 reused, which is how a key is rotated. Scopes are ``chat``, ``embeddings``, ``memory`` and
 ``admin``; ``admin`` implies the others. New keys get every scope except ``admin``.
+Creation and revocation are appended to the audit log (``appliance.audit``) in the same
+transaction as the change.
 
 Speed. ``authenticate`` runs on every request, so results (found, revoked, expired and
 unknown secrets alike) are cached in memory for ``cache_ttl_s`` seconds: a cache hit is a
@@ -44,6 +46,7 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance import audit
 from appliance.admission.clock import Clock
 from appliance.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
 from appliance.store.db import Database
@@ -127,8 +130,9 @@ class KeyStore:
     """API keys in the ``api_keys`` table, with an in-memory authentication cache."""
 
     def __init__(self, db: Database, *, clock: Clock = time.time,
-                 cache_ttl_s: float = 5.0) -> None:
+                 cache_ttl_s: float = 5.0, actor: str = "operator") -> None:
         self._db = db
+        self._actor = actor  # who creates and revokes, as the audit log records it
         self._clock = clock
         self._ttl = cache_ttl_s
         self._cache: dict[str, _Cached] = {}  # secret sha256 -> known key
@@ -193,6 +197,9 @@ class KeyStore:
             key_id = conn.execute(
                 f"INSERT INTO api_keys ({', '.join(row)}) VALUES "
                 f"({', '.join('?' for _ in row)})", list(row.values())).lastrowid
+            audit.append_in(conn, "key.create", self._actor, {
+                "key_id": key_id, "name": name, "hint": row["hint"], "scopes": row["scopes"],
+                **limits, "priority": priority, "expires_at": expires_at}, now)
             return CreatedKey(_record({**row, "id": key_id}), secret)
 
         return job
@@ -228,6 +235,8 @@ class KeyStore:
             if row is None:
                 raise NotFound(f"No active API key named {name!r}.", param="name")
             conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [now, row["id"]])
+            audit.append_in(conn, "key.revoke", self._actor,
+                            {"key_id": row["id"], "name": name, "hint": row["hint"]}, now)
             return _record({**row, "revoked_at": now})
 
         return job

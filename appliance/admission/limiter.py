@@ -158,12 +158,14 @@ def _refusal(
     key: LimitedKey, cost: int, by_requests: Decision | None, by_tokens: Decision | None
 ) -> RateLimited:
     if by_tokens is not None and not by_tokens.possible:
-        return RateLimited(
+        err = RateLimited(
             f"Request too large for API key {key.name!r} on tokens per min (TPM): "
             f"Limit {key.burst_tokens or key.tpm}, Requested {cost}. Lower max_tokens or "
             "the prompt's length.",
             retry_after=None,
         )
+        err.kind = "tokens"
+        return err
     waits = [d.retry_after for d in (by_requests, by_tokens) if d is not None]
     retry = max(waits)
     what = [
@@ -172,11 +174,14 @@ def _refusal(
                                                                    by_tokens))
         if d is not None and not d.allowed
     ]
-    return RateLimited(
+    err = RateLimited(
         f"Rate limit reached for API key {key.name!r} on {' and '.join(what)}. "
         f"Please try again in {format_reset(retry)}.",
         retry_after=retry,
     )
+    if by_requests is None or by_requests.allowed:
+        err.kind = "tokens"
+    return err
 
 
 def format_reset(seconds: float) -> str:

@@ -185,11 +185,13 @@ class AdmissionQueue:
         now = self._clock()
         held = self._per_key.get(key, 0)
         if max_concurrent is not None and held >= max_concurrent:
-            raise RateLimited(
+            err = RateLimited(
                 f"API key {key!r} already has {held} requests running or queued, its "
                 f"concurrency limit ({max_concurrent}).",
                 retry_after=self._hold(),
             )
+            err.kind = "concurrency"
+            raise err
         if self._running < self.slots and self._queued == 0:
             self._running += 1
             self._per_key[key] = held + 1

@@ -13,6 +13,7 @@ whole step's events in one ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import queue
@@ -53,6 +54,10 @@ class EngineConfig:
     default_seed: int = -1
 
 
+# Upper bounds (inclusive) of the decode batch-size histogram, in tokens per llama_decode.
+BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
 @dataclass
 class EngineStats:
     """Read from other threads without locking (plain counters and gauges)."""
@@ -67,6 +72,15 @@ class EngineStats:
     kv_cells_total: int = 0
     last_batch_size: int = 0
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+    # Steps per batch size, one count per BATCH_SIZE_BOUNDS bound then +Inf (not cumulative).
+    batch_size_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1))
+    batch_size_sum: int = 0
+
+    def count_batch(self, n: int) -> None:
+        """One decode step of ``n`` tokens (engine thread; a bisect and two additions)."""
+        self.batch_size_counts[bisect.bisect_left(BATCH_SIZE_BOUNDS, n)] += 1
+        self.batch_size_sum += n
 
 
 class _Seq:
@@ -311,6 +325,7 @@ class Engine:
         self.stats.decoded_tokens += batch.n
         self.stats.last_batch_size = batch.n
         self.stats.batch_sizes.append(batch.n)
+        self.stats.count_batch(batch.n)
         if rc != 0:
             log.error("llama_decode failed with code %d for a batch of %d", rc, batch.n)
             for seq in list(running):

@@ -79,10 +79,6 @@ class RulesStage:
     blocker: GuardVerdict | None
     ms: float
 
-    @property
-    def notable(self) -> tuple[GuardVerdict, ...]:
-        return tuple(v for v in self.verdicts if v.action != "allow")
-
 
 @dataclass(frozen=True)
 class TextReport:

@@ -80,9 +80,31 @@ def _m002_api_key_policy(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE api_keys ADD COLUMN guard_policy TEXT")
 
 
+def _m003_audit_log(db: sqlite_utils.Database) -> None:
+    # The hash-chained audit log (appliance/audit.py) and its one-row anchor (the head).
+    db.execute(
+        """
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            event TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX audit_log_ts ON audit_log(ts)")
+    db.execute("CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "seq INTEGER NOT NULL, hash TEXT NOT NULL)")
+    db.execute("INSERT INTO audit_anchor (id, seq, hash) VALUES (1, 0, ?)", ["0" * 64])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
     Migration(2, "api_key_policy", _m002_api_key_policy),
+    Migration(3, "audit_log", _m003_audit_log),
 )
 
 

@@ -26,6 +26,7 @@ from appliance.guards.policy import load_policy
 from appliance.guards.rails import Guards
 from appliance.service import GenerationService
 from appliance.store.db import Database
+from appliance.web import observability
 from appliance.web.guard_routes import guard_routes
 from appliance.web.keys import (
     DATABASE,
@@ -146,6 +147,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(routes)
     app.add_routes(guard_routes)
+    observability.install(app)  # /metrics, the metrics registry, the audit log
     return app
 
 

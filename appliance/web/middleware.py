@@ -15,11 +15,13 @@ from appliance.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     RequestError,
     UnsupportedMediaType,
 )
 from appliance.trace import RequestTrace
-from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY, TRACE
+from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY, SETTINGS, TRACE
+from appliance.web.observability import request_done
 
 log = logging.getLogger("appliance.web")
 
@@ -66,26 +68,32 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
     request[REQUEST_ID_KEY] = request_id
     request[TRACE] = trace = RequestTrace(request_id, request.path)
+    trace.keep_content = request.app[SETTINGS].log_content
     try:
-        response = await handler(request)
-    except RequestError as err:
-        trace.error_type = err.type
-        response = error_response(err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        http_err = _from_http(exc)
-        trace.error_type = http_err.type
-        response = error_response(http_err)
-    except Exception:
-        trace.error_type = "server_error"
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = error_response(InternalError("internal error; see the server log with "
-                                                "this request id"))
-    if not response.prepared:
-        response.headers.update(response_headers(request))
-    trace.status = response.status
-    return response
+        try:
+            response = await handler(request)
+        except RequestError as err:
+            trace.error_type = err.type
+            if isinstance(err, RateLimited):
+                trace.rate_limit_kind = err.kind
+            response = error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            http_err = _from_http(exc)
+            trace.error_type = http_err.type
+            response = error_response(http_err)
+        except Exception:
+            trace.error_type = "server_error"
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(InternalError("internal error; see the server log "
+                                                    "with this request id"))
+        if not response.prepared:
+            response.headers.update(response_headers(request))
+        trace.status = response.status
+        return response
+    finally:  # metrics, access log, audit (also for a client that went away)
+        await request_done(request, trace)
 
 
 @web.middleware

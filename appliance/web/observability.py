@@ -1,0 +1,129 @@
+"""Observability in the web layer: ``GET /metrics``, and what happens when a request ends.
+
+``install(app)`` (one line in ``app.py``, after the core objects are set) creates the
+app's ``Metrics`` (engine and queue gauges read at scrape time) and ``Audit``, and adds
+the ``/metrics`` route. ``request_done(request, trace)`` is called once per request by
+the errors middleware, after the response: it feeds the metrics from the trace, writes
+the access-log line, and appends the trace's guard actions to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiohttp import web
+
+from appliance.admission.keys import Scope, require_scope
+from appliance.admission.queue import AdmissionQueue
+from appliance.audit import Audit
+from appliance.engine.engine import Engine
+from appliance.logs import ACCESS_LOGGER, access_fields, redact_for_log
+from appliance.metrics import CONTENT_TYPE, UNMATCHED, EngineGauges, Metrics
+from appliance.trace import RequestTrace
+from appliance.web.keys import DATABASE, ENGINE, GATE, SETTINGS, TRACE
+
+METRICS = web.AppKey("metrics", Metrics)
+AUDIT = web.AppKey("audit", Audit)
+
+CLIENT_GONE = 499  # the status recorded for a request whose client went away (nginx's)
+
+log = logging.getLogger("appliance.web")
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; the admin scope when ``metrics_require_admin`` is set."""
+    if request.app[SETTINGS].metrics_require_admin:
+        key = await request.app[GATE].authenticate(request.headers.get("Authorization"))
+        request[TRACE].key_name = key.name
+        require_scope(key, Scope.ADMIN)
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def engine_gauges(engine: Engine, queue: AdmissionQueue) -> EngineGauges:
+    stats, waiting = engine.stats, queue.stats()
+    total = stats.kv_cells_total
+    return EngineGauges(
+        sequences_running=stats.running, queue_depth=waiting.queued,
+        kv_cache_usage_ratio=stats.kv_cells_used / total if total else 0.0,
+        batch_size_buckets=list(stats.batch_size_counts),
+        batch_size_sum=float(stats.batch_size_sum))
+
+
+def install(app: web.Application) -> None:
+    engine, queue = app[ENGINE], app[GATE].queue
+    app[METRICS] = Metrics(lambda: engine_gauges(engine, queue))
+    app[AUDIT] = Audit(app[DATABASE])
+    app.add_routes(routes)
+
+
+def endpoint_label(request: web.Request) -> str:
+    """The route's canonical path (bounded), or one value for every unmatched path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+async def request_done(request: web.Request, trace: RequestTrace) -> None:
+    """Metrics, access log and audit for a finished (or abandoned) request. Never raises."""
+    trace.finished_s = trace.elapsed()
+    if trace.status is None:  # cancelled: the client went away
+        trace.status = CLIENT_GONE
+        trace.error_type = trace.error_type or "client_disconnected"
+    try:
+        endpoint = endpoint_label(request)
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.observe_request(trace, endpoint)
+        if access_log.isEnabledFor(logging.INFO):
+            content = await _content(request, trace) if trace.keep_content else None
+            access_log.info("%s %s %s", request.method, endpoint, trace.status,
+                            extra={"fields": access_fields(trace, request.method, endpoint,
+                                                           content=content)})
+        audit = request.app.get(AUDIT)
+        if audit is not None and trace.guard_actions:
+            actor = trace.key_name or "anonymous"
+            items = [(f"guard.{a.action}", actor,
+                      {"request_id": trace.request_id, "route": endpoint,
+                       "guard": a.guard, "direction": a.direction, "label": a.label,
+                       "action": a.action, "ms": a.ms}) for a in trace.guard_actions]
+            # Shielded: a client that went away must not cost the audit its records.
+            await asyncio.shield(audit.append_many(items))
+    except Exception:
+        log.exception("recording request %s failed", trace.request_id)
+
+
+async def _content(request: web.Request, trace: RequestTrace) -> dict[str, str]:
+    """The request body and response text, PII-redacted (content logging only)."""
+    out: dict[str, str] = {}
+    if request.body_exists:
+        try:
+            raw = await request.read()
+        except Exception:
+            raw = b""
+        try:  # every JSON string redacted on its own: escapes cannot split or hide PII
+            text = orjson.dumps(_redact_json(orjson.loads(raw))).decode()
+        except orjson.JSONDecodeError:
+            text = redact_for_log(raw.decode("utf-8", "replace"))
+        out["request_body"] = text
+    if trace.response_parts:
+        out["response_text"] = redact_for_log("".join(trace.response_parts))
+    return out
+
+
+def _redact_json(value: object) -> object:
+    if isinstance(value, str):
+        return redact_for_log(value)
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    if isinstance(value, dict):
+        return {redact_for_log(str(k)): _redact_json(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        clean = redact_for_log(str(value))  # a card number sent as a JSON number
+        return value if clean == str(value) else clean
+    return value
