@@ -79,6 +79,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             response = error_response(err)
         except web.HTTPException as exc:
             if exc.status < 400:
+                trace.status = exc.status  # a redirect, answered by aiohttp
                 raise
             http_err = _from_http(exc)
             trace.error_type = http_err.type

@@ -289,13 +289,19 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         trace.guard_actions.append(GuardAction("toxicity", "output", "insult", "flag", 4.0))
         return web.json_response({"ok": True})
 
+    async def slow(request: web.Request) -> web.Response:
+        request[TRACE].guard_actions.append(GuardAction("pii", "input", "phone", "flag", 1.0))
+        await asyncio.sleep(30)
+        return web.json_response({})
+
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = make_settings(tmp_path)
     db = Database(tmp_path / "guarded.db")
     app[METRICS], app[AUDIT] = Metrics(), Audit(db)
     app.router.add_post("/v1/blocked", blocked)
     app.router.add_post("/v1/redacted", redacted)
-    runner = web.AppRunner(app)
+    app.router.add_post("/v1/slow", slow)
+    runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -327,3 +333,27 @@ async def test_guard_actions_are_audited_when_the_request_ends(
                                  "label": "jailbreak", "action": "block", "ms": 3.5}
     assert records[0].actor == "anonymous"
     assert (await asyncio.to_thread(audit.verify_sync)).ok
+
+
+async def test_a_client_that_goes_away_is_recorded_and_audited(
+        guarded: tuple[str, web.Application]) -> None:
+    base, app = guarded
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(base + "/v1/slow", json={},
+                              timeout=aiohttp.ClientTimeout(total=0.3)):
+                pass
+    text = ""
+    for _ in range(50):  # the server notices the closed connection and cancels the handler
+        text = app[METRICS].render().decode()
+        if 'status="499"' in text:
+            break
+        await asyncio.sleep(0.1)
+    assert 'appliance_requests_total{endpoint="/v1/slow",status="499"} 1.0' in text
+    assert 'appliance_errors_total{type="client_disconnected"} 1.0' in text
+    for _ in range(50):
+        records = await asyncio.to_thread(app[AUDIT].export_sync)
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    assert [(r.event, r.detail["route"]) for r in records] == [("guard.flag", "/v1/slow")]

@@ -159,3 +159,11 @@ def test_token_gaps_split_a_chunk_of_several_tokens() -> None:
     t.mark_tokens(5)  # the final event of the same step adds no gap
     assert len(t.token_gaps_s) == 4
     assert t.token_gaps_s[1] == t.token_gaps_s[2] == t.token_gaps_s[3]
+
+
+def test_the_overhead_benchmark_runs_and_reports_every_figure() -> None:
+    from appliance.metrics_bench import measure
+
+    r = measure(tokens=64, n=200)
+    assert set(r) >= {"request_us", "token_us", "step_us", "scrape_us"}
+    assert all(v > 0 for v in r.values())
