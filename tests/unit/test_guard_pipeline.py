@@ -252,7 +252,7 @@ async def test_a_slow_head_over_its_budget_fails_closed_or_open(
         encoder: CountingEncoder, heads: tuple[Classifier, Classifier], mode: str,
         allowed: bool, sync: bool) -> None:
     policy = _policy("block", mode, budget_ms=500)
-    slow = BrokenHead("prompt-injection", sleep=0.6)
+    slow = BrokenHead("prompt-injection", sleep=1.5)
     p = pipeline(policy, encoder, heads, injection=slow)
     text = "What are the symptoms of a stroke?"
     start = time.perf_counter()
@@ -262,12 +262,13 @@ async def test_a_slow_head_over_its_budget_fails_closed_or_open(
     assert timed_out.label == "timeout" and timed_out.action == mode
     assert decision.allowed is allowed
     if not sync:
-        assert elapsed < 0.59  # the async rail does not wait for the slow head
+        assert elapsed < 1.4  # the async rail does not wait for the slow head (1.5 s)
     if allowed:
         assert guards(decision)[-1] == "content-safety"  # fail open: the next guard still ran
     else:
         assert "content-safety" not in guards(decision)  # fail fast after the block
-    await asyncio.sleep(0.15)  # let the abandoned thread finish before the next test
+    if not sync:
+        await asyncio.sleep(1.5 - elapsed)  # let the abandoned thread finish first
 
 
 @pytest.mark.parametrize(("mode", "allowed"), [("block", False), ("flag", True)])
