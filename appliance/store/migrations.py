@@ -75,8 +75,57 @@ def _m001_api_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+# --- memory and cache (issue 5) -----------------------------------------------------------
+def _m002_vector_index_files(db: sqlite_utils.Database) -> None:
+    # The sha256 of each saved hnswlib file (appliance.store.vectors): a file that does
+    # not match is rebuilt from its table at start-up.
+    db.execute(
+        """
+        CREATE TABLE vector_index_files (
+            tbl TEXT NOT NULL,
+            file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (tbl, file)
+        )
+        """
+    )
+
+
+def _m003_cache_entries(db: sqlite_utils.Database) -> None:
+    # The response cache (appliance.cache). AUTOINCREMENT: an id is never reused, so a
+    # label in a stale vector index can never name a newer row.
+    db.execute(
+        """
+        CREATE TABLE cache_entries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            scope TEXT NOT NULL,
+            exact_key TEXT NOT NULL,
+            context TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            vector BLOB,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            finish_reason TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            last_used_at REAL NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX cache_entries_exact ON cache_entries(scope, exact_key)")
+    db.execute("CREATE INDEX cache_entries_used ON cache_entries(last_used_at)")
+    db.execute("CREATE INDEX cache_entries_expires ON cache_entries(expires_at)")
+# --- end memory and cache ------------------------------------------------------------------
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
+    Migration(2, "vector_index_files", _m002_vector_index_files),
+    Migration(3, "cache_entries", _m003_cache_entries),
 )
 
 

@@ -45,13 +45,13 @@ def test_check_sequence_rejects_gaps_and_duplicates() -> None:
 def test_migrations_apply_once(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     first = Database(path)
-    assert first.applied_migrations == [1]
+    assert first.applied_migrations == [m.number for m in MIGRATIONS]
     assert "api_keys" in first.read_sync(lambda c: c.table_names())
     first.close()
     second = Database(path)
     try:
         assert second.applied_migrations == []
-        assert _recorded(second) == [(1, "api_keys")]
+        assert _recorded(second) == [(m.number, m.name) for m in MIGRATIONS]
     finally:
         second.close()
 
