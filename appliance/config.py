@@ -88,6 +88,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    # --- memory and cache (issue 5) ---
+    Setting("cache_enabled", bool, True, "Answer repeated requests from the response cache "
+            "(exact and semantic tiers, per API key and user)."),
+    Setting("cache_ttl_s", float, 3600.0, "Seconds a cached response may be served after it "
+            "was stored.", minimum=1),
+    Setting("cache_threshold", float, 0.95, "Cosine similarity of the last user turn needed "
+            "for a semantic cache hit (1.0: exact tier only, in effect).", minimum=0),
+    Setting("cache_max_entries", int, 100_000, "Most cached responses kept; beyond this the "
+            "least recently used are evicted.", minimum=1),
+    Setting("cache_max_temperature", float, 0.0, "Highest sampling temperature whose "
+            "responses are cached (0: only greedy, deterministic answers).", minimum=0),
+    Setting("cache_sweep_interval_s", float, 60.0, "Seconds between background sweeps "
+            "(expired entries, size cap, hit counts, saving the vector index).",
+            minimum=0.05),
+    Setting("vector_m", int, 16, "hnswlib M (graph degree) of the vector indexes.",
+            minimum=2),
+    Setting("vector_ef_construction", int, 200, "hnswlib ef_construction of the vector "
+            "indexes.", minimum=8),
+    Setting("vector_ef_search", int, 64, "hnswlib ef at query time (recall against speed).",
+            minimum=1),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -116,6 +136,16 @@ class Settings:
     database: Path
     seed: int
     log_level: str
+    # memory and cache (issue 5)
+    cache_enabled: bool
+    cache_ttl_s: float
+    cache_threshold: float
+    cache_max_entries: int
+    cache_max_temperature: float
+    cache_sweep_interval_s: float
+    vector_m: int
+    vector_ef_construction: int
+    vector_ef_search: int
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -7,6 +7,8 @@ Later stages (admission, guards, cache, memory) slot in here, not in the handler
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -15,7 +17,17 @@ from dataclasses import dataclass
 from appliance.admission.gate import Gate
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
-from appliance.engine.chat import ChatTemplate, NoChatTemplate
+from appliance.cache import (
+    PLACEHOLDER_POLICY_VERSION,
+    CacheDirectives,
+    CacheQuery,
+    CacheResult,
+    ResponseCache,
+    fingerprint,
+    request_keys,
+    scope_for,
+)
+from appliance.engine.chat import ChatMessage, ChatTemplate, NoChatTemplate
 from appliance.engine.engine import Engine
 from appliance.engine.models import ModelSpec, VerifiedModel
 from appliance.engine.native import LlamaModel
@@ -28,9 +40,12 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
+from appliance.store.vectors import Vector
 from appliance.trace import RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
+_REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached answer is replayed word by word
+_REPLAY_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class Prepared:
     request: GenerationRequest
     options: GenerationOptions
     echo_text: str = ""
+    cache: CacheQuery | None = None  # None: the response cache is not consulted
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,9 @@ class GenerationService:
         self.ctx_size = ctx_size
         self.template_fallback = template_fallback
         self._template: ChatTemplate | NoChatTemplate | None = None
+        # memory and cache (issue 5): set by the wiring; the guard work supplies the version
+        self.cache: ResponseCache | None = None
+        self.policy_version = PLACEHOLDER_POLICY_VERSION
 
     # --- model identity -----------------------------------------------------------------
     @property
@@ -127,13 +146,20 @@ class GenerationService:
         return self._template
 
     # --- preparation --------------------------------------------------------------------
-    async def prepare_chat(self, req: ChatRequest) -> Prepared:
+    async def prepare_chat(self, req: ChatRequest, key: KeyRecord | None = None,
+                           directives: CacheDirectives | None = None) -> Prepared:
         self.check_model(req.options.model)
         text = self.template().render(req.messages)
         tokens = await self._tokenize(text, chat=True)
-        return self._prepared("chat", tokens, req.options)
+        prepared = self._prepared("chat", tokens, req.options)
+        return self._with_cache(prepared, key, directives, req.messages)
 
-    async def prepare_completion(self, req: CompletionRequest) -> Prepared:
+    async def prepare_completion(self, req: CompletionRequest, key: KeyRecord | None = None,
+                                 directives: CacheDirectives | None = None) -> Prepared:
+        prepared = await self._prepare_completion(req)
+        return self._with_cache(prepared, key, directives, ())
+
+    async def _prepare_completion(self, req: CompletionRequest) -> Prepared:
         self.check_model(req.options.model)
         model = self._llama()
         if isinstance(req.prompt, str):
@@ -197,13 +223,78 @@ class GenerationService:
         return Prepared(id=rid, created=int(time.time()), kind=kind, request=request,
                         options=options, echo_text=echo_text)
 
+    # --- response cache (issue 5) ---------------------------------------------------------
+    def _with_cache(self, prepared: Prepared, key: KeyRecord | None,
+                    directives: CacheDirectives | None,
+                    messages: tuple[ChatMessage, ...]) -> Prepared:
+        cache = self.cache
+        if cache is None or key is None or not cache.cacheable(prepared.options.sampling):
+            return prepared
+        directives = directives or CacheDirectives()
+        template = self.template()
+        fp = fingerprint(self.served.sha256,
+                         template.source if isinstance(template, ChatTemplate) else "",
+                         self.policy_version)
+        request = prepared.request
+        exact, context, text = request_keys(
+            fp, prepared.kind, request.prompt_tokens, request.sampling, request.max_tokens,
+            request.stop, messages)
+        query = CacheQuery(scope=scope_for(key.id, prepared.options.user,
+                                           shared=directives.shared),
+                           exact_key=exact, context=context, fingerprint=fp,
+                           kind=prepared.kind, text=text, directives=directives)
+        return dataclasses.replace(prepared, cache=query)
+
+    async def _cache_lookup(self, prepared: Prepared, trace: RequestTrace | None,
+                            vector: Vector | None) -> CacheResult | None:
+        if self.cache is None or prepared.cache is None:
+            if trace is not None and self.cache is not None:
+                trace.cache = "bypass"
+            return None
+        await self.cache.adopt(prepared.cache.fingerprint)
+        result = await self.cache.lookup(prepared.cache, vector)
+        if trace is not None:
+            trace.cache = result.status
+            trace.cache_similarity = result.similarity
+        return result
+
+    async def _replay(self, prepared: Prepared, result: CacheResult, key: KeyRecord,
+                      trace: RequestTrace | None) -> AsyncGenerator[Chunk, None]:
+        """A cached answer, as a stream of word-sized chunks; charged to the key's buckets
+        like a generation but without a decoding slot."""
+        entry = result.entry
+        assert entry is not None
+        n_prompt = len(prepared.request.prompt_tokens)
+        self.gate.limiter.admit(key, n_prompt, entry.completion_tokens).settle(
+            n_prompt + entry.completion_tokens)
+        if trace is not None:
+            trace.mark_first_token()
+            trace.prompt_tokens = n_prompt
+            trace.completion_tokens = entry.completion_tokens
+            trace.cached_tokens = n_prompt
+        pieces = _REPLAY_PIECE.findall(entry.text)
+        for start in range(0, len(pieces), _REPLAY_WORDS):
+            yield Chunk("".join(pieces[start:start + _REPLAY_WORDS]))
+        yield Chunk("", entry.finish_reason,
+                    Usage(n_prompt, entry.completion_tokens, n_prompt))
+    # --- end response cache ----------------------------------------------------------------
+
     # --- generation ---------------------------------------------------------------------
     async def stream(self, prepared: Prepared, key: KeyRecord,
-                     trace: RequestTrace | None = None) -> AsyncGenerator[Chunk, None]:
+                     trace: RequestTrace | None = None, *,
+                     vector: Vector | None = None) -> AsyncGenerator[Chunk, None]:
         """Chunks as the engine releases text. Admission (rate limit, then a decoding slot
         from the bounded queue) happens before anything reaches the engine; the engine
-        sequence is cancelled if the consumer stops early (client gone) or is cancelled."""
+        sequence is cancelled if the consumer stops early (client gone) or is cancelled.
+        A response-cache hit is replayed instead (``vector``: the last user turn's
+        embedding if the caller has one)."""
         self._llama()
+        cached = await self._cache_lookup(prepared, trace, vector)
+        if cached is not None and cached.entry is not None:
+            async for piece in self._replay(prepared, cached, key, trace):
+                yield piece
+            return
+        texts: list[str] = []
         request = prepared.request
         queued_at = time.perf_counter()
         ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
@@ -218,6 +309,7 @@ class GenerationService:
                         used = len(request.prompt_tokens) + event.n_tokens
                         if trace is not None:
                             trace.mark_first_token()
+                        texts.append(event.text)
                         yield Chunk(event.text)
                     elif isinstance(event, Finished):
                         used = event.prompt_tokens + event.completion_tokens
@@ -226,7 +318,15 @@ class GenerationService:
                             trace.prompt_tokens = event.prompt_tokens
                             trace.completion_tokens = event.completion_tokens
                             trace.cached_tokens = event.cached_tokens
-                        yield self._final(event)
+                        final = self._final(event)
+                        if cached is not None and self.cache is not None and \
+                                prepared.cache is not None and final.usage is not None:
+                            texts.append(final.text)
+                            await self.cache.store(
+                                prepared.cache, cached.vector, "".join(texts),
+                                final.finish_reason or "", final.usage.prompt_tokens,
+                                final.usage.completion_tokens)
+                        yield final
                         return
         finally:
             handle.cancel()

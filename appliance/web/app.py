@@ -24,6 +24,7 @@ from appliance.engine.models import ModelStore
 from appliance.errors import ConfigError
 from appliance.service import GenerationService
 from appliance.store.db import Database
+from appliance.web.embedding_routes import routes as embedding_routes
 from appliance.web.keys import (
     DATABASE,
     ENGINE,
@@ -34,6 +35,7 @@ from appliance.web.keys import (
     STARTED_AT,
     STORE,
 )
+from appliance.web.mem_wiring import wire_memory_and_cache
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.routes import routes
 
@@ -109,6 +111,8 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(routes)
+    wire_memory_and_cache(app, settings, db)  # memory and cache (issue 5)
+    app.add_routes(embedding_routes)  # memory and cache (issue 5)
     return app
 
 

@@ -13,6 +13,7 @@ from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
 from appliance.service import GenerationService, Prepared
+from appliance.web.cache_http import cache_directives
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE, TRACE
 from appliance.web.sse import EventStream
@@ -69,15 +70,18 @@ async def _admit_and_read(request: web.Request) -> Any:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    return await _respond(request, service, await service.prepare_chat(parse_chat(body)))
+    directives = cache_directives(request)  # memory and cache (issue 5)
+    return await _respond(request, service, await service.prepare_chat(
+        parse_chat(body), request[KEY], directives))
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    return await _respond(request, service,
-                          await service.prepare_completion(parse_completion(body)))
+    directives = cache_directives(request)  # memory and cache (issue 5)
+    return await _respond(request, service, await service.prepare_completion(
+        parse_completion(body), request[KEY], directives))
 
 
 @routes.get("/v1/models")

@@ -1,0 +1,70 @@
+"""Wiring of the memory-and-cache components: the shared encoder, ``/v1/embeddings``, the
+cache's vector index and the response cache, with their life cycle (one ``cleanup_ctx``).
+
+Called once from :func:`appliance.web.app.make_app`, after the database and the service
+exist, so the cleanup runs before the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from appliance.cache import TABLE as CACHE_TABLE
+from appliance.cache import CacheConfig, ResponseCache
+from appliance.config import Settings
+from appliance.embed import Encoder, load_encoder_spec
+from appliance.embeddings import EmbeddingService
+from appliance.store.db import Database
+from appliance.store.vectors import IndexParams, VectorIndex
+from appliance.web.keys import CACHE, CACHE_INDEX, EMBEDDINGS, GATE, SERVICE, SETTINGS
+
+log = logging.getLogger("appliance.web")
+
+
+def wire_memory_and_cache(app: web.Application, settings: Settings, db: Database) -> None:
+    encoder = Encoder.from_manifest(threads=1)
+    app[EMBEDDINGS] = EmbeddingService(encoder, app[GATE], load_encoder_spec().id)
+    params = IndexParams(dim=encoder.dim, m=settings.vector_m,
+                         ef_construction=settings.vector_ef_construction,
+                         ef_search=settings.vector_ef_search)
+    index = VectorIndex(db, CACHE_TABLE, settings.data_dir / "vectors" / CACHE_TABLE, params)
+    app[CACHE_INDEX] = index
+    cache = ResponseCache(db, index, encoder, CacheConfig(
+        ttl_s=settings.cache_ttl_s, threshold=settings.cache_threshold,
+        max_entries=settings.cache_max_entries,
+        max_temperature=settings.cache_max_temperature))
+    app[CACHE] = cache
+    if settings.cache_enabled:
+        app[SERVICE].cache = cache
+    app.cleanup_ctx.append(_cache_ctx)
+
+
+async def _sweeper(cache: ResponseCache, index: VectorIndex, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await cache.sweep()
+            await index.asave()
+        except Exception:
+            log.exception("cache sweep failed; retrying in %.0fs", interval)
+
+
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    index, cache = app[CACHE_INDEX], app[CACHE]
+    report = await asyncio.to_thread(index.open)
+    log.info("cache index: %d rows, %d scopes loaded, %d repaired, %d rebuilt",
+             report.rows, report.loaded, report.repaired, report.rebuilt)
+    task = asyncio.create_task(_sweeper(cache, index,
+                                        app[SETTINGS].cache_sweep_interval_s))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await cache.sweep()
+    await index.aclose()
