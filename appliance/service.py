@@ -40,6 +40,7 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
+from appliance.memory import MemoryContext, MemoryStore, inject_memory
 from appliance.store.vectors import Vector
 from appliance.trace import RequestTrace
 
@@ -53,6 +54,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    memory_tokens: int = 0  # of prompt_tokens, added by memory injection
 
     @property
     def total_tokens(self) -> int:
@@ -68,6 +70,8 @@ class Prepared:
     options: GenerationOptions
     echo_text: str = ""
     cache: CacheQuery | None = None  # None: the response cache is not consulted
+    memory: MemoryContext | None = None  # None: nothing is remembered
+    memory_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class GenerationService:
         self._template: ChatTemplate | NoChatTemplate | None = None
         # memory and cache (issue 5): set by the wiring; the guard work supplies the version
         self.cache: ResponseCache | None = None
+        self.memory: MemoryStore | None = None
         self.policy_version = PLACEHOLDER_POLICY_VERSION
 
     # --- model identity -----------------------------------------------------------------
@@ -147,12 +152,31 @@ class GenerationService:
 
     # --- preparation --------------------------------------------------------------------
     async def prepare_chat(self, req: ChatRequest, key: KeyRecord | None = None,
-                           directives: CacheDirectives | None = None) -> Prepared:
+                           directives: CacheDirectives | None = None,
+                           session_id: str | None = None) -> Prepared:
         self.check_model(req.options.model)
-        text = self.template().render(req.messages)
-        tokens = await self._tokenize(text, chat=True)
-        prepared = self._prepared("chat", tokens, req.options)
-        return self._with_cache(prepared, key, directives, req.messages)
+        template = self.template()
+        context = self._memory_context(req, key, session_id)
+        messages, memory_tokens = req.messages, 0
+        if context is not None and self.memory is not None:
+            messages = inject_memory(req.messages, await self.memory.recall(
+                context.key_id, context.user, context.session_id, context.last_user))
+        tokens = await self._tokenize(template.render(messages), chat=True)
+        if messages is not req.messages:
+            plain = await self._tokenize(template.render(req.messages), chat=True)
+            memory_tokens = max(0, len(tokens) - len(plain))
+        prepared = dataclasses.replace(self._prepared("chat", tokens, req.options),
+                                       memory=context, memory_tokens=memory_tokens)
+        return self._with_cache(prepared, key, directives, messages)
+
+    def _memory_context(self, req: ChatRequest, key: KeyRecord | None,
+                        session_id: str | None) -> MemoryContext | None:
+        user = req.options.user or ""
+        if self.memory is None or key is None or not (user or session_id):
+            return None
+        last = req.messages[-1]
+        return MemoryContext(key.id, user, session_id or "",
+                             last.content if last.role == "user" else "")
 
     async def prepare_completion(self, req: CompletionRequest, key: KeyRecord | None = None,
                                  directives: CacheDirectives | None = None) -> Prepared:
@@ -272,12 +296,25 @@ class GenerationService:
             trace.prompt_tokens = n_prompt
             trace.completion_tokens = entry.completion_tokens
             trace.cached_tokens = n_prompt
+            trace.memory_tokens = prepared.memory_tokens
         pieces = _REPLAY_PIECE.findall(entry.text)
         for start in range(0, len(pieces), _REPLAY_WORDS):
             yield Chunk("".join(pieces[start:start + _REPLAY_WORDS]))
+        await self._remember(prepared, entry.text)
         yield Chunk("", entry.finish_reason,
-                    Usage(n_prompt, entry.completion_tokens, n_prompt))
+                    Usage(n_prompt, entry.completion_tokens, n_prompt,
+                          prepared.memory_tokens))
     # --- end response cache ----------------------------------------------------------------
+
+    # --- memory (issue 5) ------------------------------------------------------------------
+    async def _remember(self, prepared: Prepared, answer: str) -> None:
+        """Keep the exchange as session turns (when the request named a session)."""
+        context = prepared.memory
+        if self.memory is None or context is None or not context.session_id:
+            return
+        await self.memory.add_turns(context.key_id, context.user, context.session_id,
+                                    [("user", context.last_user), ("assistant", answer)])
+    # --- end memory ------------------------------------------------------------------------
 
     # --- generation ---------------------------------------------------------------------
     async def stream(self, prepared: Prepared, key: KeyRecord,
@@ -319,13 +356,19 @@ class GenerationService:
                             trace.completion_tokens = event.completion_tokens
                             trace.cached_tokens = event.cached_tokens
                         final = self._final(event)
+                        texts.append(final.text)
                         if cached is not None and self.cache is not None and \
                                 prepared.cache is not None and final.usage is not None:
-                            texts.append(final.text)
                             await self.cache.store(
                                 prepared.cache, cached.vector, "".join(texts),
                                 final.finish_reason or "", final.usage.prompt_tokens,
                                 final.usage.completion_tokens)
+                        if prepared.memory is not None and final.usage is not None:
+                            await self._remember(prepared, "".join(texts))
+                            final = dataclasses.replace(final, usage=dataclasses.replace(
+                                final.usage, memory_tokens=prepared.memory_tokens))
+                            if trace is not None:
+                                trace.memory_tokens = prepared.memory_tokens
                         yield final
                         return
         finally:

@@ -119,6 +119,35 @@ def _m003_cache_entries(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX cache_entries_exact ON cache_entries(scope, exact_key)")
     db.execute("CREATE INDEX cache_entries_used ON cache_entries(last_used_at)")
     db.execute("CREATE INDEX cache_entries_expires ON cache_entries(expires_at)")
+
+
+def _m004_memories(db: sqlite_utils.Database) -> None:
+    # Tiered memory (appliance.memory). ``tier`` is session | user | global; ``scope`` is
+    # the vector-index partition (NULL vector: not indexed, e.g. session turns).
+    db.execute(
+        """
+        CREATE TABLE memories (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key_id INTEGER NOT NULL,
+            tier TEXT NOT NULL,
+            user TEXT NOT NULL DEFAULT '',
+            session_id TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            pinned INTEGER NOT NULL DEFAULT 0,
+            scope TEXT NOT NULL,
+            vector BLOB,
+            created_at REAL NOT NULL,
+            last_accessed_at REAL NOT NULL,
+            access_count INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX memories_owner ON memories(key_id, tier, user, session_id)")
+    db.execute("CREATE INDEX memories_scope ON memories(scope)")
+    db.execute("CREATE INDEX memories_accessed ON memories(tier, last_accessed_at)")
 # --- end memory and cache ------------------------------------------------------------------
 
 
@@ -126,6 +155,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
     Migration(2, "vector_index_files", _m002_vector_index_files),
     Migration(3, "cache_entries", _m003_cache_entries),
+    Migration(4, "memories", _m004_memories),
 )
 
 

@@ -36,6 +36,7 @@ from appliance.web.keys import (
     STORE,
 )
 from appliance.web.mem_wiring import wire_memory_and_cache
+from appliance.web.memory_routes import routes as memory_routes
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.routes import routes
 
@@ -113,6 +114,7 @@ def make_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     wire_memory_and_cache(app, settings, db)  # memory and cache (issue 5)
     app.add_routes(embedding_routes)  # memory and cache (issue 5)
+    app.add_routes(memory_routes)  # memory and cache (issue 5)
     return app
 
 

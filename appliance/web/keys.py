@@ -11,6 +11,7 @@ from appliance.config import Settings
 from appliance.embeddings import EmbeddingService
 from appliance.engine.engine import Engine
 from appliance.engine.models import ModelStore, VerifiedModel
+from appliance.memory import MemoryStore
 from appliance.service import GenerationService
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
@@ -28,6 +29,8 @@ GATE = web.AppKey("gate", Gate)
 EMBEDDINGS = web.AppKey("embeddings", EmbeddingService)
 CACHE = web.AppKey("cache", ResponseCache)
 CACHE_INDEX = web.AppKey("cache_index", VectorIndex)
+MEMORY = web.AppKey("memory", MemoryStore)
+MEMORY_INDEX = web.AppKey("memory_index", VectorIndex)
 
 # Per request: the authenticated API key.
 KEY = web.RequestKey("api_key", KeyRecord)

@@ -19,9 +19,20 @@ from appliance.cache import CacheConfig, ResponseCache
 from appliance.config import Settings
 from appliance.embed import Encoder, load_encoder_spec
 from appliance.embeddings import EmbeddingService
+from appliance.memory import DAY, MemoryConfig, MemoryStore
+from appliance.memory import TABLE as MEMORY_TABLE
 from appliance.store.db import Database
 from appliance.store.vectors import IndexParams, VectorIndex
-from appliance.web.keys import CACHE, CACHE_INDEX, EMBEDDINGS, GATE, SERVICE, SETTINGS
+from appliance.web.keys import (
+    CACHE,
+    CACHE_INDEX,
+    EMBEDDINGS,
+    GATE,
+    MEMORY,
+    MEMORY_INDEX,
+    SERVICE,
+    SETTINGS,
+)
 
 log = logging.getLogger("appliance.web")
 
@@ -41,30 +52,47 @@ def wire_memory_and_cache(app: web.Application, settings: Settings, db: Database
     app[CACHE] = cache
     if settings.cache_enabled:
         app[SERVICE].cache = cache
+    memory_index = VectorIndex(db, MEMORY_TABLE,
+                               settings.data_dir / "vectors" / MEMORY_TABLE, params)
+    app[MEMORY_INDEX] = memory_index
+    app[MEMORY] = memory = MemoryStore(db, memory_index, encoder, MemoryConfig(
+        session_ttl_s=settings.memory_session_ttl_h * 3600.0,
+        user_ttl_s=settings.memory_user_ttl_days * DAY,
+        max_entries=settings.memory_max_entries,
+        inject_max_entries=settings.memory_inject_max_entries,
+        inject_token_budget=settings.memory_inject_tokens,
+        session_turns=settings.memory_session_turns,
+        min_similarity=settings.memory_min_similarity))
+    if settings.memory_enabled:
+        app[SERVICE].memory = memory
     app.cleanup_ctx.append(_cache_ctx)
 
 
-async def _sweeper(cache: ResponseCache, index: VectorIndex, interval: float) -> None:
+async def _sweeper(app: web.Application, interval: float) -> None:
+    """Cache sweep, memory GC, then save both vector indexes; every ``interval`` s."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await cache.sweep()
-            await index.asave()
+            await app[CACHE].sweep()
+            await app[MEMORY].gc()
+            await app[CACHE_INDEX].asave()
+            await app[MEMORY_INDEX].asave()
         except Exception:
-            log.exception("cache sweep failed; retrying in %.0fs", interval)
+            log.exception("cache/memory sweep failed; retrying in %.0fs", interval)
 
 
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    index, cache = app[CACHE_INDEX], app[CACHE]
-    report = await asyncio.to_thread(index.open)
-    log.info("cache index: %d rows, %d scopes loaded, %d repaired, %d rebuilt",
-             report.rows, report.loaded, report.repaired, report.rebuilt)
-    task = asyncio.create_task(_sweeper(cache, index,
-                                        app[SETTINGS].cache_sweep_interval_s))
+    for name, index in (("cache", app[CACHE_INDEX]), ("memory", app[MEMORY_INDEX])):
+        report = await asyncio.to_thread(index.open)
+        log.info("%s index: %d rows, %d scopes loaded, %d repaired, %d rebuilt", name,
+                 report.rows, report.loaded, report.repaired, report.rebuilt)
+    task = asyncio.create_task(_sweeper(app, app[SETTINGS].cache_sweep_interval_s))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     with contextlib.suppress(Exception):
-        await cache.sweep()
-    await index.aclose()
+        await app[CACHE].sweep()
+        await app[MEMORY].gc()
+    await app[CACHE_INDEX].aclose()
+    await app[MEMORY_INDEX].aclose()

@@ -13,7 +13,7 @@ from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
 from appliance.service import GenerationService, Prepared
-from appliance.web.cache_http import cache_directives
+from appliance.web.cache_http import cache_directives, session_id
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE, TRACE
 from appliance.web.sse import EventStream
@@ -72,7 +72,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     directives = cache_directives(request)  # memory and cache (issue 5)
     return await _respond(request, service, await service.prepare_chat(
-        parse_chat(body), request[KEY], directives))
+        parse_chat(body), request[KEY], directives, session_id(request, body)))
 
 
 @routes.post("/v1/completions")
