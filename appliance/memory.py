@@ -392,8 +392,13 @@ class MemoryContext:
 MEMORY_HEADER = "Relevant memory (from earlier conversations and shared notes):"
 
 
-def inject_memory(messages: tuple[ChatMessage, ...], recall: Recall
-                  ) -> tuple[ChatMessage, ...]:
+@dataclass(frozen=True)
+class Injection:
+    messages: tuple[ChatMessage, ...]
+    added: tuple[str, ...]  # the texts added (to count the memory tokens)
+
+
+def inject_memory(messages: tuple[ChatMessage, ...], recall: Recall) -> Injection:
     """``messages`` with the recalled memory: related memories appended to the (first)
     system message as bullets, then the session turns the request does not already carry,
     verbatim, before the request's own turns. Unchanged (the same object) if nothing."""
@@ -401,7 +406,8 @@ def inject_memory(messages: tuple[ChatMessage, ...], recall: Recall
     turns = [ChatMessage(t.role, t.content) for t in recall.turns
              if (t.role, t.content) not in present]
     if not turns and not recall.related:
-        return messages
+        return Injection(messages, ())
+    added = [t.content for t in turns]
     head = 0
     while head < len(messages) and messages[head].role == "system":
         head += 1
@@ -409,9 +415,10 @@ def inject_memory(messages: tuple[ChatMessage, ...], recall: Recall
     if recall.related:
         note = MEMORY_HEADER + "\n" + "\n".join(f"- {r.entry.content}"
                                                 for r in recall.related)
+        added.append(note)
         if system:
             first = system[0]
             system[0] = ChatMessage("system", f"{first.content}\n\n{note}", first.name)
         else:
             system = [ChatMessage("system", note)]
-    return (*system, *turns, *messages[head:])
+    return Injection((*system, *turns, *messages[head:]), tuple(added))

@@ -159,12 +159,14 @@ class GenerationService:
         context = self._memory_context(req, key, session_id)
         messages, memory_tokens = req.messages, 0
         if context is not None and self.memory is not None:
-            messages = inject_memory(req.messages, await self.memory.recall(
+            injection = inject_memory(req.messages, await self.memory.recall(
                 context.key_id, context.user, context.session_id, context.last_user))
+            messages = injection.messages
+            model = self._llama()
+            memory_tokens = sum(len(model.tokenize(text, add_special=False,
+                                                   parse_special=False))
+                                for text in injection.added)
         tokens = await self._tokenize(template.render(messages), chat=True)
-        if messages is not req.messages:
-            plain = await self._tokenize(template.render(req.messages), chat=True)
-            memory_tokens = max(0, len(tokens) - len(plain))
         prepared = dataclasses.replace(self._prepared("chat", tokens, req.options),
                                        memory=context, memory_tokens=memory_tokens)
         return self._with_cache(prepared, key, directives, messages)

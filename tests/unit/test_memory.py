@@ -191,7 +191,9 @@ def test_inject_memory_places_notes_and_turns() -> None:
     msgs = (ChatMessage("system", "Be brief."), ChatMessage("user", "And tomorrow?"))
     recall = Recall(turns=(e(1, "user", "Weather today?"), e(2, "assistant", "Sunny.")),
                     related=(Recalled(e(3, "note", "Lives in Oslo."), 0.6),), tokens=9)
-    out = inject_memory(msgs, recall)
+    injection = inject_memory(msgs, recall)
+    out = injection.messages
+    assert injection.added == ("Weather today?", "Sunny.", MEMORY_HEADER + "\n- Lives in Oslo.")
     assert [m.role for m in out] == ["system", "user", "assistant", "user"]
     assert out[0].content.startswith("Be brief.") and MEMORY_HEADER in out[0].content
     assert "- Lives in Oslo." in out[0].content
@@ -200,6 +202,6 @@ def test_inject_memory_places_notes_and_turns() -> None:
     again = inject_memory((ChatMessage("user", "Weather today?"),
                            ChatMessage("assistant", "Sunny."),
                            ChatMessage("user", "And tomorrow?")),
-                          Recall(recall.turns, (), 6))
+                          Recall(recall.turns, (), 6)).messages
     assert [m.content for m in again] == ["Weather today?", "Sunny.", "And tomorrow?"]
-    assert inject_memory(msgs, Recall((), (), 0)) is msgs
+    assert inject_memory(msgs, Recall((), (), 0)).messages is msgs
