@@ -120,6 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0),
     Setting("memory_min_similarity", float, 0.35, "Cosine similarity to the last user turn "
             "a user/global memory needs to be injected.", minimum=0),
+    Setting("memory_summary_tokens", int, 500, "When a session's verbatim turns exceed "
+            "this many tokens, older turns are summarised by the local model in the "
+            "background (digests, then key-fact bullets). 0: never.", minimum=0),
     Setting("vector_m", int, 16, "hnswlib M (graph degree) of the vector indexes.",
             minimum=2),
     Setting("vector_ef_construction", int, 200, "hnswlib ef_construction of the vector "
@@ -169,6 +172,7 @@ class Settings:
     memory_inject_tokens: int
     memory_session_turns: int
     memory_min_similarity: float
+    memory_summary_tokens: int
     vector_m: int
     vector_ef_construction: int
     vector_ef_search: int

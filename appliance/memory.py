@@ -78,8 +78,8 @@ class MemoryEntry:
     tier: str
     user: str
     session_id: str
-    kind: str  # "note" (written through the API), "turn" (a session turn)
-    role: str  # "user" | "assistant" for turns, "note" otherwise
+    kind: str  # "note" (API), "turn" (a session turn), "digest" | "facts" (summaries)
+    role: str  # "user" | "assistant" for turns, "note" / "summary" otherwise
     content: str
     tokens: int
     pinned: bool
@@ -99,6 +99,15 @@ class Recall:
     turns: tuple[MemoryEntry, ...]  # oldest first
     related: tuple[Recalled, ...]  # most similar first
     tokens: int  # budget used (encoder tokens; the service measures model tokens)
+    summaries: tuple[MemoryEntry, ...] = ()  # the session's key facts, then digests
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    key_id: int
+    user: str
+    session_id: str
+    turn_tokens: int  # verbatim turns kept, in encoder tokens
 
 
 @dataclass(frozen=True)
@@ -286,21 +295,34 @@ class MemoryStore:
         now = self._clock()
         budget, count = cfg.inject_token_budget, cfg.inject_max_entries
         turns: list[MemoryEntry] = []
+        summaries: list[MemoryEntry] = []
         if session_id:
-            recent = await self.db.read(lambda c: [_entry(r) for r in c.execute(
+            rows = await self.db.read(lambda c: [_entry(r) for r in c.execute(
+                f"SELECT * FROM (SELECT {_COLUMNS} FROM {TABLE} WHERE key_id = ? "
+                "AND tier = 'session' AND user = ? AND session_id = ? AND kind = 'turn' "
+                "AND last_accessed_at > ? ORDER BY id DESC LIMIT ?) UNION ALL "
                 f"SELECT {_COLUMNS} FROM {TABLE} WHERE key_id = ? AND tier = 'session' "
-                "AND user = ? AND session_id = ? AND last_accessed_at > ? "
-                "ORDER BY id DESC LIMIT ?",
-                [key_id, user, session_id, now - cfg.session_ttl_s,
-                 cfg.session_turns]).fetchall()])
+                "AND user = ? AND session_id = ? AND kind IN ('facts', 'digest') "
+                "AND last_accessed_at > ?",
+                [key_id, user, session_id, now - cfg.session_ttl_s, cfg.session_turns,
+                 key_id, user, session_id, now - cfg.session_ttl_s]).fetchall()])
+            recent = sorted((e for e in rows if e.kind == "turn"), key=lambda e: -e.id)
             for entry in recent:  # newest first, within the budget
                 if entry.tokens > budget or len(turns) >= count:
                     break
                 turns.append(entry)
                 budget -= entry.tokens
             turns.reverse()
+            # Then the summaries of what came before: key facts first, newest digest next.
+            older = sorted((e for e in rows if e.kind != "turn"),
+                           key=lambda e: (e.kind != "facts", -e.id))
+            for entry in older:
+                if entry.tokens > budget or len(turns) + len(summaries) >= count:
+                    break
+                summaries.append(entry)
+                budget -= entry.tokens
         related: list[Recalled] = []
-        if text.strip() and len(turns) < count and budget > 0:
+        if text.strip() and len(turns) + len(summaries) < count and budget > 0:
             query: Vector = vector if vector is not None else await asyncio.to_thread(
                 lambda: self.encoder.encode([text])[0])
             scopes = ["global"] + ([index_scope(key_id, "user", user) or ""] if user else [])
@@ -313,16 +335,17 @@ class MemoryStore:
                 rows = await self.db.read(lambda c: self._rows_owned(
                     c, list(sims), key_id, user, now))
                 for entry in sorted(rows, key=lambda e: -sims[e.id]):
-                    if len(turns) + len(related) >= count:
+                    if len(turns) + len(summaries) + len(related) >= count:
                         break
                     if entry.tokens > budget:
                         continue
                     related.append(Recalled(entry, sims[entry.id]))
                     budget -= entry.tokens
-        for entry in (*turns, *(r.entry for r in related)):
+        for entry in (*turns, *summaries, *(r.entry for r in related)):
             uses, _ = self._touched.get(entry.id, (0, now))
             self._touched[entry.id] = (uses + 1, now)
-        return Recall(tuple(turns), tuple(related), cfg.inject_token_budget - budget)
+        return Recall(tuple(turns), tuple(related), cfg.inject_token_budget - budget,
+                      tuple(summaries))
 
     def _rows_owned(self, conn: sqlite_utils.Database, ids: list[int], key_id: int,
                     user: str, now: float) -> list[MemoryEntry]:
@@ -333,6 +356,50 @@ class MemoryStore:
             "(pinned = 1 OR last_accessed_at > ?)))",
             [*ids, key_id, user, now - self.config.user_ttl_s]).fetchall()
         return [_entry(r) for r in rows]
+
+    # -- session summaries (appliance.summarise) -------------------------------------------
+
+    async def long_sessions(self, threshold_tokens: int) -> list[SessionRef]:
+        """Sessions whose verbatim turns hold more than ``threshold_tokens``."""
+        rows = await self.db.read(lambda c: c.execute(
+            f"SELECT key_id, user, session_id, sum(tokens) FROM {TABLE} "
+            "WHERE tier = 'session' AND kind = 'turn' GROUP BY key_id, user, session_id "
+            "HAVING sum(tokens) > ?", [threshold_tokens]).fetchall())
+        return [SessionRef(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    async def session_rows(self, ref: SessionRef) -> list[MemoryEntry]:
+        return await self.db.read(lambda c: [_entry(r) for r in c.execute(
+            f"SELECT {_COLUMNS} FROM {TABLE} WHERE key_id = ? AND tier = 'session' "
+            "AND user = ? AND session_id = ? ORDER BY id",
+            [ref.key_id, ref.user, ref.session_id]).fetchall()])
+
+    async def replace_with_summary(self, ref: SessionRef, replaced: Sequence[int],
+                                   kind: str, content: str) -> MemoryEntry:
+        """In one transaction: delete ``replaced`` (rows of this session) and store the
+        summary that stands for them. A crash leaves either all of them or the summary."""
+        tokens = (await asyncio.to_thread(self.encoder.token_counts, [content]))[0]
+        now = self._clock()
+
+        def job(conn: sqlite_utils.Database) -> tuple[MemoryEntry, list[tuple[str, int]]]:
+            ids = list(replaced)
+            gone = self._delete_where(
+                conn, f"id IN ({','.join('?' * len(ids))}) AND key_id = ? AND user = ? "
+                "AND session_id = ? AND tier = 'session'",
+                [*ids, ref.key_id, ref.user, ref.session_id]) if ids else []
+            cur = conn.execute(
+                f"INSERT INTO {TABLE} (key_id, tier, user, session_id, kind, role, content, "
+                "tokens, scope, created_at, last_accessed_at) "
+                "VALUES (?, 'session', ?, ?, ?, 'summary', ?, ?, '', ?, ?)",
+                [ref.key_id, ref.user, ref.session_id, kind, content, max(1, tokens - 2),
+                 now, now])
+            entry = MemoryEntry(int(cur.lastrowid or 0), "session", ref.user, ref.session_id,
+                                kind, "summary", content, max(1, tokens - 2), False, now,
+                                now, 0)
+            return entry, gone
+
+        entry, gone = await self.db.write(job)
+        await self._unindex(gone)
+        return entry
 
     async def count(self) -> int:
         return int(await self.db.read(lambda c: c.execute(
@@ -390,6 +457,7 @@ class MemoryContext:
 
 
 MEMORY_HEADER = "Relevant memory (from earlier conversations and shared notes):"
+SUMMARY_HEADER = "Earlier in this conversation (summarised):"
 
 
 @dataclass(frozen=True)
@@ -405,17 +473,22 @@ def inject_memory(messages: tuple[ChatMessage, ...], recall: Recall) -> Injectio
     present = {(m.role, m.content) for m in messages}
     turns = [ChatMessage(t.role, t.content) for t in recall.turns
              if (t.role, t.content) not in present]
-    if not turns and not recall.related:
+    if not turns and not recall.related and not recall.summaries:
         return Injection(messages, ())
     added = [t.content for t in turns]
+    notes = []
+    if recall.summaries:
+        notes.append(SUMMARY_HEADER + "\n" + "\n".join(s.content for s in recall.summaries))
+    if recall.related:
+        notes.append(MEMORY_HEADER + "\n" + "\n".join(f"- {r.entry.content}"
+                                                      for r in recall.related))
+    added.extend(notes)
     head = 0
     while head < len(messages) and messages[head].role == "system":
         head += 1
     system = list(messages[:head])
-    if recall.related:
-        note = MEMORY_HEADER + "\n" + "\n".join(f"- {r.entry.content}"
-                                                for r in recall.related)
-        added.append(note)
+    if notes:
+        note = "\n\n".join(notes)
         if system:
             first = system[0]
             system[0] = ChatMessage("system", f"{first.content}\n\n{note}", first.name)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from appliance.admission.gate import Gate
+from appliance.admission.gate import ANONYMOUS, Gate
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
 from appliance.cache import (
@@ -31,7 +31,13 @@ from appliance.engine.chat import ChatMessage, ChatTemplate, NoChatTemplate
 from appliance.engine.engine import Engine
 from appliance.engine.models import ModelSpec, VerifiedModel
 from appliance.engine.native import LlamaModel
-from appliance.engine.types import Finished, FinishReason, GenerationRequest, TextDelta
+from appliance.engine.types import (
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+)
 from appliance.errors import (
     ContextLengthExceeded,
     InternalError,
@@ -47,6 +53,7 @@ from appliance.trace import RequestTrace
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
 _REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached answer is replayed word by word
 _REPLAY_WORDS = 4
+_SUMMARY_TOKENS = 160
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,17 @@ class GenerationService:
             return
         await self.memory.add_turns(context.key_id, context.user, context.session_id,
                                     [("user", context.last_user), ("assistant", answer)])
+    async def summarise(self, instruction: str, text: str) -> str:
+        """One greedy generation for background work (session summaries): admitted
+        through the same queue as requests, under the unlimited internal key."""
+        options = GenerationOptions(
+            model="default", max_tokens=_SUMMARY_TOKENS, sampling=SamplingParams(
+                temperature=0.0), stop=(), stream=False, include_usage=False, user=None,
+            logit_bias=())
+        req = ChatRequest(options=options, messages=(ChatMessage("system", instruction),
+                                                     ChatMessage("user", text)))
+        result = await self.complete(await self.prepare_chat(req), ANONYMOUS)
+        return result.text
     # --- end memory ------------------------------------------------------------------------
 
     # --- generation ---------------------------------------------------------------------

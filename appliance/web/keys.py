@@ -15,6 +15,7 @@ from appliance.memory import MemoryStore
 from appliance.service import GenerationService
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
+from appliance.summarise import SessionSummariser
 from appliance.trace import RequestTrace
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -31,6 +32,7 @@ CACHE = web.AppKey("cache", ResponseCache)
 CACHE_INDEX = web.AppKey("cache_index", VectorIndex)
 MEMORY = web.AppKey("memory", MemoryStore)
 MEMORY_INDEX = web.AppKey("memory_index", VectorIndex)
+SUMMARISER = web.AppKey("summariser", SessionSummariser)
 
 # Per request: the authenticated API key.
 KEY = web.RequestKey("api_key", KeyRecord)

@@ -23,6 +23,7 @@ from appliance.memory import DAY, MemoryConfig, MemoryStore
 from appliance.memory import TABLE as MEMORY_TABLE
 from appliance.store.db import Database
 from appliance.store.vectors import IndexParams, VectorIndex
+from appliance.summarise import SessionSummariser, SummaryConfig
 from appliance.web.keys import (
     CACHE,
     CACHE_INDEX,
@@ -32,6 +33,7 @@ from appliance.web.keys import (
     MEMORY_INDEX,
     SERVICE,
     SETTINGS,
+    SUMMARISER,
 )
 
 log = logging.getLogger("appliance.web")
@@ -65,6 +67,8 @@ def wire_memory_and_cache(app: web.Application, settings: Settings, db: Database
         min_similarity=settings.memory_min_similarity))
     if settings.memory_enabled:
         app[SERVICE].memory = memory
+    app[SUMMARISER] = SessionSummariser(memory, app[SERVICE].summarise, SummaryConfig(
+        threshold_tokens=settings.memory_summary_tokens))
     app.cleanup_ctx.append(_cache_ctx)
 
 
@@ -75,6 +79,8 @@ async def _sweeper(app: web.Application, interval: float) -> None:
         try:
             await app[CACHE].sweep()
             await app[MEMORY].gc()
+            if app[SERVICE].engine.ready:
+                await app[SUMMARISER].run_once()
             await app[CACHE_INDEX].asave()
             await app[MEMORY_INDEX].asave()
         except Exception:

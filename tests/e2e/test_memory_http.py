@@ -20,7 +20,7 @@ pytestmark = pytest.mark.model
 def keyed(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RunningServer, dict[str, str]]]:
     settings = make_settings(tmp_path_factory.mktemp("memory"), parallel=2, ctx_size=1024,
-                             cache_enabled=False)
+                             cache_enabled=False, memory_summary_tokens=80)
     with Database(settings.database) as db:
         store = KeyStore(db)
         secrets = {"a": store.create_sync("a").secret, "b": store.create_sync("b").secret,
@@ -185,3 +185,32 @@ async def test_session_turns_are_remembered_and_injected(
         other = await asyncio.to_thread(_chat, srv, keys[key], "What is my name?", user=user,
                                         extra_headers={"X-Session-Id": session})
         assert other.usage.model_extra["memory_tokens"] == 0, (key, user, session)
+
+
+async def test_long_session_is_summarised_by_the_model(
+        api: Api, keyed: tuple[RunningServer, dict[str, str]]) -> None:
+    import asyncio
+
+    from appliance.web.keys import SUMMARISER
+
+    srv, keys = keyed
+    facts = ["My dog is called Rex and he is seven years old.",
+             "I live in Bergen, a rainy city on the west coast of Norway.",
+             "My appointment is on Tuesday at ten in the morning with Dr. Olsen.",
+             "I am allergic to penicillin and I take vitamin D every day."]
+    for text in facts:
+        await asyncio.to_thread(_chat, srv, keys["a"], text, user="finn",
+                                extra_headers={"X-Session-Id": "long"})
+    report = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+        srv.app[SUMMARISER].run_once(), srv.loop))
+    assert report.digests >= 1
+    status, body = await api.call("a", "GET", "/v1/memory", scope="session", user="finn",
+                                  session_id="long")
+    assert status == 200
+    kinds = [e["kind"] for e in body["data"]]
+    assert kinds.count("turn") == 4 and kinds.count("digest") == 1  # 4 newest turns kept
+    digest = next(e for e in body["data"] if e["kind"] == "digest")
+    assert digest["content"].strip() and digest["role"] == "summary"
+    nxt = await asyncio.to_thread(_chat, srv, keys["a"], "What is my dog called?",
+                                  user="finn", extra_headers={"X-Session-Id": "long"})
+    assert nxt.usage.model_extra["memory_tokens"] > 10
