@@ -192,7 +192,8 @@ def bench_http(requests: int) -> list[str]:
     from tests.conftest import make_settings, start_server
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(make_settings(Path(tmp), parallel=2, ctx_size=512))
+        server = start_server(make_settings(Path(tmp), parallel=2, ctx_size=512,
+                                            cache_enabled=True))
         try:
             body = {"model": "default", "temperature": 0, "max_tokens": 32,
                     "messages": [{"role": "user", "content": "What is the capital of France?"}]}

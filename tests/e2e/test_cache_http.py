@@ -27,7 +27,8 @@ OTHER = "How do I bake bread?"
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RunningServer, dict[str, str]]]:
-    settings = make_settings(tmp_path_factory.mktemp("cache"), parallel=2, ctx_size=512)
+    settings = make_settings(tmp_path_factory.mktemp("cache"), parallel=2, ctx_size=512,
+                             cache_enabled=True)
     with Database(settings.database) as db:
         store = KeyStore(db)
         secrets = {"a": store.create_sync("a").secret, "b": store.create_sync("b").secret,
