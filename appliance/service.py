@@ -46,7 +46,8 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
-from appliance.memory import MemoryContext, MemoryStore, inject_memory
+from appliance.memory import MemoryStore
+from appliance.memory_prompt import MemoryContext, inject_memory
 from appliance.store.vectors import Vector
 from appliance.trace import RequestTrace
 

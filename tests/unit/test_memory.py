@@ -13,15 +13,8 @@ import pytest
 
 from appliance.embed import Encoder
 from appliance.engine.chat import ChatMessage
-from appliance.memory import (
-    DAY,
-    MEMORY_HEADER,
-    MemoryConfig,
-    MemoryStore,
-    Recall,
-    Recalled,
-    inject_memory,
-)
+from appliance.memory import DAY, MemoryConfig, MemoryStore, Recall, Recalled
+from appliance.memory_prompt import MEMORY_HEADER, inject_memory
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 

@@ -9,7 +9,8 @@ import pytest
 
 from appliance.embed import Encoder
 from appliance.engine.chat import ChatMessage
-from appliance.memory import SUMMARY_HEADER, MemoryConfig, MemoryStore, inject_memory
+from appliance.memory import MemoryConfig, MemoryStore
+from appliance.memory_prompt import SUMMARY_HEADER, inject_memory
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 from appliance.summarise import (
