@@ -297,12 +297,12 @@ class MemoryStore:
         summaries: list[MemoryEntry] = []
         if session_id:
             rows = await self.db.read(lambda c: [_entry(r) for r in c.execute(
-                f"SELECT * FROM (SELECT {_COLUMNS} FROM {TABLE} WHERE key_id = ? "
-                "AND tier = 'session' AND user = ? AND session_id = ? AND kind = 'turn' "
-                "AND last_accessed_at > ? ORDER BY id DESC LIMIT ?) UNION ALL "
-                f"SELECT {_COLUMNS} FROM {TABLE} WHERE key_id = ? AND tier = 'session' "
-                "AND user = ? AND session_id = ? AND kind IN ('facts', 'digest') "
-                "AND last_accessed_at > ?",
+                f"SELECT * FROM (SELECT {_COLUMNS} FROM {TABLE} INDEXED BY memories_owner "
+                "WHERE key_id = ? AND tier = 'session' AND user = ? AND session_id = ? "
+                "AND kind = 'turn' AND last_accessed_at > ? ORDER BY id DESC LIMIT ?) "
+                f"UNION ALL SELECT {_COLUMNS} FROM {TABLE} INDEXED BY memories_owner "
+                "WHERE key_id = ? AND tier = 'session' AND user = ? AND session_id = ? "
+                "AND kind IN ('facts', 'digest') AND last_accessed_at > ?",
                 [key_id, user, session_id, now - cfg.session_ttl_s, cfg.session_turns,
                  key_id, user, session_id, now - cfg.session_ttl_s]).fetchall()])
             recent = sorted((e for e in rows if e.kind == "turn"), key=lambda e: -e.id)
@@ -348,13 +348,15 @@ class MemoryStore:
 
     def _rows_owned(self, conn: sqlite_utils.Database, ids: list[int], key_id: int,
                     user: str, now: float) -> list[MemoryEntry]:
+        """The rows of ``ids`` the caller may see (looked up by primary key, then checked
+        here: an ownership filter in SQL can make SQLite scan an index instead)."""
         marks = ",".join("?" * len(ids))
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE id IN ({marks}) AND (tier = 'global' OR "
-            "(tier = 'user' AND key_id = ? AND user = ? AND "
-            "(pinned = 1 OR last_accessed_at > ?)))",
-            [*ids, key_id, user, now - self.config.user_ttl_s]).fetchall()
-        return [_entry(r) for r in rows]
+        rows = conn.execute(f"SELECT {_COLUMNS}, key_id FROM {TABLE} WHERE id IN ({marks})",
+                            ids).fetchall()
+        oldest = now - self.config.user_ttl_s
+        return [_entry(r) for r in rows if r[1] == "global" or (
+            r[1] == "user" and r[12] == key_id and r[2] == user
+            and (r[8] or r[10] > oldest))]
 
     # -- session summaries (appliance.summarise) -------------------------------------------
 

@@ -224,16 +224,22 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--http", type=int, default=300, help="requests (0: skip)")
+    parser.add_argument("--parts", default="cache,memory,encoder,http",
+                        help="comma-separated subset of cache,memory,encoder,http")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     rng = np.random.default_rng(11)
     both = clustered(rng, args.entries + 500)
     vectors, queries = both[:args.entries], both[args.entries:]
     lines = ["| what | n | p50 | p95 | p99 | target |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        lines += asyncio.run(bench_cache(Path(tmp), vectors, queries, args.lookups))
-        lines += asyncio.run(bench_memory(Path(tmp), vectors, queries, args.lookups))
-    lines += bench_encoder(200)
-    if args.http:
+        if "cache" in parts:
+            lines += asyncio.run(bench_cache(Path(tmp), vectors, queries, args.lookups))
+        if "memory" in parts:
+            lines += asyncio.run(bench_memory(Path(tmp), vectors, queries, args.lookups))
+    if "encoder" in parts:
+        lines += bench_encoder(200)
+    if args.http and "http" in parts:
         lines += bench_http(args.http)
     print("\n".join(lines))
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, {args.entries:,} rows")
