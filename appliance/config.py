@@ -102,6 +102,47 @@ SETTINGS: tuple[Setting, ...] = (
             "Off by default: logs then hold no prompt or response text."),
     Setting("metrics_require_admin", bool, False, "Require an API key with the admin scope "
             "for GET /metrics (with no keys at all, loopback open access still applies)."),
+    # --- memory and cache (issue 5) ---
+    Setting("cache_enabled", bool, True, "Answer repeated requests from the response cache "
+            "(exact and semantic tiers, per API key and user)."),
+    Setting("cache_ttl_s", float, 3600.0, "Seconds a cached response may be served after it "
+            "was stored.", minimum=1),
+    Setting("cache_threshold", float, 0.95, "Cosine similarity of the last user turn needed "
+            "for a semantic cache hit (1.0: exact tier only, in effect).", minimum=0),
+    Setting("cache_max_entries", int, 100_000, "Most cached responses kept; beyond this the "
+            "least recently used are evicted.", minimum=1),
+    Setting("cache_max_temperature", float, 0.0, "Highest sampling temperature whose "
+            "responses are cached (0: only greedy, deterministic answers).", minimum=0),
+    Setting("cache_sweep_interval_s", float, 60.0, "Seconds between background sweeps: "
+            "cache expiry and size cap, memory retention and garbage collection, saving "
+            "the vector indexes.",
+            minimum=0.05),
+    Setting("memory_enabled", bool, True, "Inject session turns and relevant user/global "
+            "memories into chat requests that name a user or a session."),
+    Setting("memory_session_ttl_h", float, 24.0, "Hours a session turn is kept after its "
+            "last use (pinned entries are kept).", minimum=0),
+    Setting("memory_user_ttl_days", float, 90.0, "Days a user memory is kept after its "
+            "last use (pinned entries are kept). Global memories never expire.", minimum=0),
+    Setting("memory_max_entries", int, 100_000, "Size budget of the memory table; beyond "
+            "it the garbage collector drops the least important unpinned entries.",
+            minimum=1),
+    Setting("memory_inject_max_entries", int, 8, "Most memory entries injected into one "
+            "chat request.", minimum=0),
+    Setting("memory_inject_tokens", int, 256, "Token budget of the memory injected into "
+            "one chat request.", minimum=0),
+    Setting("memory_session_turns", int, 8, "Most recent session turns injected verbatim.",
+            minimum=0),
+    Setting("memory_min_similarity", float, 0.35, "Cosine similarity to the last user turn "
+            "a user/global memory needs to be injected.", minimum=0),
+    Setting("memory_summary_tokens", int, 500, "When a session's verbatim turns exceed "
+            "this many tokens, older turns are summarised by the local model in the "
+            "background (digests, then key-fact bullets). 0: never.", minimum=0),
+    Setting("vector_m", int, 16, "hnswlib M (graph degree) of the vector indexes.",
+            minimum=2),
+    Setting("vector_ef_construction", int, 200, "hnswlib ef_construction of the vector "
+            "indexes.", minimum=8),
+    Setting("vector_ef_search", int, 64, "hnswlib ef at query time (recall against speed).",
+            minimum=1),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -137,6 +178,25 @@ class Settings:
     # -- observability (issue 6) --
     log_content: bool
     metrics_require_admin: bool
+    # memory and cache (issue 5)
+    cache_enabled: bool
+    cache_ttl_s: float
+    cache_threshold: float
+    cache_max_entries: int
+    cache_max_temperature: float
+    cache_sweep_interval_s: float
+    memory_enabled: bool
+    memory_session_ttl_h: float
+    memory_user_ttl_days: float
+    memory_max_entries: int
+    memory_inject_max_entries: int
+    memory_inject_tokens: int
+    memory_session_turns: int
+    memory_min_similarity: float
+    memory_summary_tokens: int
+    vector_m: int
+    vector_ef_construction: int
+    vector_ef_search: int
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

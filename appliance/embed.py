@@ -200,3 +200,8 @@ class Encoder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         result: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return result
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text is embedded from (special tokens included, after truncation)."""
+        with self._lock:
+            return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]

@@ -14,19 +14,36 @@ violation ends the answer with the policy's message and ``finish_reason="content
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from appliance.admission.gate import Gate
+from appliance.admission.gate import ANONYMOUS, Gate
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
+from appliance.cache import (
+    CacheDirectives,
+    CacheQuery,
+    CacheResult,
+    ResponseCache,
+    fingerprint,
+    request_keys,
+    scope_for,
+)
 from appliance.engine.chat import ChatMessage, ChatTemplate, NoChatTemplate
 from appliance.engine.engine import Engine
 from appliance.engine.models import ModelSpec, VerifiedModel
 from appliance.engine.native import LlamaModel
-from appliance.engine.types import Finished, FinishReason, GenerationRequest, TextDelta
+from appliance.engine.types import (
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+)
 from appliance.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -39,9 +56,15 @@ from appliance.errors import (
 from appliance.guards.output import OutputBuffer, OutputRail, Window
 from appliance.guards.pipeline import TIER_RULES, GuardVerdict
 from appliance.guards.rails import Guards, InputCheck, PolicyRails, RulesStage, TextReport
+from appliance.memory import MemoryStore
+from appliance.memory_prompt import MemoryContext, inject_memory
+from appliance.store.vectors import Vector
 from appliance.trace import GuardAction, RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
+_REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached answer is replayed word by word
+_REPLAY_WORDS = 4
+_SUMMARY_TOKENS = 160
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    memory_tokens: int = 0  # of prompt_tokens, added by memory injection
 
     @property
     def total_tokens(self) -> int:
@@ -65,6 +89,9 @@ class Prepared:
     echo_text: str = ""
     rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
     stage: RulesStage | None = None  # the input rail's rules tier, done in prepare
+    cache: CacheQuery | None = None  # None: the response cache is not consulted
+    memory: MemoryContext | None = None  # None: nothing is remembered
+    memory_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +131,9 @@ class GenerationService:
         # Set by the app once the guard models are loaded (or the error if they failed).
         self.guards: Guards | None = None
         self.guards_error: str | None = None
+        # memory and cache (issue 5): set by the wiring
+        self.cache: ResponseCache | None = None
+        self.memory: MemoryStore | None = None
 
     # --- model identity -----------------------------------------------------------------
     @property
@@ -147,7 +177,12 @@ class GenerationService:
 
     # --- preparation --------------------------------------------------------------------
     async def prepare_chat(self, req: ChatRequest, key: KeyRecord | None = None,
-                           trace: RequestTrace | None = None) -> Prepared:
+                           trace: RequestTrace | None = None,
+                           directives: CacheDirectives | None = None,
+                           session_id: str | None = None) -> Prepared:
+        """Input rules (redaction) on the request's messages, then memory injection, the
+        chat template and the prompt's tokens; the cache query when the request is
+        cacheable."""
         self.check_model(req.options.model)
         template = self.template()
         messages = req.messages
@@ -159,11 +194,34 @@ class GenerationService:
             stage = self._check_rules(rails, [m.content for m in messages], main, trace)
             messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
                              for m, text in zip(messages, stage.texts, strict=True))
+        context = self._memory_context(messages, req.options.user, key, session_id)
+        memory_tokens = 0
+        if context is not None and self.memory is not None:
+            injection = inject_memory(messages, await self.memory.recall(
+                context.key_id, context.user, context.session_id, context.last_user))
+            messages = injection.messages
+            model = self._llama()
+            memory_tokens = sum(len(model.tokenize(text, add_special=False,
+                                                   parse_special=False))
+                                for text in injection.added)
         tokens = await self._tokenize(template.render(messages), chat=True)
-        return self._prepared("chat", tokens, req.options, rails=rails, stage=stage)
+        prepared = dataclasses.replace(
+            self._prepared("chat", tokens, req.options, rails=rails, stage=stage),
+            memory=context, memory_tokens=memory_tokens)
+        return self._with_cache(prepared, key, directives, messages)
+
+    def _memory_context(self, messages: tuple[ChatMessage, ...], user: str | None,
+                        key: KeyRecord | None, session_id: str | None) -> MemoryContext | None:
+        user = user or ""
+        if self.memory is None or key is None or not (user or session_id):
+            return None
+        last = messages[-1]  # already redacted: memory never stores what the rules mask
+        return MemoryContext(key.id, user, session_id or "",
+                             last.content if last.role == "user" else "")
 
     async def prepare_completion(self, req: CompletionRequest, key: KeyRecord | None = None,
-                                 trace: RequestTrace | None = None) -> Prepared:
+                                 trace: RequestTrace | None = None,
+                                 directives: CacheDirectives | None = None) -> Prepared:
         self.check_model(req.options.model)
         model = self._llama()
         ids: list[int] = []
@@ -185,9 +243,10 @@ class GenerationService:
             if stage.texts[0] != echo:  # redacted: the model sees the masked text
                 text = echo = stage.texts[0]
         tokens = await self._tokenize(text, chat=False) if text is not None else ids
-        return self._prepared("text", tokens, req.options,
-                              echo_text=echo if req.echo else "",
-                              default_max=16, rails=rails, stage=stage)
+        prepared = self._prepared("text", tokens, req.options,
+                                  echo_text=echo if req.echo else "",
+                                  default_max=16, rails=rails, stage=stage)
+        return self._with_cache(prepared, key, directives, ())
 
     # --- guards -------------------------------------------------------------------------
     def rails_for(self, key: KeyRecord | None) -> PolicyRails | None:
@@ -285,14 +344,115 @@ class GenerationService:
         return Prepared(id=rid, created=int(time.time()), kind=kind, request=request,
                         options=options, echo_text=echo_text, rails=rails, stage=stage)
 
+    # --- response cache (issue 5) ---------------------------------------------------------
+    def _with_cache(self, prepared: Prepared, key: KeyRecord | None,
+                    directives: CacheDirectives | None,
+                    messages: tuple[ChatMessage, ...]) -> Prepared:
+        cache = self.cache
+        if cache is None or key is None or not cache.cacheable(prepared.options.sampling):
+            return prepared
+        directives = directives or CacheDirectives()
+        template = self.template()
+        source = template.source if isinstance(template, ChatTemplate) else ""
+        # Entries made under another model file or template are deleted (adopt); the guard
+        # policy's version is part of every key, so an answer checked under one policy is
+        # never served under another (per-key policies share the table).
+        fp = fingerprint(self.served.sha256, source, "")
+        policy = prepared.rails.policy.version if prepared.rails is not None else "guards-off"
+        request = prepared.request
+        exact, context, text = request_keys(
+            fingerprint(self.served.sha256, source, policy), prepared.kind,
+            request.prompt_tokens, request.sampling, request.max_tokens, request.stop,
+            messages)
+        query = CacheQuery(scope=scope_for(key.id, prepared.options.user,
+                                           shared=directives.shared),
+                           exact_key=exact, context=context, fingerprint=fp,
+                           kind=prepared.kind, text=text, directives=directives)
+        return dataclasses.replace(prepared, cache=query)
+
+    async def _cache_lookup(self, prepared: Prepared, trace: RequestTrace | None,
+                            vector: Vector | None, *, semantic: bool) -> CacheResult | None:
+        """The exact tier alone (``semantic=False``: before admission and the input
+        classifiers, which the identical stored request already passed), or both tiers
+        (after the classifiers, reusing their embedding as ``vector``)."""
+        if self.cache is None or prepared.cache is None:
+            if trace is not None and self.cache is not None:
+                trace.cache = "bypass"
+            return None
+        await self.cache.adopt(prepared.cache.fingerprint)
+        query = prepared.cache if semantic else dataclasses.replace(prepared.cache, text=None)
+        result = await self.cache.lookup(query, vector)
+        if trace is not None:
+            trace.cache = result.status
+            trace.cache_similarity = result.similarity
+        return result
+
+    async def _replay(self, prepared: Prepared, result: CacheResult, key: KeyRecord | None,
+                      trace: RequestTrace | None) -> AsyncGenerator[Chunk, None]:
+        """A cached answer, as a stream of word-sized chunks; charged to the key's buckets
+        like a generation but without a decoding slot (``key`` None: the caller holds an
+        admission ticket that pays for it)."""
+        entry = result.entry
+        assert entry is not None
+        n_prompt = len(prepared.request.prompt_tokens)
+        if key is not None:
+            self.gate.limiter.admit(key, n_prompt, entry.completion_tokens).settle(
+                n_prompt + entry.completion_tokens)
+        if trace is not None:
+            trace.released(entry.text, entry.completion_tokens)
+            trace.prompt_tokens = n_prompt
+            trace.completion_tokens = entry.completion_tokens
+            trace.cached_tokens = n_prompt
+            trace.memory_tokens = prepared.memory_tokens
+        pieces = _REPLAY_PIECE.findall(entry.text)
+        for start in range(0, len(pieces), _REPLAY_WORDS):
+            yield Chunk("".join(pieces[start:start + _REPLAY_WORDS]))
+        await self._remember(prepared, entry.text)
+        yield Chunk("", entry.finish_reason,
+                    Usage(n_prompt, entry.completion_tokens, n_prompt,
+                          prepared.memory_tokens))
+    # --- end response cache ----------------------------------------------------------------
+
+    # --- memory (issue 5) ------------------------------------------------------------------
+    async def _remember(self, prepared: Prepared, answer: str) -> None:
+        """Keep the exchange as session turns (when the request named a session)."""
+        context = prepared.memory
+        if self.memory is None or context is None or not context.session_id:
+            return
+        await self.memory.add_turns(context.key_id, context.user, context.session_id,
+                                    [("user", context.last_user), ("assistant", answer)])
+    async def summarise(self, instruction: str, text: str) -> str:
+        """One greedy generation for background work (session summaries): admitted
+        through the same queue as requests, under the unlimited internal key."""
+        options = GenerationOptions(
+            model="default", max_tokens=_SUMMARY_TOKENS, sampling=SamplingParams(
+                temperature=0.0), stop=(), stream=False, include_usage=False, user=None,
+            logit_bias=())
+        req = ChatRequest(options=options, messages=(ChatMessage("system", instruction),
+                                                     ChatMessage("user", text)))
+        result = await self.complete(await self.prepare_chat(req), ANONYMOUS)
+        return result.text
+    # --- end memory ------------------------------------------------------------------------
+
     # --- generation ---------------------------------------------------------------------
     async def stream(self, prepared: Prepared, key: KeyRecord,
                      trace: RequestTrace | None = None) -> AsyncGenerator[Chunk, None]:
-        """Chunks as the engine releases text and the output rail passes it. Admission (rate
-        limit, then a decoding slot from the bounded queue) happens before anything reaches
-        the engine; the engine sequence is cancelled if the consumer stops early (client
-        gone), is cancelled, or the output rail ends the answer."""
+        """Chunks as the engine releases text and the output rail passes it.
+
+        An exact cache hit is replayed at once (the same request passed the input rail under
+        the same policy when it was stored). Otherwise: admission (rate limit, then a
+        decoding slot from the bounded queue); the input classifiers run while the engine
+        prefills, and nothing is yielded before their verdict (a block is ContentFiltered, a
+        topic answer or a semantic cache hit cancels the sequence); then the output rail.
+        The sequence is cancelled if the consumer stops early (client gone), is cancelled,
+        or the output rail ends the answer. A normal answer is stored in the cache and
+        remembered in the session."""
         self._llama()
+        exact = await self._cache_lookup(prepared, trace, None, semantic=False)
+        if exact is not None and exact.entry is not None:
+            async for piece in self._replay(prepared, exact, key, trace):
+                yield piece
+            return
         request = prepared.request
         queued_at = time.perf_counter()
         ticket = await self.gate.admit(key, len(request.prompt_tokens), request.max_tokens)
@@ -300,25 +460,36 @@ class GenerationService:
             trace.queue_wait_s = time.perf_counter() - queued_at
         used = len(request.prompt_tokens)
         handle = None
-        # The input classifiers run while the engine already prefills: their latency hides
-        # behind the prefill instead of adding to it. Nothing is yielded before their verdict;
-        # a block or a topic answer cancels the sequence.
         verdict = (asyncio.ensure_future(self._check_classifiers(prepared, trace))
                    if prepared.stage is not None else None)
+        lookup: CacheResult | None = None
+        texts: list[str] = []
         try:
             guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
             handle = self.engine.submit(request)
+            first = True
             while True:
                 events = await handle.next_events()
-                if verdict is not None:
-                    check, verdict = await verdict, None
-                    if check is not None and check.topic is not None:  # no model answer
+                if first:
+                    first = False
+                    vector = None
+                    if verdict is not None:
+                        check, verdict = await verdict, None
+                        if check is not None and check.topic is not None:  # no model answer
+                            handle.cancel()
+                            used = 0
+                            if trace is not None:
+                                trace.released(check.topic.answer, 0)
+                            yield Chunk(check.topic.answer, "stop",
+                                        Usage(len(request.prompt_tokens), 0, 0))
+                            return
+                        vector = self._guard_vector(prepared, check)
+                    lookup = await self._cache_lookup(prepared, trace, vector, semantic=True)
+                    if lookup is not None and lookup.entry is not None:
                         handle.cancel()
-                        used = 0
-                        if trace is not None:
-                            trace.released(check.topic.answer, 0)
-                        yield Chunk(check.topic.answer, "stop",
-                                    Usage(len(request.prompt_tokens), 0, 0))
+                        used = len(request.prompt_tokens) + lookup.entry.completion_tokens
+                        async for piece in self._replay(prepared, lookup, None, trace):
+                            yield piece
                         return
                 for event in events:
                     if isinstance(event, TextDelta):
@@ -326,9 +497,11 @@ class GenerationService:
                         if guard is None:
                             if trace is not None:
                                 trace.released(event.text, event.n_tokens)
+                            texts.append(event.text)
                             yield Chunk(event.text)
                             continue
                         async for chunk in guard.feed(event.text, event.n_tokens):
+                            texts.append(chunk.text)
                             yield chunk
                             if chunk.finish_reason is not None:
                                 return
@@ -342,11 +515,16 @@ class GenerationService:
                             trace.cached_tokens = event.cached_tokens
                         if guard is not None:
                             async for chunk in guard.finish(final):
+                                texts.append(chunk.text)
+                                if chunk.finish_reason is not None:
+                                    chunk = await self._finished(prepared, lookup, texts,
+                                                                 chunk, trace)
                                 yield chunk
                             return
                         if trace is not None:
                             trace.released(final.text, event.completion_tokens)
-                        yield final
+                        texts.append(final.text)
+                        yield await self._finished(prepared, lookup, texts, final, trace)
                         return
         finally:
             if verdict is not None:
@@ -354,6 +532,32 @@ class GenerationService:
             if handle is not None:
                 handle.cancel()
             ticket.release(used)
+
+    def _guard_vector(self, prepared: Prepared, check: InputCheck | None) -> Vector | None:
+        """The input rail's embedding, when it embedded exactly the cache's text."""
+        if (check is None or check.decision.embedding is None or prepared.cache is None
+                or prepared.stage is None):
+            return None
+        seen = prepared.stage.texts[prepared.stage.main]
+        return check.decision.embedding if prepared.cache.text == seen else None
+
+    async def _finished(self, prepared: Prepared, lookup: CacheResult | None,
+                        texts: list[str], final: Chunk, trace: RequestTrace | None) -> Chunk:
+        """A normal answer (it passed the output rail) goes to the cache and the session's
+        memory; the final chunk's usage says how many prompt tokens memory added."""
+        if final.usage is None or final.finish_reason not in ("stop", "length"):
+            return final
+        answer = "".join(texts)
+        if lookup is not None and self.cache is not None and prepared.cache is not None:
+            await self.cache.store(prepared.cache, lookup.vector, answer, final.finish_reason,
+                                   final.usage.prompt_tokens, final.usage.completion_tokens)
+        if prepared.memory is not None:
+            await self._remember(prepared, answer)
+            if trace is not None:
+                trace.memory_tokens = prepared.memory_tokens
+            return dataclasses.replace(final, usage=dataclasses.replace(
+                final.usage, memory_tokens=prepared.memory_tokens))
+        return final
 
     async def complete(self, prepared: Prepared, key: KeyRecord,
                        trace: RequestTrace | None = None) -> Generation:

@@ -27,7 +27,10 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     """Settings for tests: a private data dir, the shared assembled-models dir."""
     base = config.load(env={})
     values: dict[str, Any] = {"data_dir": tmp, "models_dir": base.models_dir,
-                              "port": free_port(), "threads": 2}
+                              "port": free_port(), "threads": 2,
+                              # engine and admission tests repeat greedy requests and must
+                              # reach the engine; the cache tests turn it on
+                              "cache_enabled": False}
     values.update(overrides)
     return config.load(env={}, overrides=values)
 

@@ -108,9 +108,11 @@ class Guards:
         self.rails(default_policy)  # a bad default policy fails at start-up, not later
 
     @classmethod
-    def load(cls, *, default_policy: str = "default", threads: int = 1) -> Guards:
-        """Load the pinned models (ModelError naming the file on a bad pin)."""
-        encoder = Encoder.from_manifest(threads=threads)
+    def load(cls, *, default_policy: str = "default", threads: int = 1,
+             encoder: Encoder | None = None) -> Guards:
+        """Load the pinned models (ModelError naming the file on a bad pin); ``encoder``:
+        a shared one already loaded (else one is loaded with ``threads``)."""
+        encoder = encoder or Encoder.from_manifest(threads=threads)
         return cls(encoder, load_guard_classifier("prompt-injection", encoder=encoder),
                    load_guard_classifier("content-safety", encoder=encoder),
                    default_policy=default_policy)

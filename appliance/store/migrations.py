@@ -101,10 +101,89 @@ def _m003_audit_log(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO audit_anchor (id, seq, hash) VALUES (1, 0, ?)", ["0" * 64])
 
 
+# --- memory and cache (issue 5) -----------------------------------------------------------
+def _m004_vector_index_files(db: sqlite_utils.Database) -> None:
+    # The sha256 of each saved hnswlib file (appliance.store.vectors): a file that does
+    # not match is rebuilt from its table at start-up.
+    db.execute(
+        """
+        CREATE TABLE vector_index_files (
+            tbl TEXT NOT NULL,
+            file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (tbl, file)
+        )
+        """
+    )
+
+
+def _m005_cache_entries(db: sqlite_utils.Database) -> None:
+    # The response cache (appliance.cache). AUTOINCREMENT: an id is never reused, so a
+    # label in a stale vector index can never name a newer row.
+    db.execute(
+        """
+        CREATE TABLE cache_entries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            scope TEXT NOT NULL,
+            exact_key TEXT NOT NULL,
+            context TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            vector BLOB,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            finish_reason TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            last_used_at REAL NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX cache_entries_exact ON cache_entries(scope, exact_key)")
+    db.execute("CREATE INDEX cache_entries_used ON cache_entries(last_used_at)")
+    db.execute("CREATE INDEX cache_entries_expires ON cache_entries(expires_at)")
+
+
+def _m006_memories(db: sqlite_utils.Database) -> None:
+    # Tiered memory (appliance.memory). ``tier`` is session | user | global; ``scope`` is
+    # the vector-index partition (NULL vector: not indexed, e.g. session turns).
+    db.execute(
+        """
+        CREATE TABLE memories (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key_id INTEGER NOT NULL,
+            tier TEXT NOT NULL,
+            user TEXT NOT NULL DEFAULT '',
+            session_id TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            pinned INTEGER NOT NULL DEFAULT 0,
+            scope TEXT NOT NULL,
+            vector BLOB,
+            created_at REAL NOT NULL,
+            last_accessed_at REAL NOT NULL,
+            access_count INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX memories_owner ON memories(key_id, tier, user, session_id)")
+    db.execute("CREATE INDEX memories_scope ON memories(scope)")
+    db.execute("CREATE INDEX memories_accessed ON memories(tier, last_accessed_at)")
+# --- end memory and cache ------------------------------------------------------------------
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
     Migration(2, "api_key_policy", _m002_api_key_policy),
     Migration(3, "audit_log", _m003_audit_log),
+    Migration(4, "vector_index_files", _m004_vector_index_files),
+    Migration(5, "cache_entries", _m005_cache_entries),
+    Migration(6, "memories", _m006_memories),
 )
 
 

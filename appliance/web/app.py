@@ -19,6 +19,7 @@ from appliance.admission.keys import KeyStore
 from appliance.admission.limiter import RateLimiter
 from appliance.admission.queue import AdmissionQueue
 from appliance.config import Settings
+from appliance.embed import Encoder
 from appliance.engine.engine import Engine, EngineConfig
 from appliance.engine.models import ModelStore
 from appliance.errors import ConfigError
@@ -27,9 +28,11 @@ from appliance.guards.rails import Guards
 from appliance.service import GenerationService
 from appliance.store.db import Database
 from appliance.web import observability
+from appliance.web.embedding_routes import routes as embedding_routes
 from appliance.web.guard_routes import guard_routes
 from appliance.web.keys import (
     DATABASE,
+    ENCODER,
     ENGINE,
     GATE,
     SERVED,
@@ -38,6 +41,8 @@ from appliance.web.keys import (
     STARTED_AT,
     STORE,
 )
+from appliance.web.mem_wiring import wire_memory_and_cache
+from appliance.web.memory_routes import routes as memory_routes
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.routes import routes
 
@@ -53,12 +58,11 @@ async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the guard models off the event loop while the server already listens (requests
     get 503 until then, and /ready says so); a load or self-test failure is reported, not
     fatal, so /ready can explain it."""
-    settings, service = app[SETTINGS], app[SERVICE]
+    settings, service, encoder = app[SETTINGS], app[SERVICE], app[ENCODER]
     task = None
     if settings.guards:
         def load() -> Guards:
-            guards = Guards.load(default_policy=settings.guard_policy,
-                                 threads=settings.guard_threads)
+            guards = Guards.load(default_policy=settings.guard_policy, encoder=encoder)
             guards.self_test()
             return guards
 
@@ -114,6 +118,8 @@ def make_app(settings: Settings) -> web.Application:
     served = store.verify(spec)
     if settings.guards:
         load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
+    # The shared sentence encoder (pinned, verified): guards, cache, memory, embeddings.
+    encoder = Encoder.from_manifest(threads=settings.guard_threads)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     try:
@@ -142,12 +148,16 @@ def make_app(settings: Settings) -> web.Application:
     app[DATABASE] = db
     app[GATE] = gate
     app[STARTED_AT] = time.time()
+    app[ENCODER] = encoder
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_guards_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.add_routes(routes)
     app.add_routes(guard_routes)
     observability.install(app)  # /metrics, the metrics registry, the audit log
+    wire_memory_and_cache(app, settings, db, encoder)  # memory and cache (issue 5)
+    app.add_routes(embedding_routes)  # memory and cache (issue 5)
+    app.add_routes(memory_routes)  # memory and cache (issue 5)
     return app
 
 

@@ -20,6 +20,7 @@ from appliance.errors import (
     UnsupportedMediaType,
 )
 from appliance.trace import RequestTrace
+from appliance.web.cache_http import cache_headers
 from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY, SETTINGS, TRACE
 from appliance.web.observability import request_done
 
@@ -59,6 +60,7 @@ def response_headers(request: web.Request) -> dict[str, str]:
     key = request.get(KEY)
     if key is not None:
         headers.update(request.app[GATE].rate_headers(key))
+    headers.update(cache_headers(request[TRACE]))  # memory and cache (issue 5)
     return headers
 
 

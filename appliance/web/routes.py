@@ -13,6 +13,7 @@ from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
 from appliance.service import GenerationService, Prepared
+from appliance.web.cache_http import cache_directives, session_id
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE, TRACE
 from appliance.web.sse import EventStream
@@ -69,7 +70,9 @@ async def _admit_and_read(request: web.Request) -> Any:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
-    prepared = await service.prepare_chat(parse_chat(body), request[KEY], request[TRACE])
+    directives = cache_directives(request)  # memory and cache (issue 5)
+    prepared = await service.prepare_chat(parse_chat(body), request[KEY], request[TRACE],
+                                          directives, session_id(request, body))
     return await _respond(request, service, prepared)
 
 
@@ -77,8 +80,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await _admit_and_read(request)
     service = request.app[SERVICE]
+    directives = cache_directives(request)  # memory and cache (issue 5)
     prepared = await service.prepare_completion(parse_completion(body), request[KEY],
-                                                request[TRACE])
+                                                request[TRACE], directives)
     return await _respond(request, service, prepared)
 
 

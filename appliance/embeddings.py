@@ -1,0 +1,60 @@
+"""``/v1/embeddings``: the shared sentence encoder behind the same admission as chat.
+
+A request is scope-checked by the web layer; here it is charged to the key's buckets (1
+request, its input tokens) and waits for a slot of the same bounded, fair queue as the
+generations, then the encoder runs on a worker thread (never on the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from appliance.admission.gate import Gate
+from appliance.admission.keys import KeyRecord
+from appliance.api.embeddings import EmbeddingRequest
+from appliance.embed import Encoder, Vectors
+from appliance.errors import InvalidRequest, ModelNotFound
+from appliance.trace import RequestTrace
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: Vectors  # (n, dim) float32, unit rows
+    prompt_tokens: int
+    model: str
+
+
+class EmbeddingService:
+    def __init__(self, encoder: Encoder, gate: Gate, model_id: str) -> None:
+        self.encoder = encoder
+        self.gate = gate
+        self.model_id = model_id
+
+    def check_model(self, name: str) -> None:
+        if name not in ("default", self.model_id):
+            raise ModelNotFound(f"the embedding model {name!r} does not exist; this server "
+                                f"embeds with {self.model_id!r} (\"default\" names it)",
+                                param="model")
+
+    async def embed(self, req: EmbeddingRequest, key: KeyRecord,
+                    trace: RequestTrace | None = None) -> Embeddings:
+        self.check_model(req.model)
+        if req.dimensions is not None and req.dimensions != self.encoder.dim:
+            raise InvalidRequest(f"this model's embeddings have {self.encoder.dim} "
+                                 f"dimensions; 'dimensions' cannot change that",
+                                 param="dimensions")
+        counts = await asyncio.to_thread(self.encoder.token_counts, req.inputs)
+        tokens = sum(counts)
+        queued_at = time.perf_counter()
+        ticket = await self.gate.admit(key, tokens, 0)
+        if trace is not None:
+            trace.queue_wait_s = time.perf_counter() - queued_at
+        try:
+            vectors = await asyncio.to_thread(self.encoder.encode, req.inputs)
+        finally:
+            ticket.release(tokens)
+        if trace is not None:
+            trace.prompt_tokens = tokens
+        return Embeddings(vectors, tokens, self.model_id)

@@ -1,0 +1,109 @@
+"""``/v1/memory``: write, list, delete and pin memories (parse, call the store, map)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from appliance.admission.gate import Gate
+from appliance.admission.keys import KeyRecord, Scope
+from appliance.api.memory import (
+    parse_id,
+    parse_memory_query,
+    parse_memory_write,
+    parse_pinned,
+    parse_user,
+)
+from appliance.errors import InvalidRequest, NotFound
+from appliance.memory import MemoryEntry
+from appliance.web.keys import KEY, MEMORY
+from appliance.web.routes import read_json
+
+routes = web.RouteTableDef()
+
+
+def entry_body(e: MemoryEntry) -> dict[str, Any]:
+    return {"id": e.id, "object": "memory", "scope": e.tier, "user": e.user or None,
+            "session_id": e.session_id or None, "content": e.content, "pinned": e.pinned,
+            "kind": e.kind, "role": e.role, "tokens": e.tokens,
+            "created_at": int(e.created_at), "last_accessed_at": int(e.last_accessed_at),
+            "access_count": e.access_count}
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body),
+                        content_type="application/json")
+
+
+def _caller(request: web.Request) -> KeyRecord:
+    key = request[KEY]
+    Gate.require(key, Scope.MEMORY)
+    return key
+
+
+def _is_admin(key: KeyRecord) -> bool:
+    return Scope.ADMIN in key.scopes
+
+
+def _not_found(entry_id: int) -> NotFound:
+    return NotFound(f"no memory {entry_id} for this key and user", param="id")
+
+
+@routes.post("/v1/memory")
+async def create_memory(request: web.Request) -> web.Response:
+    key = _caller(request)
+    req = parse_memory_write(await read_json(request))
+    if req.tier == "global":
+        Gate.require(key, Scope.ADMIN)
+    entry = await request.app[MEMORY].add(key.id, req.tier,
+                                          req.content, user=req.user,
+                                          session_id=req.session_id, pinned=req.pinned)
+    return _json(entry_body(entry))
+
+
+@routes.get("/v1/memory")
+async def list_memory(request: web.Request) -> web.Response:
+    key = _caller(request)
+    q = parse_memory_query(request.query)
+    entries = await request.app[MEMORY].entries(key.id, q.tier,
+                                                user=q.user, session_id=q.session_id)
+    return _json({"object": "list", "data": [entry_body(e) for e in entries]})
+
+
+@routes.delete("/v1/memory/{id}")
+async def delete_memory(request: web.Request) -> web.Response:
+    key = _caller(request)
+    entry_id = parse_id(request.match_info["id"])
+    store = request.app[MEMORY]
+    deleted = await store.delete(key.id, entry_id, parse_user(request.query))
+    if not deleted and _is_admin(key):
+        deleted = await store.delete_global(key.id, entry_id)
+    if not deleted:
+        raise _not_found(entry_id)
+    return _json({"id": entry_id, "object": "memory.deleted", "deleted": True})
+
+
+@routes.delete("/v1/memory")
+async def forget_user(request: web.Request) -> web.Response:
+    key = _caller(request)
+    user = parse_user(request.query)
+    if not user:
+        raise InvalidRequest("DELETE /v1/memory needs ?user=... (everything for that user "
+                             "under this key is deleted)", param="user")
+    deleted = await request.app[MEMORY].forget_user(key.id, user)
+    return _json({"object": "memory.deleted", "user": user, "deleted": deleted})
+
+
+@routes.patch("/v1/memory/{id}")
+async def pin_memory(request: web.Request) -> web.Response:
+    key = _caller(request)
+    entry_id = parse_id(request.match_info["id"])
+    body = await read_json(request)
+    pinned = parse_pinned(body)
+    entry = await request.app[MEMORY].set_pinned(key.id, entry_id, parse_user(body), pinned,
+                                                 admin=_is_admin(key))
+    if entry is None:
+        raise _not_found(entry_id)
+    return _json(entry_body(entry))
