@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.engine.models import locate_part
 from appliance.errors import ModelError
 from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
+from appliance.resources import locate_part
 
 EMBED_DIM = 384
 _SENTENCES = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
