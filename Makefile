@@ -44,3 +44,26 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build/work dist
+
+# --- single executable and air-gapped bundle (build/, packaging/; see build/README.md) ---
+.PHONY: bundle bundle-onedir bundle-test offline-bundle
+BUNDLE_ENV := PYTHON=$(abspath $(BIN)/python)
+
+$(VENV)/.bundle-tools: $(STAMP)
+	$(BIN)/python -m pip install -q --find-links native/wheelhouse/$(BACKEND) \
+		--only-binary llama-cpp-python -e '.[bundle]'
+	touch $@
+
+bundle: install $(VENV)/.bundle-tools
+	$(BUNDLE_ENV) build/bundle.sh onefile
+
+bundle-onedir: install $(VENV)/.bundle-tools
+	$(BUNDLE_ENV) build/bundle.sh onedir
+
+# Smoke test of dist/appliance with no network (needs root for the namespace).
+bundle-test:
+	test -x dist/appliance || $(MAKE) bundle
+	unshare -n sh -c 'ip link set lo up && $(BIN)/python build/smoke.py dist/appliance'
+
+offline-bundle: bundle
+	$(BUNDLE_ENV) packaging/make_offline_bundle.sh
