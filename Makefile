@@ -46,7 +46,7 @@ clean:
 	rm -rf $(VENV) build/work dist
 
 # --- single executable and air-gapped bundle (build/, packaging/; see build/README.md) ---
-.PHONY: bundle bundle-onedir bundle-test offline-bundle
+.PHONY: bundle bundle-onefile bundle-test offline-bundle
 BUNDLE_ENV := PYTHON=$(abspath $(BIN)/python)
 
 $(VENV)/.bundle-tools: $(STAMP)
@@ -54,11 +54,13 @@ $(VENV)/.bundle-tools: $(STAMP)
 		--only-binary llama-cpp-python -e '.[bundle]'
 	touch $@
 
+# dist/appliance: a launcher of the one-folder build dist/appliance-onedir/ (models inside it).
 bundle: install $(VENV)/.bundle-tools
-	$(BUNDLE_ENV) build/bundle.sh onefile
-
-bundle-onedir: install $(VENV)/.bundle-tools
 	$(BUNDLE_ENV) build/bundle.sh onedir
+
+# The one-file variant, for comparison (dist/appliance-onefile/): slower to start.
+bundle-onefile: install $(VENV)/.bundle-tools
+	$(BUNDLE_ENV) build/bundle.sh onefile
 
 # Smoke test of dist/appliance with no network (needs root for the namespace).
 bundle-test:

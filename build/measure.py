@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
-    "onefile": [str(REPO / "dist" / "appliance")],
+    "onefile": [str(REPO / "dist" / "appliance-onefile" / "appliance")],
     "onedir": [str(REPO / "dist" / "appliance-onedir" / "appliance")],
     "dev": [sys.executable, "-m", "appliance"],
 }
@@ -112,12 +112,11 @@ def main() -> int:
         print(f"{name:8} ready median {results[name]['ready_median_s']:.2f}s "
               f"(first {ready[0]:.2f}s, all {results[name]['ready_all_s']}), "
               f"RSS after first request {results[name]['rss_median_mib']} MiB", flush=True)
-    for name, path in (("onefile", REPO / "dist" / "appliance"),
-                       ("onedir", REPO / "dist" / "appliance-onedir")):
+    for name in ("onefile", "onedir"):
+        path = REPO / "dist" / f"appliance-{name}"
         if name in results:
-            size = path.stat().st_size if path.is_file() else sum(
-                f.stat().st_size for f in path.rglob("*") if f.is_file()
-                and "models" not in f.relative_to(path).parts[:1])
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()
+                       and f.relative_to(path).parts[0] != "models")
             results[name]["size_mib"] = round(size / 2**20, 1)
             print(f"{name:8} size without models {size / 2**20:.1f} MiB")
     if args.json:

@@ -32,7 +32,9 @@ install -d -m 0755 "$root$PREFIX" "$root$PREFIX/models" "$root/usr/local/bin" \
   "$root/etc/systemd/system" "$root/etc/appliance"
 install -m 0755 "$here/appliance" "$root$PREFIX/appliance.new"
 mv -f "$root$PREFIX/appliance.new" "$root$PREFIX/appliance"
-rm -rf "$root$PREFIX/models" "$root$PREFIX/LICENSES"
+rm -rf "$root$PREFIX/_internal" "$root$PREFIX/models" "$root$PREFIX/LICENSES"
+# the executable's libraries (one-folder build) and the models beside it
+if [ -d "$here/_internal" ]; then cp -R "$here/_internal" "$root$PREFIX/_internal"; fi
 cp -R "$here/models" "$root$PREFIX/models"
 cp -R "$here/LICENSES" "$root$PREFIX/LICENSES"
 install -m 0644 "$here/README.md" "$here/SHA256SUMS" "$root$PREFIX/"
