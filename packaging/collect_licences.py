@@ -10,8 +10,8 @@ LICENSE/NOTICE files inside the package); DEST/INDEX.md lists each item with its
 
     python packaging/collect_licences.py DEST [BUILD_WORK_DIR]
 
-With BUILD_WORK_DIR (PyInstaller's work directory of the build, holding PKG-00.toc and
-PYZ-00.toc) only the distributions whose modules really are in the executable are listed.
+With BUILD_WORK_DIR (PyInstaller's work directory of the build, holding its PYZ-00.toc,
+PKG-00.toc and, one-folder, COLLECT-00.toc) only the distributions whose modules really are in the executable are listed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def _closure(roots: list[str]) -> list[metadata.Distribution]:
 def bundled_modules(work: Path) -> set[str]:
     """Top-level module names (and shared-library directories) inside the executable."""
     names: set[str] = set()
-    for toc in ("PYZ-00.toc", "PKG-00.toc"):
+    for toc in ("PYZ-00.toc", "PKG-00.toc", "COLLECT-00.toc"):  # COLLECT: one-folder
+        if not (work / toc).is_file():
+            continue
         lists = [x for x in ast.literal_eval((work / toc).read_text()) if isinstance(x, list)]
         for entry in lists[0]:  # (name, source path, type code)
             names.add(re.split(r"[./]", entry[0])[0])

