@@ -115,7 +115,8 @@ def main() -> int:
     for name in ("onefile", "onedir"):
         path = REPO / "dist" / f"appliance-{name}"
         if name in results:
-            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()
+            size = sum(f.stat().st_size for f in path.rglob("*")
+                       if f.is_file() and not f.is_symlink()
                        and f.relative_to(path).parts[0] != "models")
             results[name]["size_mib"] = round(size / 2**20, 1)
             print(f"{name:8} size without models {size / 2**20:.1f} MiB")
