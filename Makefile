@@ -44,3 +44,28 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build/work dist
+
+# --- single executable and air-gapped bundle (build/, packaging/; see build/README.md) ---
+.PHONY: bundle bundle-onefile bundle-test offline-bundle
+BUNDLE_ENV := PYTHON=$(abspath $(BIN)/python)
+
+$(VENV)/.bundle-tools: $(STAMP)
+	$(BIN)/python -m pip install -q --find-links native/wheelhouse/$(BACKEND) \
+		--only-binary llama-cpp-python -e '.[bundle]'
+	touch $@
+
+# dist/appliance: a launcher of the one-folder build dist/appliance-onedir/ (models inside it).
+bundle: install $(VENV)/.bundle-tools
+	$(BUNDLE_ENV) build/bundle.sh onedir
+
+# The one-file variant, for comparison (dist/appliance-onefile/): slower to start.
+bundle-onefile: install $(VENV)/.bundle-tools
+	$(BUNDLE_ENV) build/bundle.sh onefile
+
+# Smoke test of dist/appliance with no network (needs root for the namespace).
+bundle-test:
+	test -x dist/appliance || $(MAKE) bundle
+	unshare -n sh -c 'ip link set lo up && $(BIN)/python build/smoke.py dist/appliance'
+
+offline-bundle: bundle
+	$(BUNDLE_ENV) packaging/make_offline_bundle.sh

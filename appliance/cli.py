@@ -39,9 +39,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_models(store: ModelStore, ids: Sequence[str], progress: bool) -> int:
+    """Check every pinned file (chat models, encoder, guard classifiers) with a progress bar
+    on stderr (on a terminal, or with --progress)."""
+    from appliance.pins import all_pins, check_pin
+    from appliance.progress import ProgressBar
+
+    failures = 0
+    for pin in all_pins(store, ids):
+        bar = ProgressBar(pin.size, pin.label, sys.stderr,
+                          enabled=progress or sys.stderr.isatty())
+        result = check_pin(pin, bar.advance)
+        bar.close()
+        if result.ok:
+            print(f"{pin.label}: ok  {result.message}")
+        else:
+            failures += 1
+            print(f"{pin.label}: FAILED: {result.message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     settings = config.load(args)
     store = ModelStore(settings.manifest, settings.models_dir)
+    if args.action == "verify":
+        return _verify_models(store, args.ids, args.progress)
     failures = 0
     for spec in store.specs:
         if args.ids and spec.id not in args.ids:
@@ -51,9 +73,6 @@ def cmd_models(args: argparse.Namespace) -> int:
                 store.assemble(spec)
                 verified = store.verify(spec)
                 print(f"{spec.id}: ready, sha256 ok, at {verified.path}")
-            elif args.action == "verify":
-                verified = store.verify(spec)
-                print(f"{spec.id}: ok  sha256 {verified.sha256}  {verified.path}")
             else:
                 state = "available" if store.is_available(spec) else "not installed"
                 print(f"{spec.id:28} {spec.quantization:8} {state:14} {spec.package}")
@@ -61,6 +80,22 @@ def cmd_models(args: argparse.Namespace) -> int:
             failures += 1
             print(f"{spec.id}: FAILED: {exc}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from appliance import doctor
+
+    settings = config.load(args)
+    findings = doctor.diagnose(doctor.gather(settings), settings)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    for f in findings:
+        print(f"[{marks[f.status]}] {f.check:9} {f.message}")
+        if f.fix and f.status != "ok":
+            print(f"{'':16}fix: {f.fix}")
+    if doctor.blocking(findings):
+        print("appliance doctor: something above blocks serving", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _parse_expiry(value: str) -> float:
@@ -207,8 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list, assemble or verify the manifest's models")
     models.add_argument("action", choices=["list", "assemble", "verify"])
     models.add_argument("ids", nargs="*", help="only these model ids (default: all)")
+    models.add_argument("--progress", action="store_true",
+                        help="verify: draw a progress bar on stderr even when not a terminal")
     config.add_arguments(models)
     models.set_defaults(func=cmd_models)
+    doctor = sub.add_parser("doctor", help="check this machine can serve; print what to fix")
+    config.add_arguments(doctor)
+    doctor.set_defaults(func=cmd_doctor)
+
     keys = sub.add_parser("keys", help="create, list or revoke API keys")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("positional_name", nargs="?", default=None, metavar="NAME",

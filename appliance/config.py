@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.resources import data_root
 
 ENV_PREFIX = "APPLIANCE_"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = data_root()  # the repository, or the unpacked data of the frozen executable
 
 
 def default_data_dir() -> Path:

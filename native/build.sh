@@ -19,6 +19,24 @@ case "$backend" in
     ;;
   cuda)
     flags="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-86;89} -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    # cuBLAS outside the toolkit (e.g. unpacked from the nvidia-cublas wheel): CUBLAS_HOME holds
+    # lib/libcublas.so.13, lib/libcublasLt.so.13 and include/cublas_v2.h.
+    if [ -n "${CUBLAS_HOME:-}" ]; then
+      flags="$flags -DCUDA_cublas_LIBRARY=$(ls "$CUBLAS_HOME"/lib/libcublas.so* | head -1)"
+      flags="$flags -DCUDA_cublasLt_LIBRARY=$(ls "$CUBLAS_HOME"/lib/libcublasLt.so* | head -1)"
+      flags="$flags -DCMAKE_CUDA_FLAGS=-I$CUBLAS_HOME/include -DCMAKE_CXX_FLAGS=-I$CUBLAS_HOME/include"
+    fi
+    # libcuda.so comes with the GPU driver, not the toolkit. On a build machine without a driver
+    # (and a toolkit without lib64/stubs) link against an empty stub with the driver's soname:
+    # the real libcuda.so.1 resolves the symbols at run time, exactly as with NVIDIA's stub.
+    if [ -n "${CUDA_DRIVER_LIBRARY:-}" ]; then
+      flags="$flags -DCUDA_cuda_driver_LIBRARY=$CUDA_DRIVER_LIBRARY"
+    elif ! ldconfig -p | grep -q 'libcuda\.so\.1' && ! ls "$(dirname "$(command -v nvcc)")"/../lib64/stubs/libcuda.so >/dev/null 2>&1; then
+      stub="${TMPDIR:-/tmp}/appliance-cuda-stub/libcuda.so"
+      mkdir -p "$(dirname "$stub")" && echo "" > "${stub%.so}.c"
+      cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub" "${stub%.so}.c"
+      flags="$flags -DCUDA_cuda_driver_LIBRARY=$stub"
+    fi
     ;;
   metal)
     flags="-DGGML_METAL=ON -DGGML_NATIVE=OFF"
@@ -33,6 +51,7 @@ if ls "$out"/llama_cpp_python-${version}-*.whl >/dev/null 2>&1 && [ "$(cat "$out
 fi
 rm -rf "$out" && mkdir -p "$out"
 echo "native: building llama-cpp-python ${version} ($backend): $flags"
-CMAKE_ARGS="$flags" "$python" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+# NATIVE_PIP_ARGS=-v shows each compiled target (useful to follow the long CUDA build).
+CMAKE_ARGS="$flags" "$python" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python ${NATIVE_PIP_ARGS:-} \
   -w "$out" "llama-cpp-python==${version}"
 echo "$flags" > "$out/FLAGS"

@@ -1,15 +1,14 @@
 """The model manifest: ids, sha256 pins, where each file comes from, assembly, verification.
 
-Model files come from PyPI packages that ship them. A package is located with
-``importlib.util.find_spec`` (never imported); a file in one part is used where it lies,
-several parts are concatenated into ``models_dir``. Every file is checked against its
+Model files come from PyPI packages that ship them (or, in the frozen executable, from the
+models folder beside it: :mod:`appliance.resources` says where); a file in one part is used
+where it lies, several parts are concatenated into ``models_dir``. Every file is checked against its
 sha256 pin before it is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import tomllib
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ModelError
+from appliance.resources import assembled_file, fix_hint, locate_part
 
 _CHUNK = 1 << 20
 
@@ -80,18 +80,6 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
-def locate_part(part: str) -> Path:
-    """``"module/inner/path"`` -> the file inside the installed package, without importing it."""
-    module, _, inner = part.partition("/")
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the package providing {module!r} is not installed (run `make install`)")
-    return Path(next(iter(spec.submodule_search_locations))) / inner
-
-
 class ModelStore:
     """Resolves ids or paths to verified model files."""
 
@@ -123,7 +111,7 @@ class ModelStore:
         if spec.path is not None:
             return spec.path
         if spec.assembled or not spec.parts:
-            return self.models_dir / spec.file
+            return assembled_file(spec.file, self.models_dir)
         return locate_part(spec.parts[0])
 
     def is_available(self, spec: ModelSpec) -> bool:
@@ -136,15 +124,17 @@ class ModelStore:
         """Check the file against its pin; a model given by path is hashed for identity."""
         path = self.location(spec)
         if not path.is_file():
-            hint = ("run `appliance models assemble` (or `make install`)" if spec.assembled
-                    else f"install {spec.package or 'its package'} (`make install`)")
+            hint = fix_hint("run `appliance models assemble` (or `make install`)"
+                            if spec.assembled else
+                            f"install {spec.package or 'its package'} (`make install`)")
             raise ModelError(f"model {spec.id!r}: file {path} is missing; {hint}")
         actual = sha256_file(path)
         if spec.sha256 is not None and actual != spec.sha256:
             raise ModelError(
                 f"model {spec.id!r}: {path} fails its sha256 pin (expected {spec.sha256}, "
-                f"got {actual}); the file is corrupt or not the pinned release. Reinstall "
-                f"it (`make install`) or fix models/manifest.toml if the pin is wrong."
+                f"got {actual}); the file is corrupt or not the pinned release. "
+                + fix_hint("Reinstall it (`make install`) or fix models/manifest.toml if "
+                           "the pin is wrong.")
             )
         return VerifiedModel(spec=spec, path=path, sha256=actual)
 
