@@ -49,7 +49,7 @@ class EngineConfig:
     batch_size: int
     n_threads: int
     n_gpu_layers: int = 0
-    prefix_reuse_min: int = 16
+    prefix_reuse_min: int = 16  # 0: prefix reuse off
     default_seed: int = -1
 
 
@@ -250,7 +250,8 @@ class Engine:
         while waiting:
             stream, t_submit = waiting[0]
             placement = place(slots, stream.request.prompt_tokens,
-                              min_copy=cfg.prefix_reuse_min, can_copy=True)
+                              min_copy=cfg.prefix_reuse_min, can_copy=True,
+                              reuse=cfg.prefix_reuse_min > 0)
             if placement is None:
                 break
             waiting.popleft()

@@ -40,14 +40,17 @@ def common_prefix(a: list[int], b: tuple[int, ...] | list[int]) -> int:
 
 
 def place(slots: list[Slot], prompt: tuple[int, ...], *, min_copy: int,
-          can_copy: bool) -> Placement | None:
+          can_copy: bool, reuse: bool = True) -> Placement | None:
     """Choose a free slot for ``prompt``; None when every slot is busy.
 
     At least one prompt token is always left to decode, so the new sequence gets logits.
+    Without ``reuse`` nothing cached is kept: the least recently used free slot is taken.
     """
     free = [s for s in slots if not s.busy]
     if not free:
         return None
+    if not reuse:
+        return Placement(slot=min(free, key=lambda s: s.last_used), keep=0, copy_from=None)
     limit = max(len(prompt) - 1, 0)
     lcp = {s.seq_id: min(common_prefix(s.tokens, prompt), limit) for s in slots}
     best_free = max(free, key=lambda s: (lcp[s.seq_id], -s.last_used))

@@ -46,3 +46,12 @@ def test_lru_free_slot_when_nothing_is_shared() -> None:
     slots = [Slot(0, [4], last_used=9), Slot(1, [5], last_used=2), Slot(2, [6], last_used=5)]
     p = place(slots, (1, 2, 3), min_copy=1, can_copy=True)
     assert p is not None and p.slot.seq_id == 1 and p.keep == 0
+
+
+def test_reuse_off_keeps_nothing_even_from_a_matching_slot() -> None:
+    system = list(range(100, 140))
+    slots = [Slot(0, [*system, 1], last_used=9), Slot(1, [*system, 7], busy=True),
+             Slot(2, [6], last_used=2)]
+    p = place(slots, (*system, 1, 2), min_copy=1, can_copy=True, reuse=False)
+    assert p is not None and p.keep == 0 and p.copy_from is None
+    assert p.slot.seq_id == 2  # least recently used, not the one sharing a prefix
