@@ -282,8 +282,13 @@ def batched_bench(s: Setup, levels: list[int], max_tokens: int) -> dict[int, flo
             str(max_tokens), "-npl", ",".join(map(str, npl)), "-t", str(s.threads)]
     log("running " + " ".join(argv))
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=1800)
+    return parse_batched_bench(out.stdout + out.stderr)
+
+
+def parse_batched_bench(text: str) -> dict[int, float]:
+    """{sequences: S_TG tokens/s} from llama-batched-bench's table."""
     rates = {}
-    for line in (out.stdout + out.stderr).splitlines():
+    for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 10 and cells[0].isdigit():
             rates[int(cells[2])] = float(cells[7])
