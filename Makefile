@@ -42,6 +42,13 @@ lint: install
 	$(BIN)/ruff check appliance tests
 	$(BIN)/mypy
 
+# The side-by-side with llama-server and llama-cpp-python's server (issue 7): builds
+# llama-server once into ~/.cache/appliance-bench, writes docs/BENCHMARKS.md. Needs an
+# idle machine. A check of the tooling: make bench BENCH_ARGS="--quick --out /tmp/B.md"
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python scripts/bench_side_by_side.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build/work dist
 

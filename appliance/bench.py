@@ -3,6 +3,11 @@
 Drives streamed chat completions at each concurrency level and reports per level: requests
 ok / errors by status, aggregate output tokens/s, TTFT and inter-token latency percentiles
 and end-to-end latency, checked against success criteria.
+
+Errors are counted by HTTP status; ``connection`` is a request that got no response at
+all and ``stream`` one whose 200 stream carried an error event or ended without
+``[DONE]``. The built-in prompt sets number each request's user message, so a response
+cache cannot answer a repeated request; a FILE's rows are sent as they are.
 """
 
 from __future__ import annotations
@@ -32,13 +37,17 @@ SHARED_SYSTEM = (
     "Never give a diagnosis; suggest seeing a clinician for anything urgent. The clinic is "
     "open Monday to Friday from eight to six and on Saturday mornings. Parking is behind the "
     "building. Bring your insurance card and a list of your medicines to every visit. "
-) * 4
+) * 4 + (
+    "Appointments can be booked by phone or at the front desk; please arrive ten minutes "
+    "early, and tell the staff if you need an interpreter, a wheelchair or a quiet room. "
+)  # about 300 tokens (SmolLM2's tokenizer: 299)
+CRITERIA_DEFAULTS = {"ttft_p95": 2.0, "itl_p95": 0.1, "error_rate": 0.01}
 
 
 @dataclass
 class RequestResult:
     ok: bool
-    status: int
+    status: str  # "200", another HTTP status, "connection" or "stream"
     ttft: float = 0.0
     e2e: float = 0.0
     tokens: int = 0
@@ -62,6 +71,7 @@ class LevelReport:
     e2e_p95: float
     wall_s: float
     passed: bool
+    failed: tuple[str, ...] = ()  # the criteria missed: "ttft_p95", "itl_p95", "error_rate"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -83,9 +93,26 @@ def load_prompts(name: str) -> list[list[dict[str, str]]]:
     if not path.is_file():
         raise SystemExit(f"appliance bench: unknown prompt set {name!r} (short, "
                          f"shared-system, or a JSONL file of {{\"messages\": [...]}} rows)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r["messages"] if "messages" in r else [{"role": "user", "content": r["prompt"]}]
-            for r in rows]
+    prompts: list[list[dict[str, str]]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompts.append(row["messages"] if "messages" in row
+                           else [{"role": "user", "content": row["prompt"]}])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"appliance bench: {path}:{n}: expected a JSON object with "
+                             f"\"messages\" or \"prompt\" ({exc})") from None
+    if not prompts:
+        raise SystemExit(f"appliance bench: {path} holds no prompts")
+    return prompts
+
+
+def _numbered(messages: list[dict[str, str]], i: int) -> list[dict[str, str]]:
+    """The same conversation with the request number appended to its last message."""
+    last = messages[-1]
+    return [*messages[:-1], {**last, "content": f"{last['content']} (request {i})"}]
 
 
 async def _one(session: aiohttp.ClientSession, url: str, model: str,
@@ -99,19 +126,23 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str,
         async with session.post(url, json=body, headers=headers) as resp:
             if resp.status != 200:
                 await resp.read()
-                return RequestResult(False, resp.status, e2e=time.perf_counter() - t0)
-            result = RequestResult(True, 200)
+                return RequestResult(False, str(resp.status), e2e=time.perf_counter() - t0)
+            result = RequestResult(True, "200")
             last = None
             chunks = 0
             usage_tokens = None
+            done = False
             async for raw in resp.content:
                 line = raw.strip()
                 if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
+                    done = True
                     break
                 obj = json.loads(data)
+                if not isinstance(obj, dict) or "error" in obj:
+                    break
                 if obj.get("usage"):
                     usage_tokens = obj["usage"].get("completion_tokens")
                 choices = obj.get("choices") or []
@@ -124,15 +155,20 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str,
                     last = now
                     chunks += 1
             result.e2e = time.perf_counter() - t0
+            if not done:
+                return RequestResult(False, "stream", e2e=result.e2e)
             result.tokens = usage_tokens if usage_tokens is not None else chunks
             return result
+    except (aiohttp.ClientPayloadError, ValueError):
+        return RequestResult(False, "stream", e2e=time.perf_counter() - t0)
     except (TimeoutError, aiohttp.ClientError):
-        return RequestResult(False, 0)
+        return RequestResult(False, "connection", e2e=time.perf_counter() - t0)
 
 
 async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
                     prompts: list[list[dict[str, str]]], api_key: str | None,
-                    criteria: dict[str, float], progress: bool = True) -> LevelReport:
+                    criteria: dict[str, float], progress: bool = True,
+                    numbered: bool = False) -> LevelReport:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     # A fresh connection per request: some servers (llama-server) close streamed
@@ -149,8 +185,10 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            results.append(await _one(session, url, model, prompts[i % len(prompts)],
-                                      max_tokens, headers))
+            messages = prompts[i % len(prompts)]
+            if numbered:
+                messages = _numbered(messages, i)
+            results.append(await _one(session, url, model, messages, max_tokens, headers))
             if progress:
                 done = len(results)
                 bar = "#" * (30 * done // requests)
@@ -164,24 +202,26 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
     if progress:
         print(file=sys.stderr)
     ok = [r for r in results if r.ok]
-    errors = Counter(str(r.status) for r in results if not r.ok)
+    errors = Counter(r.status for r in results if not r.ok)
     ttft = [r.ttft for r in ok]
     gaps = [g for r in ok for g in r.gaps]
     e2e = [r.e2e for r in ok]
     tokens = sum(r.tokens for r in ok)
     err_rate = (len(results) - len(ok)) / max(len(results), 1)
-    report = LevelReport(
+    failed = tuple(name for name, missed in (
+        ("ttft_p95", not ok or not percentile(ttft, 0.95) < criteria["ttft_p95"]),
+        # Requests of one token each have no inter-token gaps: nothing to miss.
+        ("itl_p95", bool(gaps) and not percentile(gaps, 0.95) < criteria["itl_p95"]),
+        ("error_rate", not err_rate < criteria["error_rate"])) if missed)
+    return LevelReport(
         concurrency=concurrency, requests=len(results), ok=len(ok), errors=dict(errors),
         tokens_per_s=tokens / wall if wall else 0.0,
         ttft_p50=percentile(ttft, 0.5), ttft_p95=percentile(ttft, 0.95),
         ttft_p99=percentile(ttft, 0.99), itl_p50=percentile(gaps, 0.5),
         itl_p95=percentile(gaps, 0.95), itl_p99=percentile(gaps, 0.99),
         e2e_p50=percentile(e2e, 0.5), e2e_p95=percentile(e2e, 0.95), wall_s=wall,
-        passed=(bool(ok) and percentile(ttft, 0.95) < criteria["ttft_p95"]
-                and percentile(gaps, 0.95) < criteria["itl_p95"]
-                and err_rate < criteria["error_rate"]),
+        passed=bool(ok) and not failed, failed=failed,
     )
-    return report
 
 
 def format_table(reports: Sequence[LevelReport]) -> str:
@@ -194,7 +234,8 @@ def format_table(reports: Sequence[LevelReport]) -> str:
             f"| {r.concurrency} | {r.ok}/{r.requests} | {errs} | {r.tokens_per_s:.1f} | "
             f"{r.ttft_p50 * 1e3:.0f} | {r.ttft_p95 * 1e3:.0f} | {r.ttft_p99 * 1e3:.0f} | "
             f"{r.itl_p50 * 1e3:.1f} | {r.itl_p95 * 1e3:.1f} | {r.itl_p99 * 1e3:.1f} | "
-            f"{r.e2e_p50:.2f} | {r.e2e_p95:.2f} | {'yes' if r.passed else 'NO'} |")
+            f"{r.e2e_p50:.2f} | {r.e2e_p95:.2f} | "
+            f"{'yes' if r.passed else 'NO ' + ','.join(r.failed)} |")
     return "\n".join(rows)
 
 
@@ -202,6 +243,7 @@ async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
               max_tokens: int, prompt_set: str, api_key: str | None,
               criteria: dict[str, float], progress: bool = True) -> list[LevelReport]:
     prompts = load_prompts(prompt_set)
+    numbered = prompt_set in PROMPT_SETS or prompt_set == "shared-system"
     endpoint = url.rstrip("/")
     if not endpoint.endswith("/chat/completions"):
         endpoint += "/chat/completions" if endpoint.endswith("/v1") else "/v1/chat/completions"
@@ -209,12 +251,23 @@ async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
     for c in levels:
         n = requests if requests is not None else max(2 * c, 8)
         reports.append(await run_level(endpoint, model, c, n, max_tokens, prompts, api_key,
-                                       criteria, progress))
+                                       criteria, progress, numbered))
     return reports
 
 
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise SystemExit(f"appliance bench: --concurrency wants positive integers separated "
+                         f"by commas, e.g. 1,4,16,64 (got {text!r})")
+    return levels
+
+
 def main(args: Any) -> int:
-    levels = [int(x) for x in str(args.concurrency).split(",") if x]
+    levels = parse_levels(str(args.concurrency))
     criteria = {"ttft_p95": args.ttft_p95, "itl_p95": args.itl_p95,
                 "error_rate": args.max_error_rate}
     reports = asyncio.run(run(args.url, args.model, levels, args.requests, args.max_tokens,

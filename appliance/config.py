@@ -68,7 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
             "-1 = all).", minimum=-1),
     Setting("threads", int, 0, "CPU threads for decoding (0 = number of cores).", minimum=0),
     Setting("prefix_reuse_min", int, 16, "Shortest shared prompt prefix (tokens) worth "
-            "reusing from another sequence's KV cache.", minimum=1),
+            "reusing from another sequence's KV cache. 0 turns prefix reuse off: every "
+            "prompt is decoded whole (for comparisons).", minimum=0),
     Setting("chat_template_fallback", str, "",
             "Jinja chat template used when a model's GGUF has none. Empty: such models "
             "refuse chat requests with a clear error (completions still work)."),

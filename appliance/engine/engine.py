@@ -50,7 +50,7 @@ class EngineConfig:
     batch_size: int
     n_threads: int
     n_gpu_layers: int = 0
-    prefix_reuse_min: int = 16
+    prefix_reuse_min: int = 16  # 0: prefix reuse off
     default_seed: int = -1
 
 
@@ -264,7 +264,8 @@ class Engine:
         while waiting:
             stream, t_submit = waiting[0]
             placement = place(slots, stream.request.prompt_tokens,
-                              min_copy=cfg.prefix_reuse_min, can_copy=True)
+                              min_copy=cfg.prefix_reuse_min, can_copy=True,
+                              reuse=cfg.prefix_reuse_min > 0)
             if placement is None:
                 break
             waiting.popleft()
@@ -279,7 +280,6 @@ class Engine:
                 keep = 0
             slot.tokens = list(stream.request.prompt_tokens[:keep])
             slot.busy = True
-            slot.last_used = step
             seed = self._seed(stream.request)
             seq = _Seq(stream, slot, SamplerChain(model, stream.request.sampling, seed), keep)
             seq.t_submit = t_submit
@@ -287,29 +287,35 @@ class Engine:
             self.stats.reused_tokens += keep
             running.append(seq)
 
-        # 4. Build the batch: one token per decoding sequence, then prefill chunks.
+        # 4. Build the batch: one token per decoding sequence and prefill chunks (the
+        # budget goes to waiting prompts in admission order), laid out in ascending seq
+        # id order. With one KV stream per sequence llama.cpp cuts a batch into ubatches
+        # of consecutive seq ids in batch order, one graph computation each: ascending
+        # order over slots packed from 0 (see slots.place) makes that one ubatch for the
+        # decoding sequences instead of up to one per sequence.
         batch.clear()
         rows: list[tuple[_Seq, int]] = []
+        budget = cfg.batch_size - sum(1 for seq in running if seq.next_token is not None)
+        chunks: dict[_Seq, list[int]] = {}
         for seq in running:
+            if budget <= 0:
+                break
+            if seq.pending:
+                chunks[seq] = seq.pending[:budget]
+                del seq.pending[:budget]
+                budget -= len(chunks[seq])
+        for seq in sorted(running, key=_seq_id):
             if seq.next_token is not None:
                 i = batch.add(seq.next_token, len(seq.slot.tokens), seq.slot.seq_id, True)
                 seq.slot.tokens.append(seq.next_token)
                 seq.next_token = None
                 rows.append((seq, i))
-        budget = cfg.batch_size - batch.n
-        for seq in running:
-            if budget <= 0:
-                break
-            if not seq.pending:
-                continue
-            chunk = seq.pending[:budget]
-            del seq.pending[:budget]
-            last = not seq.pending
-            i = batch.add_span(chunk, len(seq.slot.tokens), seq.slot.seq_id, last)
-            seq.slot.tokens.extend(chunk)
-            budget -= len(chunk)
-            if last:
-                rows.append((seq, i))
+            elif seq in chunks:
+                chunk, last = chunks[seq], not seq.pending
+                i = batch.add_span(chunk, len(seq.slot.tokens), seq.slot.seq_id, last)
+                seq.slot.tokens.extend(chunk)
+                if last:
+                    rows.append((seq, i))
         if batch.n == 0:
             self._dispatch(events)
             return True
@@ -402,6 +408,10 @@ class Engine:
         items = list(events.items())
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
             self._loop.call_soon_threadsafe(_deliver_all, items)
+
+
+def _seq_id(seq: _Seq) -> int:
+    return seq.slot.seq_id
 
 
 def _deliver_all(items: list[tuple[Stream, list[Event]]]) -> None:

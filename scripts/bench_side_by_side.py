@@ -1,0 +1,586 @@
+"""`make bench`: the appliance side by side with llama.cpp's `llama-server` and
+llama-cpp-python's own server, on this machine, with the same model file.
+
+    .venv/bin/python scripts/bench_side_by_side.py            # the full run (~20 min)
+    .venv/bin/python scripts/bench_side_by_side.py --quick --out /tmp/B.md   # a check
+
+Runs, interleaved and repeated (A B C, A B C, ...), with the same threads, the same
+context per sequence and the same number of parallel sequences:
+
+  A  the appliance as shipped (`python -m appliance serve`, its defaults otherwise)
+  B  `llama-server` built from the llama.cpp source our llama-cpp-python version vendors
+  C  `python -m llama_cpp.server` (one sequence; `interrupt_requests` off), in its own venv
+  A' the appliance with prefix reuse off (`--prefix-reuse-min 0`), shared-system workload
+
+and `llama-batched-bench` (same build as B) as the engine's ceiling without HTTP. Each
+server is started on a free loopback port, waited for, driven by `appliance bench`'s client
+and always stopped (also on errors and Ctrl-C). Medians over the repetitions and the
+ratios appliance/peer go into the --out document between the make-bench markers; the raw
+results go to a JSON file in the cache directory.
+
+Builds and the peer venv live in ~/.cache/appliance-bench/ (outside the repository) and
+are reused while their flags match native/build.sh's cpu backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `appliance` from this checkout, whatever the venv says
+
+from appliance import bench, config  # noqa: E402
+from appliance.engine.models import ModelStore  # noqa: E402
+
+BEGIN, END = "<!-- make-bench:begin -->", "<!-- make-bench:end -->"
+CACHE = Path(os.environ.get("APPLIANCE_BENCH_CACHE", Path.home() / ".cache" / "appliance-bench"))
+NAMES = {"A": "appliance", "A0": "appliance, prefix reuse off", "B": "llama-server",
+         "C": "llama-cpp-python server"}
+METRICS = ("tokens_per_s", "ttft_p50", "ttft_p95", "itl_p50", "itl_p95", "e2e_p50")
+# Criteria given to the client: the issue's defaults. The targets are judged separately.
+CRITERIA = {"ttft_p95": 2.0, "itl_p95": 0.1, "error_rate": 0.01}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the llama.cpp build (B and the ceiling) ---------------------------------------------
+def native_build_params() -> tuple[str, list[str]]:
+    """llama-cpp-python's version and the cpu backend's CMake flags, from native/build.sh."""
+    text = (REPO / "native" / "build.sh").read_text()
+    version = re.search(r'^version="([^"]+)"', text, re.M)
+    flags = re.search(r'^\s*cpu\)\s*\n(?:\s*#[^\n]*\n)*\s*flags="([^"]+)"', text, re.M)
+    if version is None or flags is None:
+        raise SystemExit("bench: cannot read the version and cpu flags from native/build.sh")
+    if platform.machine() != "x86_64":
+        return version.group(1), ["-DGGML_NATIVE=OFF"]
+    return version.group(1), flags.group(1).split()
+
+
+def _cmake_cache(build: Path) -> dict[str, str]:
+    path = build / "CMakeCache.txt"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _flags_match(cache: dict[str, str], flags: Sequence[str]) -> bool:
+    for flag in flags:
+        key, _, value = flag.removeprefix("-D").partition("=")
+        if cache.get(key, "").upper() != value.upper():
+            return False
+    return True
+
+
+def _fetch_source(version: str) -> Path:
+    src = CACHE / f"src-{version}"
+    if (src / "CMakeLists.txt").is_file():
+        return src
+    sdists = CACHE / "sdist"
+    sdists.mkdir(parents=True, exist_ok=True)
+    log(f"downloading the llama-cpp-python {version} sdist (for its vendored llama.cpp)")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--no-binary", ":all:", "-d", str(sdists), f"llama-cpp-python=={version}"],
+                   check=True)
+    archive = next(sdists.glob(f"llama_cpp_python-{version}.tar.gz"))
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+        for m in members:
+            m.name = m.name[len(prefix):]
+        tar.extractall(tmp, members=[m for m in members if m.name], filter="data")
+    tmp.rename(src)
+    return src
+
+
+def ensure_llama_cpp(version: str, flags: list[str], jobs: int) -> Path:
+    """The directory holding llama-server and llama-batched-bench, built once."""
+    build = CACHE / "build-cpu"
+    src = CACHE / f"src-{version}"
+    bins = build / "bin"
+    cache = _cmake_cache(build)
+    if ((bins / "llama-server").is_file() and (bins / "llama-batched-bench").is_file()
+            and _flags_match(cache, flags)
+            and Path(cache.get("CMAKE_HOME_DIRECTORY", "/nonexistent")) == src
+            and cache.get("CMAKE_BUILD_TYPE") == "Release"):
+        log(f"reusing the llama.cpp build in {build} ({' '.join(flags)})")
+        return bins
+    src = _fetch_source(version)
+    if build.exists():
+        shutil.rmtree(build)
+    log(f"building llama-server and llama-batched-bench in {build} ({' '.join(flags)}); "
+        f"this takes a while once")
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_CURL=OFF", *flags], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server",
+                    "llama-batched-bench", "-j", str(jobs)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return bins
+
+
+# --- llama-cpp-python's server (C) in its own venv ---------------------------------------
+def ensure_peer_venv(wheelhouse: Path, version: str) -> Path:
+    wheels = sorted(wheelhouse.glob(f"llama_cpp_python-{version}-*.whl"))
+    if not wheels:
+        raise SystemExit(f"bench: no llama-cpp-python {version} wheel in {wheelhouse} "
+                         f"(run `make install` first, or give --wheelhouse)")
+    wheel = wheels[-1]
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    venv = CACHE / "venv-llama-cpp-server"
+    python = venv / "bin" / "python"
+    stamp = venv / "APPLIANCE_BENCH_WHEEL"
+    if python.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return python
+    log(f"creating {venv} with {wheel.name}[server]")
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"{wheel}[server]"], check=True)
+    stamp.write_text(digest)
+    return python
+
+
+# --- servers -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return 0
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running(name: str, argv: list[str], ready_path: str, port: int, logfile: Path,
+            timeout: float = 300.0) -> Iterator[str]:
+    """Start a server in its own process group, wait until ready, always stop it."""
+    log(f"starting {name}: {' '.join(argv)}")
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + timeout
+            while _get(base + ready_path) != 200:
+                if proc.poll() is not None:
+                    tail = logfile.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not ready after {timeout:.0f} s (see {logfile})")
+                time.sleep(0.25)
+            yield base
+        finally:
+            _stop(proc)
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: Path
+    threads: int
+    ctx: int
+    parallel: int
+    bins: Path | None
+    peer_python: Path | None
+    models_dir: Path
+    logdir: Path
+
+
+def server_argv(target: str, s: Setup, port: int, data_dir: Path) -> tuple[list[str], str]:
+    if target in ("A", "A0"):
+        argv = [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
+                "--port", str(port), "--data-dir", str(data_dir),
+                "--models-dir", str(s.models_dir), "--threads", str(s.threads),
+                "--parallel", str(s.parallel), "--ctx-size", str(s.ctx)]
+        return argv + (["--prefix-reuse-min", "0"] if target == "A0" else []), "/ready"
+    if target == "B":
+        assert s.bins is not None
+        return [str(s.bins / "llama-server"), "-m", str(s.model), "--host", "127.0.0.1",
+                "--port", str(port), "-t", str(s.threads), "-c", str(s.ctx * s.parallel),
+                "-np", str(s.parallel), "--no-webui"], "/health"
+    assert s.peer_python is not None
+    return [str(s.peer_python), "-m", "llama_cpp.server", "--model", str(s.model),
+            "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(s.threads),
+            "--n_threads_batch", str(s.threads), "--n_ctx", str(s.ctx),
+            "--interrupt_requests", "False", "--model_alias", "default"], "/v1/models"
+
+
+# --- one interleaved run -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    rep: int
+    target: str
+    prompt_set: str
+    levels: list[dict[str, Any]]
+
+
+def drive(base: str, levels: list[int], requests: int | None, max_tokens: int,
+          prompt_set: str) -> list[dict[str, Any]]:
+    reports = asyncio.run(bench.run(base + "/v1", "default", levels, requests, max_tokens,
+                                    prompt_set, None, CRITERIA))
+    return [dataclasses.asdict(r) for r in reports]
+
+
+def batched_bench(s: Setup, levels: list[int], max_tokens: int) -> dict[int, float]:
+    """llama-batched-bench's decode rate (S_TG, tokens/s) per number of sequences."""
+    assert s.bins is not None
+    npl = [n for n in levels if n <= s.parallel] or [1]
+    argv = [str(s.bins / "llama-batched-bench"), "-m", str(s.model), "-c",
+            str(s.ctx * max(npl)), "-b", "512", "-ub", "512", "-npp", "32", "-ntg",
+            str(max_tokens), "-npl", ",".join(map(str, npl)), "-t", str(s.threads)]
+    log("running " + " ".join(argv))
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=1800)
+    return parse_batched_bench(out.stdout + out.stderr)
+
+
+def parse_batched_bench(text: str) -> dict[int, float]:
+    """{sequences: S_TG tokens/s} from llama-batched-bench's table."""
+    rates = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0].isdigit():
+            rates[int(cells[2])] = float(cells[7])
+    return rates
+
+
+# --- the report ----------------------------------------------------------------------------
+def medians(runs: list[Run], target: str, prompt_set: str) -> dict[int, dict[str, Any]]:
+    by_level: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.target == target and run.prompt_set == prompt_set:
+            for lvl in run.levels:
+                by_level.setdefault(lvl["concurrency"], []).append(lvl)
+    out = {}
+    for c, rows in sorted(by_level.items()):
+        m: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in METRICS}
+        m["requests"] = sum(r["requests"] for r in rows)
+        m["ok"] = sum(r["ok"] for r in rows)
+        errors: dict[str, int] = {}
+        for r in rows:
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        m["errors"] = errors
+        m["runs"] = len(rows)
+        out[c] = m
+    return out
+
+
+def _ms(x: float) -> str:
+    return "–" if x != x else f"{x * 1e3:.0f} ms"
+
+
+def _ratio(a: float, b: float) -> str:
+    return "–" if not b or a != a or b != b else f"{a / b:.2f}"
+
+
+def _table(rows: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    out = ["| clients | server | tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 | e2e p50 | "
+           "ok / requests | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    levels = sorted({c for per in rows.values() for c in per})
+    for c in levels:
+        for target, per in rows.items():
+            if c not in per:
+                continue
+            m = per[c]
+            errs = ", ".join(f"{k}: {v}" for k, v in sorted(m["errors"].items())) or "–"
+            out.append(f"| {c} | {NAMES[target]} | {m['tokens_per_s']:.1f} | "
+                       f"{_ms(m['ttft_p50'])} | {_ms(m['ttft_p95'])} | "
+                       f"{m['itl_p50'] * 1e3:.1f} ms | {m['itl_p95'] * 1e3:.1f} ms | "
+                       f"{m['e2e_p50']:.2f} s | {m['ok']} / {m['requests']} | {errs} |")
+    return out
+
+
+def _targets(short: dict[str, dict[int, dict[str, Any]]],
+             shared: dict[str, dict[int, dict[str, Any]]],
+             ceiling: dict[int, float]) -> list[str]:
+    a, b = short.get("A", {}), short.get("B", {})
+    rows = ["| target | measured | met |", "|---|---|---|"]
+
+    def add(name: str, measured: str | None, met: bool | None) -> None:
+        verdict = "not measured" if met is None else ("yes" if met else "**no**")
+        rows.append(f"| {name} | {measured or '–'} | {verdict} |")
+
+    if 16 in a and 16 in b:
+        r = a[16]["tokens_per_s"] / b[16]["tokens_per_s"]
+        add("16 streams: tok/s ≥ 1.10 × llama-server", f"{r:.2f} ×", r >= 1.10)
+        r = a[16]["ttft_p95"] / b[16]["ttft_p95"]
+        add("16 streams: TTFT p95 ≤ 0.8 × llama-server's", f"{r:.2f} ×", r <= 0.8)
+    else:
+        add("16 streams: tok/s ≥ 1.10 × llama-server", None, None)
+        add("16 streams: TTFT p95 ≤ 0.8 × llama-server's", None, None)
+    if 16 in a and ceiling.get(16):
+        r = a[16]["tokens_per_s"] / ceiling[16]
+        add("16 streams: tok/s ≥ 0.85 × batched-bench ceiling", f"{r:.2f} ×", r >= 0.85)
+    else:
+        add("16 streams: tok/s ≥ 0.85 × batched-bench ceiling", None, None)
+    if 1 in a and 1 in b:
+        r = a[1]["tokens_per_s"] / b[1]["tokens_per_s"]
+        add("1 stream: tok/s ≥ 1.0 × llama-server", f"{r:.2f} ×", r >= 1.0)
+        d = (a[1]["ttft_p50"] - b[1]["ttft_p50"]) * 1e3
+        add("1 stream: TTFT p50 within 10 ms of llama-server's", f"{d:+.0f} ms", d <= 10)
+    else:
+        add("1 stream: tok/s ≥ 1.0 × llama-server", None, None)
+        add("1 stream: TTFT p50 within 10 ms of llama-server's", None, None)
+    if 64 in a:
+        m = a[64]
+        add("64 streams: no errors", f"{m['ok']} / {m['requests']} ok "
+            f"{m['errors'] or ''}".strip(), m["ok"] == m["requests"])
+    else:
+        add("64 streams: no errors", None, None)
+    on, off = shared.get("A", {}), shared.get("A0", {})
+    common = sorted(set(on) & set(off))
+    if common:
+        ratios = {c: on[c]["ttft_p50"] / off[c]["ttft_p50"] for c in common}
+        text = ", ".join(f"{c} clients: {r:.2f} ×" for c, r in ratios.items())
+        add("shared-system: TTFT p50 ≤ 0.5 × without prefix reuse", text,
+            all(r <= 0.5 for r in ratios.values()))
+    else:
+        add("shared-system: TTFT p50 ≤ 0.5 × without prefix reuse", None, None)
+    return rows
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}; "
+            f"load average at the start {load}")
+
+
+def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[dict[int, float]],
+           versions: dict[str, str], started: str, machine: str, raw: Path) -> str:
+    short = {t: medians(runs, t, "short") for t in ("A", "B", "C")}
+    short = {t: m for t, m in short.items() if m}
+    shared = {t: medians(runs, t, "shared-system") for t in ("A", "A0", "B")}
+    shared = {t: m for t, m in shared.items() if m}
+    ceiling: dict[int, float] = {}
+    for n in sorted({n for c in ceilings for n in c}):
+        ceiling[n] = statistics.median(c[n] for c in ceilings if n in c)
+    reps = max((r.rep for r in runs), default=0) + 1
+    cmd = "make bench" + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else "")
+    lines = [
+        BEGIN,
+        "## Side by side (`make bench`)",
+        "",
+        f"Generated by `{cmd}` (`scripts/bench_side_by_side.py`), started {started} UTC"
+        + (" — **quick mode: a check of the tooling, not a measurement**" if args.quick
+           else "") + ".",
+        "",
+        f"- Machine: {machine}.",
+        f"- Model: `{s.model.name}` (the same file for every server), {args.max_tokens} "
+        f"output tokens per request (`ignore_eos`), {s.threads} threads, {s.ctx} tokens of "
+        f"context per sequence, {s.parallel} parallel sequences (llama-server: "
+        f"`-c {s.ctx * s.parallel} -np {s.parallel}`; llama-cpp-python's server has one "
+        f"sequence of {s.ctx}).",
+        "- Versions: " + "; ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"- {reps} repetition(s), interleaved (each repetition starts every server afresh "
+        f"in turn: {', '.join(dict.fromkeys(NAMES[r.target] for r in runs))}); medians of "
+        f"the repetitions. Client: `appliance bench` in the same process as this script, on "
+        f"the same cores. Raw results: `{raw}`.",
+        "",
+        "### Streamed generation, prompt set `short`",
+        "",
+        *_table(short),
+        "",
+        "Ratios appliance / peer (tok/s: higher is better for the appliance; TTFT: lower):",
+        "",
+        "| clients | tok/s ÷ llama-server | TTFT p50 ÷ llama-server | TTFT p95 ÷ llama-server "
+        "| tok/s ÷ llama-cpp-python | TTFT p95 ÷ llama-cpp-python | tok/s ÷ ceiling |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    a, b, c = short.get("A", {}), short.get("B", {}), short.get("C", {})
+    for n in sorted(a):
+        nb, nc = b.get(n), c.get(n)
+        lines.append(
+            f"| {n} | {_ratio(a[n]['tokens_per_s'], nb['tokens_per_s']) if nb else '–'} | "
+            f"{_ratio(a[n]['ttft_p50'], nb['ttft_p50']) if nb else '–'} | "
+            f"{_ratio(a[n]['ttft_p95'], nb['ttft_p95']) if nb else '–'} | "
+            f"{_ratio(a[n]['tokens_per_s'], nc['tokens_per_s']) if nc else '–'} | "
+            f"{_ratio(a[n]['ttft_p95'], nc['ttft_p95']) if nc else '–'} | "
+            f"{_ratio(a[n]['tokens_per_s'], ceiling.get(n, 0.0))} |")
+    lines += ["", "### Shared system prompt (`--prompt-set shared-system`, ~300-token system "
+              "prompt)", "", *_table(shared), ""]
+    if ceiling:
+        lines += ["### Engine ceiling (`llama-batched-bench`, same build as llama-server)", "",
+                  f"`-npp 32 -ntg {args.max_tokens} -b 512 -ub 512 -t {s.threads}`, decode "
+                  "rate (S_TG) per number of sequences, median of the repetitions:", "",
+                  "| sequences | decode tok/s |", "|---|---|",
+                  *(f"| {n} | {r:.1f} |" for n, r in ceiling.items()), ""]
+    lines += ["### Targets of issue 7", "", *_targets(short, shared, ceiling), "", END]
+    return "\n".join(lines)
+
+
+def write_between_markers(path: Path, block: str) -> None:
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# --- main ----------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a check of the tooling: levels 1,4, 4 requests per level, 1 "
+                        "repetition, no llama-cpp-python server")
+    p.add_argument("--levels", default=None, help="concurrency levels (default 1,4,16,64)")
+    p.add_argument("--shared-levels", default=None,
+                   help="levels of the shared-system workload (default 1,4,16)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="requests per level (default: appliance bench's, max(2c, 8))")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repetitions", type=int, default=None, help="default 3")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--ctx", type=int, default=2048, help="context per sequence")
+    p.add_argument("--parallel", type=int, default=16)
+    p.add_argument("--peers", default=None,
+                   help="which of B (llama-server), C (llama-cpp-python) to run (default BC)")
+    p.add_argument("--wheelhouse", type=Path, default=REPO / "native" / "wheelhouse" / "cpu")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="build jobs")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.levels = bench.parse_levels(args.levels or ("1,4" if q else "1,4,16,64"))
+    args.shared_levels = bench.parse_levels(args.shared_levels or ("4" if q else "1,4,16"))
+    args.requests = args.requests or (4 if q else None)
+    args.repetitions = args.repetitions or (1 if q else 3)
+    args.peers = (args.peers or ("B" if q else "BC")).upper()
+    return args
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every server started is stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    settings = config.load()
+    store = ModelStore(settings.manifest, settings.models_dir)
+    spec = store.resolve(settings.model)
+    model = store.location(spec)
+    version, flags = native_build_params()
+    bins = ensure_llama_cpp(version, flags, args.jobs)
+    peer_python = ensure_peer_venv(args.wheelhouse, version) if "C" in args.peers else None
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    machine = _machine()
+    logdir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    s = Setup(model, args.threads, args.ctx, args.parallel, bins, peer_python,
+              settings.models_dir, logdir)
+    server_version = subprocess.run([str(bins / "llama-server"), "--version"],
+                                    capture_output=True, text=True).stderr.strip()
+    versions = {
+        "appliance": f"{importlib.metadata.version('appliance')} (git "
+                     f"{_git('rev-parse', '--short', 'HEAD')})",
+        "llama-cpp-python": importlib.metadata.version("llama_cpp_python"),
+        "llama-server": f"vendored llama.cpp of llama-cpp-python {version} "
+                        f"({server_version.splitlines()[0] if server_version else '?'}), "
+                        f"`{' '.join(flags)}`",
+        "Python": platform.python_version(),
+    }
+    plan: list[tuple[str, list[str]]] = [("A", ["short", "shared-system"])]
+    if "B" in args.peers:
+        plan.append(("B", ["short", "shared-system"]))
+    plan.append(("A0", ["shared-system"]))
+    if "C" in args.peers:
+        plan.append(("C", ["short"]))
+    runs: list[Run] = []
+    ceilings: list[dict[int, float]] = []
+    for rep in range(args.repetitions):
+        for target, sets in plan:
+            port = free_port()
+            with tempfile.TemporaryDirectory(prefix="data-", dir=logdir) as data, \
+                    running(NAMES[target], *server_argv(target, s, port, Path(data)), port,
+                            logdir / f"{target}.log") as base:
+                for prompt_set in sets:
+                    levels = args.levels if prompt_set == "short" else args.shared_levels
+                    log(f"rep {rep + 1}/{args.repetitions}: {NAMES[target]}, {prompt_set}, "
+                        f"levels {levels}")
+                    runs.append(Run(rep, target, prompt_set,
+                                    drive(base, levels, args.requests, args.max_tokens,
+                                          prompt_set)))
+        ceilings.append(batched_bench(s, args.levels, args.max_tokens))
+    raw = CACHE / f"results-{started.replace(' ', 'T').replace(':', '')}.json"
+    raw.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                               "runs": [dataclasses.asdict(r) for r in runs],
+                               "ceilings": ceilings}, indent=1))
+    block = render(args, s, runs, ceilings, versions, started, machine, raw)
+    write_between_markers(args.out, block)
+    print(block)
+    log(f"wrote {args.out}; server logs in {logdir}")
+    return 0
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; every server started was stopped")
+        sys.exit(130)
