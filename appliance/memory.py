@@ -412,6 +412,16 @@ class MemoryStore:
         return int(await self.db.read(lambda c: c.execute(
             f"SELECT count(*) FROM {TABLE}").fetchone()[0]))
 
+    async def usage(self) -> tuple[dict[str, int], int]:
+        """Entries per tier (session, user, global) and the bytes they hold (text and
+        vectors), for the metrics."""
+        rows = await self.db.read(lambda c: c.execute(
+            f"SELECT tier, count(*), coalesce(sum(length(CAST(content AS BLOB)) + "
+            f"coalesce(length(vector), 0)), 0) FROM {TABLE} GROUP BY tier").fetchall())
+        counts = {tier: 0 for tier in ("session", "user", "global")}
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts, sum(int(r[2]) for r in rows)
+
     # -- garbage collection ---------------------------------------------------------------
 
     async def gc(self) -> GcReport:

@@ -201,6 +201,10 @@ class Metrics:
             self.count_guard_verdict(check.guard, check.label, check.action, check.direction)
         for held in trace.holdback_s:
             self.observe_holdback(held)
+        if trace.cache is not None:
+            self.count_cache_lookup(trace.cache)
+        if trace.memory_tokens and trace.completion_tokens:
+            self.observe_memory_ratio(trace.memory_tokens / trace.completion_tokens)
         if trace.prompt_tokens or trace.completion_tokens:
             for direction, n in (("prompt", trace.prompt_tokens),
                                  ("completion", trace.completion_tokens),

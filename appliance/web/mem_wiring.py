@@ -35,7 +35,7 @@ from appliance.web.keys import (
     SETTINGS,
     SUMMARISER,
 )
-from appliance.web.observability import AUDIT
+from appliance.web.observability import AUDIT, METRICS
 
 log = logging.getLogger("appliance.web")
 
@@ -86,6 +86,12 @@ async def _sweeper(app: web.Application, interval: float) -> None:
                 await app[SUMMARISER].run_once()
             await app[CACHE_INDEX].asave()
             await app[MEMORY_INDEX].asave()
+            metrics = app.get(METRICS)
+            if metrics is not None:
+                counts, size = await app[MEMORY].usage()
+                for tier, n in counts.items():
+                    metrics.set_memory_entries(tier, n)
+                metrics.set_memory_store_bytes(size)
         except Exception:
             log.exception("cache/memory sweep failed; retrying in %.0fs", interval)
 
