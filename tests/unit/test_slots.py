@@ -21,15 +21,18 @@ def test_lowest_free_slot_keeps_its_own_prefix_and_one_token_left_to_decode() ->
     assert p.copy_from is None
 
 
-def test_a_longer_prefix_elsewhere_is_copied_into_the_lowest_free_slot() -> None:
-    # Busy slots stay packed from 0 (one ubatch per step), so a useful cache in a higher
-    # slot, free or busy, is copied down rather than used where it lies.
+def test_free_slot_with_a_long_prefix_is_used_where_it_lies() -> None:
     slots = [Slot(0, [9, 9, 9], busy=True), Slot(1, [9, 9]), Slot(2, [1, 2, 3, 4]),
              Slot(3, [1, 2])]
     p = place(slots, (1, 2, 3, 4), min_copy=2, can_copy=True)
     assert p is not None
-    assert p.slot.seq_id == 1 and p.copy_from is not None and p.copy_from.seq_id == 2
-    assert p.keep == 3
+    assert p.slot.seq_id == 2 and p.copy_from is None and p.keep == 3
+
+
+def test_short_own_prefix_does_not_scatter_the_slots() -> None:
+    slots = [Slot(0, [9], busy=True), Slot(1, [7]), Slot(2, [1, 2])]
+    p = place(slots, (1, 2, 3, 4), min_copy=16, can_copy=True)
+    assert p is not None and p.slot.seq_id == 1 and p.keep == 0
 
 
 def test_busy_slot_prefix_is_copied_into_the_lowest_free_slot() -> None:
