@@ -19,7 +19,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 
 from appliance.admission.gate import ANONYMOUS, Gate
 from appliance.admission.keys import KeyRecord
@@ -45,7 +44,6 @@ from appliance.engine.types import (
     TextDelta,
 )
 from appliance.errors import (
-    ContentFiltered,
     ContextLengthExceeded,
     InternalError,
     InvalidRequest,
@@ -53,61 +51,19 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
-from appliance.guards.output import OutputBuffer, OutputRail, Window
-from appliance.guards.pipeline import TIER_RULES, GuardVerdict
+from appliance.guards.pipeline import TIER_RULES
 from appliance.guards.rails import Guards, InputCheck, PolicyRails, RulesStage, TextReport
 from appliance.memory import MemoryStore
 from appliance.memory_prompt import MemoryContext, inject_memory
+from appliance.output_guard import OutputGuard, filtered, record_input, record_output
+from appliance.pipeline_types import Chunk, Generation, Prepared, Usage
 from appliance.store.vectors import Vector
-from appliance.trace import GuardAction, RequestTrace
+from appliance.trace import RequestTrace
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
 _REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached answer is replayed word by word
 _REPLAY_WORDS = 4
 _SUMMARY_TOKENS = 160
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    memory_tokens: int = 0  # of prompt_tokens, added by memory injection
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Prepared:
-    id: str
-    created: int
-    kind: str  # "chat" | "text"
-    request: GenerationRequest
-    options: GenerationOptions
-    echo_text: str = ""
-    rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
-    stage: RulesStage | None = None  # the input rail's rules tier, done in prepare
-    cache: CacheQuery | None = None  # None: the response cache is not consulted
-    memory: MemoryContext | None = None  # None: nothing is remembered
-    memory_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a streamed generation; the last has ``finish_reason`` and ``usage``."""
-
-    text: str
-    finish_reason: str | None = None
-    usage: Usage | None = None
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    finish_reason: str
-    usage: Usage
 
 
 def _public_reason(reason: FinishReason) -> str:
@@ -277,9 +233,9 @@ class GenerationService:
         stage = self.guards.check_rules(texts, main, rails)
         if trace is not None:
             trace.guard_s += stage.ms / 1000.0
-            _record_input(trace, stage.verdicts)
+            record_input(trace, stage.verdicts)
         if stage.blocker is not None:
-            raise _filtered(rails, stage.blocker)
+            raise filtered(rails, stage.blocker)
         return stage
 
     async def _check_classifiers(self, prepared: Prepared,
@@ -291,9 +247,9 @@ class GenerationService:
         check = await self.guards.check_classifiers(prepared.stage, prepared.rails)
         if trace is not None:
             trace.guard_s += (check.ms - prepared.stage.ms) / 1000.0
-            _record_input(trace, tuple(v for v in check.verdicts if v.tier > TIER_RULES))
+            record_input(trace, tuple(v for v in check.verdicts if v.tier > TIER_RULES))
         if not check.allowed:
-            raise _filtered(prepared.rails, check.blocker)
+            raise filtered(prepared.rails, check.blocker)
         return check
 
     async def _tokenize(self, text: str, *, chat: bool) -> list[int]:
@@ -465,7 +421,9 @@ class GenerationService:
         lookup: CacheResult | None = None
         texts: list[str] = []
         try:
-            guard = _OutputGuard(self, prepared, trace) if prepared.rails is not None else None
+            guard = (OutputGuard(self.guards, prepared.rails, len(request.prompt_tokens),
+                                 holdback_tokens=self.holdback_tokens, trace=trace)
+                     if prepared.rails is not None and self.guards is not None else None)
             handle = self.engine.submit(request)
             first = True
             while True:
@@ -570,7 +528,7 @@ class GenerationService:
                     # Checked whole as well: a pattern spanning many windows is caught too.
                     verdict = prepared.rails.output.check_text(text)
                     if verdict.violated and verdict.replacement is not None:
-                        _record_output(trace, verdict.rule or "output-rules", "block", 0.0)
+                        record_output(trace, verdict.rule or "output-rules", "block", 0.0)
                         return Generation(verdict.replacement, "content_filter", chunk.usage)
                 return Generation(text, chunk.finish_reason, chunk.usage)
         raise InternalError("the generation ended without a result")
@@ -583,86 +541,3 @@ class GenerationService:
         usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         return Chunk(event.text, _public_reason(event.reason), usage)
 
-
-def _record_input(trace: RequestTrace | None, verdicts: Sequence[GuardVerdict]) -> None:
-    """Every verdict for the metrics; blocks, redactions and flags also for the audit."""
-    if trace is not None:
-        for v in verdicts:
-            action = GuardAction(v.guard, "input", v.category or v.label, v.action, v.ms)
-            trace.guard_checks.append(action)
-            if v.action != "allow":
-                trace.guard_actions.append(action)
-
-
-def _filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFiltered:
-    guard = blocker.guard if blocker is not None else "rules"
-    category = blocker.category if blocker is not None else None
-    return ContentFiltered(f"The request was blocked by the {guard} guard"
-                           f"{f' ({category})' if category else ''}. {rails.policy.refusal}",
-                           guard=guard, category=category)
-
-
-def _record_output(trace: RequestTrace | None, label: str, action: str, ms: float) -> None:
-    if trace is not None:
-        check = GuardAction("output-rail", "output", label, action, ms)
-        trace.guard_checks.append(check)
-        if action != "allow":
-            trace.guard_actions.append(check)
-
-
-class _OutputGuard:
-    """The output rail of one generation: holds text back, checks each window, and ends the
-    answer on a violation (the caller stops at a chunk with a ``finish_reason``)."""
-
-    def __init__(self, service: GenerationService, prepared: Prepared,
-                 trace: RequestTrace | None) -> None:
-        assert prepared.rails is not None and service.guards is not None
-        self._buffer = OutputBuffer(service.holdback_tokens)
-        self._rail: OutputRail = service.guards.output_rail(prepared.rails)
-        self._trace = trace
-        self._prompt_tokens = len(prepared.request.prompt_tokens)
-        self._n_tokens = 0
-
-    async def feed(self, text: str, n_tokens: int) -> AsyncGenerator[Chunk, None]:
-        delta, self._n_tokens = n_tokens - self._n_tokens, n_tokens
-        for window in self._buffer.push(text, max(1, delta)):
-            chunk = await self._check(window)
-            if chunk is not None:
-                yield chunk
-
-    async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
-        """The last windows (the final text included), then the final chunk."""
-        if final.usage is not None:
-            self._n_tokens = final.usage.completion_tokens
-        windows = self._buffer.push(final.text, 1)
-        rest = self._buffer.flush()
-        released: list[str] = []
-        for window in [*windows, *([rest] if rest is not None else [])]:
-            chunk = await self._check(window)
-            if chunk is not None and chunk.finish_reason is not None:
-                yield Chunk("".join(released) + chunk.text, chunk.finish_reason, final.usage)
-                return
-            if chunk is not None:
-                released.append(chunk.text)
-        if self._trace is not None and not released:  # windows recorded themselves
-            self._trace.released("", self._n_tokens)
-        yield Chunk("".join(released), final.finish_reason, final.usage)
-
-    async def _check(self, window: Window) -> Chunk | None:
-        start = time.perf_counter()
-        verdict = await self._rail.check(window)
-        ms = (time.perf_counter() - start) * 1000.0
-        if self._trace is not None:
-            self._trace.guard_s += ms / 1000.0
-            self._trace.holdback_s.append(window.held_s + ms / 1000.0)
-        _record_output(self._trace, verdict.rule or "clean", verdict.action, ms)
-        if verdict.replacement is not None:
-            usage = Usage(self._prompt_tokens, self._n_tokens, 0)
-            if self._trace is not None:
-                self._trace.released(verdict.replacement, self._n_tokens)
-            return Chunk(verdict.replacement, "content_filter", usage)
-        if not verdict.text:
-            return None
-        if self._trace is not None:
-            self._trace.released(verdict.text, self._n_tokens)
-        return Chunk(verdict.text)

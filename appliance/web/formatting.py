@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.engine.models import ModelSpec
-from appliance.service import Chunk, Generation, Prepared, Usage
+from appliance.pipeline_types import Chunk, Generation, Prepared, Usage
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from appliance.admission.gate import Gate
 from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
-from appliance.service import GenerationService, Prepared
+from appliance.pipeline_types import Prepared
+from appliance.service import GenerationService
 from appliance.web.cache_http import cache_directives, session_id
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.keys import GATE, KEY, SERVICE, STARTED_AT, STORE, TRACE
