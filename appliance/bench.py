@@ -168,8 +168,10 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str,
 async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
                     prompts: list[list[dict[str, str]]], api_key: str | None,
                     criteria: dict[str, float], progress: bool = True,
-                    numbered: bool = False) -> LevelReport:
+                    numbered: bool = False, allow_cache: bool = False) -> LevelReport:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if not allow_cache:  # a load test measures generation, not a response cache's replay
+        headers["Cache-Control"] = "no-cache"
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     # A fresh connection per request: some servers (llama-server) close streamed
     # connections, and a reused stale one would count as an error.
@@ -241,7 +243,8 @@ def format_table(reports: Sequence[LevelReport]) -> str:
 
 async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
               max_tokens: int, prompt_set: str, api_key: str | None,
-              criteria: dict[str, float], progress: bool = True) -> list[LevelReport]:
+              criteria: dict[str, float], progress: bool = True,
+              allow_cache: bool = False) -> list[LevelReport]:
     prompts = load_prompts(prompt_set)
     numbered = prompt_set in PROMPT_SETS or prompt_set == "shared-system"
     endpoint = url.rstrip("/")
@@ -251,7 +254,7 @@ async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
     for c in levels:
         n = requests if requests is not None else max(2 * c, 8)
         reports.append(await run_level(endpoint, model, c, n, max_tokens, prompts, api_key,
-                                       criteria, progress, numbered))
+                                       criteria, progress, numbered, allow_cache))
     return reports
 
 
@@ -271,7 +274,8 @@ def main(args: Any) -> int:
     criteria = {"ttft_p95": args.ttft_p95, "itl_p95": args.itl_p95,
                 "error_rate": args.max_error_rate}
     reports = asyncio.run(run(args.url, args.model, levels, args.requests, args.max_tokens,
-                              args.prompt_set, args.api_key, criteria))
+                              args.prompt_set, args.api_key, criteria,
+                              allow_cache=args.allow_cache))
     print(format_table(reports))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in reports], indent=2))

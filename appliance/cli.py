@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ttft-p95", type=float, default=2.0, help="criterion, seconds")
     bench.add_argument("--itl-p95", type=float, default=0.1, help="criterion, seconds")
     bench.add_argument("--max-error-rate", type=float, default=0.01, help="criterion")
+    bench.add_argument("--allow-cache", action="store_true",
+                       help="let a response cache answer (by default every request says "
+                            "Cache-Control: no-cache: the load test measures generation)")
     bench.set_defaults(func=cmd_bench)
     _add_audit_parser(sub)
     return parser
