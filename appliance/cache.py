@@ -47,7 +47,6 @@ from appliance.store.vectors import Hit, VectorIndex, from_blob, to_blob
 
 TABLE = "cache_entries"
 GLOBAL_SCOPE = "global"
-PLACEHOLDER_POLICY_VERSION = "guards:none"  # until the guard pipeline supplies its version
 
 Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 Vector = npt.NDArray[np.float32]

@@ -8,7 +8,7 @@ import datetime
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from appliance import config
@@ -98,16 +98,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_expiry(value: str) -> float:
-    try:
-        when = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--expires takes a date like 2027-01-31 or 2027-01-31T18:00, not {value!r}"
-        ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time, as an operator would mean it
-    return when.timestamp()
+def _date_arg(flag: str, example: str) -> Callable[[str], float]:
+    """An argparse type for ``flag``: an ISO date or date-time (local time when no zone is
+    given, as an operator would mean it) as a POSIX timestamp."""
+    def parse(value: str) -> float:
+        try:
+            when = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes a date like {example} or {example}T08:00, not {value!r}"
+            ) from None
+        if when.tzinfo is None:
+            when = when.astimezone()
+        return when.timestamp()
+
+    return parse
 
 
 def _checked_policy(name: str | None) -> str | None:
@@ -162,18 +167,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 # -- audit (issue 6) ---------------------------------------------------------------------
 
-def _parse_since(value: str) -> float:
-    try:
-        when = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--since takes a date like 2026-11-01 or 2026-11-01T08:00, not {value!r}"
-        ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time, as an operator would mean it
-    return when.timestamp()
-
-
 def _parse_head(value: str) -> tuple[int, str]:
     seq, _, digest = value.partition(":")
     if not seq.isdigit() or len(digest) != 64:
@@ -219,7 +212,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser("audit", help="verify or export the hash-chained audit log")
     audit.add_argument("action", choices=["verify", "export"])
-    audit.add_argument("--since", type=_parse_since, default=None, metavar="DATE",
+    audit.add_argument("--since", type=_date_arg("--since", "2026-11-01"), default=None,
+                       metavar="DATE",
                        help="export: records from this date/time on (local time)")
     audit.add_argument("--out", default=None, metavar="FILE",
                        help="export: write JSON lines here (default: stdout)")
@@ -263,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--priority", type=int, default=0)
     keys.add_argument("--scopes", default="chat,embeddings,memory",
                       help="comma-separated: chat, embeddings, memory, admin")
-    keys.add_argument("--expires", type=_parse_expiry, default=None, metavar="DATE")
+    keys.add_argument("--expires", type=_date_arg("--expires", "2027-01-31"), default=None,
+                      metavar="DATE")
     keys.add_argument("--all", action="store_true", help="list: include revoked keys")
     keys.add_argument("--policy", dest="guard_policy", default=None, metavar="NAME_OR_FILE",
                       help="create: the guard policy for this key's requests (a preset such "

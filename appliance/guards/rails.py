@@ -61,11 +61,6 @@ class InputCheck:
     verdicts: tuple[GuardVerdict, ...]  # every verdict, main text first
     ms: float
 
-    @property
-    def notable(self) -> tuple[GuardVerdict, ...]:
-        """The verdicts worth recording (block, redact, flag)."""
-        return tuple(v for v in self.verdicts if v.action != "allow")
-
 
 @dataclass(frozen=True)
 class RulesStage:
