@@ -52,8 +52,8 @@ class OutputGuard:
 
     def __init__(self, guards: Guards, rails: PolicyRails, prompt_tokens: int, *,
                  holdback_tokens: int, trace: RequestTrace | None) -> None:
-        self._buffer = OutputBuffer(holdback_tokens)
         self._rail: OutputRail = guards.output_rail(rails)
+        self._buffer = OutputBuffer(holdback_tokens, ends_in_phrase=self._rail.ends_in_phrase)
         self._trace = trace
         self._prompt_tokens = prompt_tokens
         self._n_tokens = 0

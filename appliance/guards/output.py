@@ -1,16 +1,18 @@
 """The streamed output rail: generated text is released only after it has been checked.
 
 ``OutputBuffer`` holds text back and cuts it into windows: at the last sentence boundary in
-the held text, or, when a sentence runs longer than ``max_tokens`` tokens, at a whitespace
-at least ``KEEP_CHARS`` characters before the end (so a word, an e-mail address or a rule
-phrase that has begun is not split between a released window and a held one).
+the held text; early for the first window (a few words, for the time to first token); or
+when a sentence runs longer than ``max_tokens`` tokens. A cut that is not at a sentence end
+is made at a word boundary where no number or address and no rule phrase that has begun
+would be split between a released window and a held one.
 ``OutputRail`` checks each window before it is released:
 
 - the policy's output rules (diagnoses, dosing, ...) on the window together with the tail of
   the text already released, so a phrase split across two windows is still seen;
 - secrets (block) and PII (redact) on the window itself;
-- at sentence boundaries and at the end, the content-safety classifier (when the policy asks
-  for it), through an async callable so it runs off the event loop.
+- the content-safety classifier (when the policy asks for it) on the window with the rest
+  of its sentence released so far and the sentence before, through an async callable so it
+  runs off the event loop.
 
 A violation that replaces the answer ends the generation: nothing of the offending window is
 released, and the caller sends the replacement with ``finish_reason="content_filter"``. A
@@ -30,9 +32,12 @@ from appliance.guards.pipeline import OutputRules
 # brackets, followed by whitespace; or at a line break.
 _BOUNDARY = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*\s+|\n")
 _CONTEXT_CHARS = 240
+_CLASSIFY_CONTEXT = 120
 # A forced (mid-sentence) window keeps this much text back: longer than any output rule's
 # phrase, so a phrase is either released whole after its check or not at all.
 KEEP_CHARS = 64
+# A word that may be part of a number or an address continuing in the next word.
+_NUMERIC = re.compile(r"[0-9@]")
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,33 @@ class WindowVerdict:
 
 
 class OutputBuffer:
-    """Text held back until it forms a window (one per response; not thread-safe)."""
+    """Text held back until it forms a window (one per response; not thread-safe).
 
-    def __init__(self, max_tokens: int, clock: Callable[[], float] = time.perf_counter, *,
-                 keep_chars: int = KEEP_CHARS) -> None:
+    Windows are cut:
+
+    - at the last sentence boundary in the held text;
+    - for the first window of an answer, as soon as some whole words can be released (the
+      time to first token is then one word and one check, not one sentence);
+    - when ``max_tokens`` tokens have been held with no sentence end.
+
+    The last two cut at a *safe* word boundary: the released text must not end in a word
+    with digits or an ``@`` (a phone, card or account number, an address, may continue in
+    the next word), nor in the beginning of a phrase an output rule catches
+    (``ends_in_phrase``: "you should take 400" waits for its "mg"). With no safe boundary the
+    text stays held until one comes, a sentence ends, or the answer ends; a run past
+    ``4 * KEEP_CHARS`` characters is cut at whitespace ``keep_chars`` before its end.
+    """
+
+    def __init__(self, max_tokens: int, *, ends_in_phrase: Callable[[str], bool],
+                 clock: Callable[[], float] = time.perf_counter, keep_chars: int = KEEP_CHARS,
+                 early_first: bool = True) -> None:
         self.max_tokens = max(1, max_tokens)
         self.keep_chars = keep_chars
         self._clock = clock
+        self._ends_in_phrase = ends_in_phrase
+        self._early = early_first  # the first window has not been cut yet
         self._held = ""
+        self._released = ""  # the tail of what was cut before (phrases span windows)
         self._tokens = 0
         self._since: float | None = None
 
@@ -71,17 +95,18 @@ class OutputBuffer:
             self._since = self._clock()
         self._held += text
         self._tokens += n_tokens
-        out: list[Window] = []
         ends = [m.end() for m in _BOUNDARY.finditer(self._held)]
         if ends:
-            out.append(self._cut(ends[-1], sentence=True))
-        elif self._tokens >= self.max_tokens and len(self._held) > self.keep_chars:
-            # Keep the last ``keep_chars`` back: a rule phrase that has begun ("you should
-            # take 400 ...") is then still held when its end arrives, not half released.
-            limit = len(self._held) - self.keep_chars
-            space = max(self._held.rfind(" ", 0, limit), self._held.rfind("\n", 0, limit))
-            out.append(self._cut(space + 1 if space > 0 else limit, sentence=False))
-        return out
+            return [self._cut(ends[-1], sentence=True)]
+        if self._early or self._tokens >= self.max_tokens:
+            end = self._safe_end()
+            if end:
+                return [self._cut(end, sentence=False)]
+            if len(self._held) > 4 * self.keep_chars:  # a run with no safe end: bounded
+                limit = len(self._held) - self.keep_chars
+                space = max(self._held.rfind(" ", 0, limit), self._held.rfind("\n", 0, limit))
+                return [self._cut(space + 1 if space > 0 else limit, sentence=False)]
+        return []
 
     def flush(self) -> Window | None:
         """The rest, at the end of the answer (always a sentence end for the classifier)."""
@@ -89,10 +114,26 @@ class OutputBuffer:
             return None
         return self._cut(len(self._held), sentence=True)
 
+    def _safe_end(self) -> int:
+        """The last word boundary the held text may be cut at (0: none)."""
+        held = self._held
+        end = len(held)
+        while True:
+            end = max(held.rfind(" ", 0, end), held.rfind("\n", 0, end))
+            if end <= 0:
+                return 0
+            head = held[:end]
+            word = head.split()[-1] if head.strip() else ""
+            if word and not _NUMERIC.search(word) and not self._ends_in_phrase(
+                    self._released + head):
+                return end + 1
+
     def _cut(self, end: int, *, sentence: bool) -> Window:
         now = self._clock()
         held_s = now - self._since if self._since is not None else 0.0
         window, self._held = self._held[:end], self._held[end:]
+        self._released = (self._released + window)[-_CONTEXT_CHARS:]
+        self._early = False
         # The remainder is a fraction of a window: count it as one token, newly held.
         self._tokens = 1 if self._held else 0
         self._since = now if self._held else None
@@ -110,6 +151,11 @@ class OutputRail:
         self._classify = classify
         self._released = ""
 
+    @property
+    def ends_in_phrase(self) -> Callable[[str], bool]:
+        """For the :class:`OutputBuffer`: where a window must not end."""
+        return self._rules.ends_in_phrase
+
     async def check(self, window: Window) -> WindowVerdict:
         policy = self._rules.policy
         context = self._released[-_CONTEXT_CHARS:]
@@ -117,11 +163,28 @@ class OutputRail:
         if verdict.violated and verdict.replacement is not None:
             return WindowVerdict("", verdict.replacement, verdict.rule, "block")
         text = verdict.redacted if verdict.redacted is not None else window.text
-        if self._classify is not None and window.sentence and text.strip():
-            label = await self._classify(context + text)
+        if self._classify is not None and text.strip():
+            # Every window is classified before release, with the part of its sentence
+            # already released (and the end of the sentence before), so a sentence released
+            # in pieces is judged whole at its last piece.
+            label = await self._classify(_classifier_context(context) + text)
             if label is not None:
                 return WindowVerdict("", policy.refusal, label, "block")
         self._released += text
         if verdict.redacted is not None:
             return WindowVerdict(text, None, verdict.rule, "redact")
         return WindowVerdict(text)
+
+
+def _classifier_context(released: str) -> str:
+    """What the classifier sees before a window: the released part of the current sentence
+    and the sentence before it, at most ``_CLASSIFY_CONTEXT`` characters from a word start.
+    (The encoder's cost grows with its input: a shorter context than the rules' keeps the
+    check of each window cheap.)"""
+    ends = [m.end() for m in _BOUNDARY.finditer(released)]
+    start = ends[-2] if len(ends) >= 2 else 0
+    if len(released) - start > _CLASSIFY_CONTEXT:
+        start = len(released) - _CLASSIFY_CONTEXT
+        space = released.find(" ", start)
+        start = space + 1 if space >= 0 else start
+    return released[start:]

@@ -264,6 +264,24 @@ class OutputRules:
         config: Mapping[str, object] = {**policy.rules_config, "default_rules": False}
         self._rules = RuleSet.from_config(config)
 
+    def ends_in_phrase(self, text: str) -> bool:
+        """Whether ``text`` (normalised as :meth:`check_text` does) ends in the beginning of a
+        phrase an output rule catches once complete: released now, that beginning would
+        leave the rule only the rest of the phrase to see."""
+        norm = normalize_text(text)
+        for rule in self.policy.output.rules:
+            pos = 0
+            while pos <= len(norm):
+                m = rule.partial.search(norm, pos, partial=True)
+                if m is None:
+                    break
+                if m.partial:  # (an empty one at the very end: any phrase could start there)
+                    if m.start() < len(norm):
+                        return True
+                    break
+                pos = max(m.end(), m.start() + 1)  # a whole match: look past it
+        return False
+
     def check_text(self, text: str, *, context: str = "") -> OutputVerdict:
         """Check ``text``; ``context`` (text already released before it) is only read by the
         policy's output rules, so a phrase split across two windows is still caught."""

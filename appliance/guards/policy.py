@@ -56,6 +56,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeGuard
 
+import regex
+
 from appliance.errors import ConfigError
 from appliance.guards.rules import RuleSet
 
@@ -106,6 +108,9 @@ class OutputRule:
     name: str
     pattern: re.Pattern[str]
     replacement: str
+    # The same pattern in the ``regex`` module, for partial matches: whether a streamed text
+    # ends in the beginning of a phrase the rule would catch once it is complete.
+    partial: regex.Pattern[str]
 
 
 @dataclass(frozen=True)
@@ -226,10 +231,11 @@ def _output(raw: object) -> OutputPolicy:
         pattern = _text(row, "pattern", where, "")
         try:
             compiled = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
+            partial = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+        except (re.error, regex.error) as exc:
             raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
         rules.append(OutputRule(_text(row, "name", where, ""), compiled,
-                                _text(row, "replacement", where, "")))
+                                _text(row, "replacement", where, ""), partial))
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ConfigError(f"output.rules: names must be unique, got {names}")

@@ -17,8 +17,12 @@ class Clock:
         return self.now
 
 
+def _never(text: str) -> bool:
+    return False
+
+
 def test_buffer_cuts_at_the_last_sentence_boundary() -> None:
-    buf = OutputBuffer(max_tokens=100)
+    buf = OutputBuffer(max_tokens=100, ends_in_phrase=_never, early_first=False)
     assert buf.push("Hello there") == []
     out = buf.push(". How are you? I am")
     assert [w.text for w in out] == ["Hello there. How are you? "]
@@ -28,8 +32,18 @@ def test_buffer_cuts_at_the_last_sentence_boundary() -> None:
     assert buf.flush() is None
 
 
-def test_buffer_forces_a_window_at_whitespace_after_max_tokens() -> None:
-    buf = OutputBuffer(max_tokens=3, keep_chars=10)
+def test_first_window_is_released_after_the_first_whole_word() -> None:
+    buf = OutputBuffer(max_tokens=100, ends_in_phrase=_never)
+    assert buf.push("Hel") == [] and buf.push("lo") == []  # a word still growing is held
+    (first,) = buf.push(" the")
+    assert (first.text, first.sentence) == ("Hello ", False)
+    assert buf.push("re, how") == []  # later windows wait for a sentence end...
+    (second,) = buf.push(" are you? Fine")
+    assert second.text == "there, how are you? " and second.sentence
+
+
+def test_buffer_forces_a_window_at_a_safe_word_after_max_tokens() -> None:
+    buf = OutputBuffer(max_tokens=3, ends_in_phrase=_never, early_first=False)
     assert buf.push("write to ", 1) == [] and buf.push("john.doe@", 1) == []
     out = buf.push("example", 1)
     assert [w.text for w in out] == ["write to "]  # the address is not split
@@ -38,17 +52,41 @@ def test_buffer_forces_a_window_at_whitespace_after_max_tokens() -> None:
     assert rest is not None and rest.text == "john.doe@example"
 
 
-def test_forced_window_keeps_the_tail_back() -> None:
-    buf = OutputBuffer(max_tokens=1, keep_chars=20)
-    assert buf.push("a b c d e f", 5) == []  # not longer than the kept tail yet
-    (out,) = buf.push(" g h i j k l m n o p", 5)
-    assert len(buf.flush().text) >= 20  # type: ignore[union-attr]
-    assert out.text.endswith(" ")
+@pytest.mark.parametrize("number", ["4111 1111 1111 1111", "+1 555 123 4567",
+                                    "DE89 3704 0044 0532 0130 00"])
+def test_a_number_in_words_is_never_split_between_windows(number: str) -> None:
+    buf = OutputBuffer(max_tokens=1, ends_in_phrase=_never)
+    windows = [w.text for piece in _tokens(f"Your number is {number} and that is all")
+               for w in buf.push(piece, 1)]
+    # Every digit group is in the window holding the whole number, never split across two.
+    holding = [w for w in windows if any(c.isdigit() for c in w)]
+    assert len(holding) == 1 and number in holding[0], windows
+
+
+def test_a_rule_phrase_that_has_begun_is_held_until_it_resolves() -> None:
+    rules = OutputRules(load_policy("clinic"))
+    buf = OutputBuffer(max_tokens=1, ends_in_phrase=rules.ends_in_phrase)
+    released = ""
+    for piece in ["Maybe ", "you ", "should ", "take ", "400 "]:
+        released += "".join(w.text for w in buf.push(piece, 1))
+    assert released == "Maybe "  # "you should take 400" may become a dosing instruction
+    released += "".join(w.text for w in buf.push("years ", 1))
+    # "years" is no dose unit: the phrase can no longer become one, so it all goes.
+    assert released == "Maybe you should take 400 years "
+
+
+def test_a_run_with_no_safe_boundary_is_still_bounded() -> None:
+    buf = OutputBuffer(max_tokens=1, ends_in_phrase=_never, keep_chars=20)
+    digits = " ".join(str(i) for i in range(100, 160))  # every word has digits
+    windows = [w for piece in _tokens(digits) for w in buf.push(piece, 1)]
+    assert windows and all(len(w.text) <= 4 * 20 + 10 for w in windows)
+    rest = buf.flush()
+    assert rest is not None and len(rest.text) >= 20
 
 
 def test_buffer_reports_how_long_text_was_held() -> None:
     clock = Clock()
-    buf = OutputBuffer(max_tokens=100, clock=clock)
+    buf = OutputBuffer(max_tokens=100, ends_in_phrase=_never, clock=clock, early_first=False)
     buf.push("One")
     clock.now = 0.25
     (window,) = buf.push(" two. ")
@@ -62,7 +100,7 @@ def _tokens(text: str) -> list[str]:
 
 async def _run(rail: OutputRail, text: str, max_tokens: int = 8) -> tuple[str, str | None]:
     """Feed a scripted generation through buffer + rail; (released text, replacement)."""
-    buf = OutputBuffer(max_tokens)
+    buf = OutputBuffer(max_tokens, ends_in_phrase=rail.ends_in_phrase)
     released = []
     for piece in _tokens(text):
         for window in buf.push(piece, 1):
@@ -129,7 +167,8 @@ async def test_secret_in_the_output_blocks() -> None:
     assert "AKIA" not in released
 
 
-async def test_classifier_runs_at_sentence_boundaries_and_blocks() -> None:
+@pytest.mark.parametrize("max_tokens", [2, 100])
+async def test_every_window_is_classified_before_release(max_tokens: int) -> None:
     seen: list[str] = []
 
     async def classify(text: str) -> str | None:
@@ -138,8 +177,13 @@ async def test_classifier_runs_at_sentence_boundaries_and_blocks() -> None:
 
     policy = load_policy("default")
     rail = OutputRail(OutputRules(policy), classify=classify)
-    released, replacement = await _run(rail, "Fine. Here is how to hurt someone badly. End.",
-                                       max_tokens=100)
+    text = "Fine, thanks for asking. Here is how to hurt someone badly. End."
+    released, replacement = await _run(rail, text, max_tokens=max_tokens)
     assert replacement == policy.refusal
-    assert released == "Fine. "
-    assert all(t.endswith(" ") for t in seen)  # only whole sentences were classified
+    assert "hurt" not in released  # the window that turned unsafe: nothing of it
+    assert released.startswith("Fine, thanks for asking. ")
+    if max_tokens == 100:  # sentence windows (after the first): the sentence is withheld
+        assert released == "Fine, thanks for asking. "
+    # Every piece released was classified first.
+    assert all(any(piece in t for t in seen) for piece in released.split())
+    assert len(seen) >= 2
