@@ -77,9 +77,11 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1024),
     Setting("queue_depth", int, 64, "Requests that may wait for a decoding slot; beyond "
             "this, new requests get 503 with Retry-After.", minimum=0),
-    Setting("queue_timeout_s", float, 30.0, "Longest a request waits for a decoding slot "
+    Setting("queue_timeout_s", float, 120.0, "Longest a request waits for a decoding slot "
             "(seconds) before a 503; requests whose estimated wait is longer are refused at "
-            "once.", minimum=0.001, flag_name="--queue-timeout"),
+            "once. The default lets a full queue (queue_depth) drain on a small CPU box "
+            "(about one 64-token answer per second on 2 cores) without refusals.",
+            minimum=0.001, flag_name="--queue-timeout"),
     Setting("drain_timeout", float, 30.0, "On SIGTERM/SIGINT: seconds in-flight requests "
             "may take to finish while new ones get 503, before the server stops.", minimum=0),
     Setting("key_cache_ttl", float, 5.0, "Seconds an API-key lookup is cached in memory. "
@@ -95,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
             "before a window is checked and released when no sentence ends.", minimum=1),
     Setting("guard_threads", int, 1, "CPU threads of the guard encoder (ONNX Runtime).",
             minimum=1),
+    Setting("cpu_turns", bool, True, "The engine and the sentence encoder (guards, cache, "
+            "memory, embeddings) take turns on the CPU instead of running at once: on a few "
+            "cores, running both at once slows both far more than either costs. Turn off "
+            "when the engine runs on a GPU."),
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
@@ -175,6 +181,7 @@ class Settings:
     guard_policy: str
     guard_holdback_tokens: int
     guard_threads: int
+    cpu_turns: bool
     seed: int
     log_level: str
     # -- observability (issue 6) --

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.cpu_turns import CpuTurns, side
 from appliance.errors import ModelError
 from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
 from appliance.resources import fix_hint, locate_part
@@ -112,7 +113,8 @@ class Encoder:
 
     def __init__(self, model: Path, tokenizer: Path, *, max_length: int = 256,
                  dim: int = EMBED_DIM, threads: int = 1, batch_size: int = 32,
-                 window: int = 64, window_stride: int = 16) -> None:
+                 window: int = 64, window_stride: int = 16,
+                 turns: CpuTurns | None = None) -> None:
         from tokenizers import Tokenizer
 
         try:
@@ -132,16 +134,17 @@ class Encoder:
         self.dim = dim
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        self._turns = turns
 
     @classmethod
     def from_manifest(cls, manifest: Path = GUARDS_MANIFEST, *, threads: int = 1,
-                      batch_size: int = 32) -> Encoder:
+                      batch_size: int = 32, turns: CpuTurns | None = None) -> Encoder:
         """The pinned default encoder; :class:`ModelError` if a file is missing or altered."""
         spec = load_encoder_spec(manifest)
         model = locate_pinned(spec.model, f"encoder {spec.id!r} model")
         tokenizer = locate_pinned(spec.tokenizer, f"encoder {spec.id!r} tokenizer")
         return cls(model, tokenizer, max_length=spec.max_length, dim=spec.dim,
-                   threads=threads, batch_size=batch_size)
+                   threads=threads, batch_size=batch_size, turns=turns)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """``(len(texts), dim)`` float32, each row of unit length; read-only."""
@@ -194,7 +197,8 @@ class Encoder:
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        hidden = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+        with side(self._turns):
+            hidden = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.cpu_turns import CpuTurns
 from appliance.engine.detok import StopMatcher, Utf8Stream
 from appliance.engine.native import (
     Batch,
@@ -68,6 +69,8 @@ class EngineStats:
     decoded_tokens: int = 0
     generated_tokens: int = 0
     reused_tokens: int = 0
+    admitted: int = 0  # sequences given a slot
+    parked: int = 0  # slot caches saved into an idle slot before being overwritten
     kv_cells_used: int = 0
     kv_cells_total: int = 0
     last_batch_size: int = 0
@@ -106,8 +109,9 @@ class _Seq:
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig) -> None:
+    def __init__(self, cfg: EngineConfig, *, turns: CpuTurns | None = None) -> None:
         self.cfg = cfg
+        self._turns = turns  # CPU turn-taking with the encoder (None: none)
         self.stats = EngineStats()
         self.state = "starting"  # starting | loading | ready | failed | stopped
         self.error: str | None = None
@@ -270,6 +274,13 @@ class Engine:
                 break
             waiting.popleft()
             slot, keep = placement.slot, placement.keep
+            park = placement.park_to
+            if park is not None:
+                # Save the slot's cache in an idle one before it is overwritten (the
+                # copies are applied in order at the next decode).
+                ctx.seq_cp(slot.seq_id, park.seq_id, -1, -1)
+                park.tokens, park.used = list(slot.tokens), slot.used
+                self.stats.parked += 1
             if placement.copy_from is not None:
                 # Each sequence has its own KV stream: the donor's stream is copied
                 # whole (a memcpy at the next decode, far cheaper than re-decoding the
@@ -280,6 +291,8 @@ class Engine:
                 keep = 0
             slot.tokens = list(stream.request.prompt_tokens[:keep])
             slot.busy = True
+            self.stats.admitted += 1
+            slot.used = self.stats.admitted
             seed = self._seed(stream.request)
             seq = _Seq(stream, slot, SamplerChain(model, stream.request.sampling, seed), keep)
             seq.t_submit = t_submit
@@ -321,8 +334,9 @@ class Engine:
             return True
 
         # 5. Decode once for everybody.
-        t_decode = time.monotonic()
-        rc = ctx.decode(batch)
+        with self._turns.engine() if self._turns is not None else contextlib.nullcontext():
+            t_decode = time.monotonic()
+            rc = ctx.decode(batch)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("step %d: %d tokens, %d sequences, %d sampled, decode %.1f ms",
                       step, batch.n, len(running), len(rows),

@@ -19,6 +19,7 @@ from appliance.admission.keys import KeyStore
 from appliance.admission.limiter import RateLimiter
 from appliance.admission.queue import AdmissionQueue
 from appliance.config import Settings
+from appliance.cpu_turns import CpuTurns
 from appliance.embed import Encoder
 from appliance.engine.engine import Engine, EngineConfig
 from appliance.engine.models import ModelStore
@@ -119,7 +120,10 @@ def make_app(settings: Settings) -> web.Application:
     if settings.guards:
         load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
     # The shared sentence encoder (pinned, verified): guards, cache, memory, embeddings.
-    encoder = Encoder.from_manifest(threads=settings.guard_threads)
+    # CPU turn-taking between the engine and the encoder (see cpu_turns.py); with every
+    # layer on a GPU the engine leaves the CPU to the encoder and needs none.
+    turns = CpuTurns() if settings.cpu_turns and settings.n_gpu_layers == 0 else None
+    encoder = Encoder.from_manifest(threads=settings.guard_threads, turns=turns)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     try:
@@ -132,7 +136,7 @@ def make_app(settings: Settings) -> web.Application:
         batch_size=settings.batch_size, n_threads=settings.n_threads,
         n_gpu_layers=settings.n_gpu_layers, prefix_reuse_min=settings.prefix_reuse_min,
         default_seed=settings.seed,
-    ))
+    ), turns=turns)
     service = GenerationService(engine, gate, served, store.specs,
                                 ctx_size=settings.ctx_size,
                                 template_fallback=settings.chat_template_fallback,

@@ -1,0 +1,92 @@
+"""CPU turn-taking: encoder work starts at once; the engine's next step waits for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from appliance.cpu_turns import CpuTurns
+
+
+def test_side_work_never_waits_even_during_a_step() -> None:
+    turns = CpuTurns()
+    in_step = threading.Event()
+    release = threading.Event()
+
+    def engine() -> None:
+        with turns.engine():
+            in_step.set()
+            release.wait(5)
+
+    t = threading.Thread(target=engine)
+    t.start()
+    in_step.wait(5)
+    start = time.perf_counter()
+    with turns.side():
+        pass
+    assert time.perf_counter() - start < 0.05  # the step in progress did not hold it up
+    release.set()
+    t.join(5)
+
+
+def test_the_engine_waits_for_side_work_before_its_next_step() -> None:
+    turns = CpuTurns()
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def side() -> None:
+        with turns.side():
+            inside.set()
+            release.wait(5)
+            order.append("side-done")
+
+    s = threading.Thread(target=side)
+    s.start()
+    inside.wait(5)
+
+    def engine() -> None:
+        with turns.engine():
+            order.append("step")
+
+    e = threading.Thread(target=engine)
+    e.start()
+    time.sleep(0.05)
+    assert order == []  # the step waits while encoder work runs
+    release.set()
+    s.join(5)
+    e.join(5)
+    assert order == ["side-done", "step"]
+    assert turns.engine_wait_s >= 0.04
+
+
+def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
+    turns = CpuTurns()
+    steps = 0
+    sides = 0
+    stop = threading.Event()
+
+    def engine() -> None:
+        nonlocal steps
+        while not stop.is_set():
+            with turns.engine():
+                time.sleep(0.002)
+            steps += 1
+
+    def side() -> None:
+        nonlocal sides
+        while not stop.is_set():
+            with turns.side():
+                time.sleep(0.001)
+            sides += 1
+            time.sleep(0.003)
+
+    threads = [threading.Thread(target=engine), threading.Thread(target=side),
+               threading.Thread(target=side)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert steps >= 20 and sides >= 20, (steps, sides)
