@@ -109,7 +109,7 @@ class OutputBuffer:
         return []
 
     def flush(self) -> Window | None:
-        """The rest, at the end of the answer (always a sentence end for the classifier)."""
+        """The rest, at the end of the answer (it counts as a sentence end)."""
         if not self._held:
             return None
         return self._cut(len(self._held), sentence=True)
