@@ -120,8 +120,8 @@ def make_app(settings: Settings) -> web.Application:
     if settings.guards:
         load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
     # The shared sentence encoder (pinned, verified): guards, cache, memory, embeddings.
-    # CPU turn-taking between the engine and the encoder (see cpu_turns.py); with every
-    # layer on a GPU the engine leaves the CPU to the encoder and needs none.
+    # CPU turn-taking between the engine and the encoder (see cpu_turns.py); with layers
+    # offloaded to a GPU the engine's decode leaves the CPU to the encoder: no turns.
     turns = CpuTurns() if settings.cpu_turns and settings.n_gpu_layers == 0 else None
     encoder = Encoder.from_manifest(threads=settings.guard_threads, turns=turns)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

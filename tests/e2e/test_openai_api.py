@@ -150,3 +150,24 @@ def test_prefix_reuse_reports_cached_tokens(client: openai.OpenAI) -> None:
     assert details is not None and details.cached_tokens is not None
     assert details.cached_tokens >= 100  # the shared system prompt was not decoded again
     assert details.cached_tokens < usages[1].prompt_tokens
+
+
+def test_a_prompt_that_comes_back_finds_its_parked_cache(client: openai.OpenAI) -> None:
+    """One request at a time: A, then B (overwrites A's slot, which is first parked in an
+    idle one), then A again. A's whole prompt is reused from the parked copy, and the
+    answer is the same as the first time (the copied KV cells are A's, intact)."""
+    a = [{"role": "user", "content": "Tell me about the history of lighthouses on rocky "
+          "northern coasts, the keepers who lived in them and the lamps they tended."}]
+    b = [{"role": "user", "content": "Write a recipe for a simple vegetable soup with "
+          "carrots, leeks, potatoes and a little thyme, for four people."}]
+    runs = []
+    for messages in (a, b, a):
+        r = client.chat.completions.create(model="default", messages=messages,  # type: ignore[arg-type]
+                                           max_tokens=24, temperature=0)
+        assert r.usage is not None and r.usage.prompt_tokens_details is not None
+        runs.append((r.choices[0].message.content, r.usage.prompt_tokens,
+                     r.usage.prompt_tokens_details.cached_tokens or 0))
+    (text_a, prompt_a, _), (_, _, cached_b), (text_a2, _, cached_a2) = runs
+    assert cached_b < prompt_a - 10  # B shares only the chat template with A
+    assert cached_a2 == prompt_a - 1  # all of A but the last token, decoded for its logits
+    assert text_a2 == text_a
