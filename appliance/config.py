@@ -99,8 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1),
     Setting("cpu_turns", bool, True, "The engine and the sentence encoder (guards, cache, "
             "memory, embeddings) take turns on the CPU instead of running at once: on a few "
-            "cores, running both at once slows both far more than either costs. Turn off "
-            "when the engine runs on a GPU."),
+            "cores, running both at once slows both far more than either costs. Off by itself "
+            "when layers are offloaded to a GPU (n_gpu_layers != 0)."),
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),

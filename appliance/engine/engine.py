@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.cpu_turns import CpuTurns
+from appliance.cpu_turns import CpuTurns, engine_turn
 from appliance.engine.detok import StopMatcher, Utf8Stream
 from appliance.engine.native import (
     Batch,
@@ -69,8 +69,7 @@ class EngineStats:
     decoded_tokens: int = 0
     generated_tokens: int = 0
     reused_tokens: int = 0
-    admitted: int = 0  # sequences given a slot
-    parked: int = 0  # slot caches saved into an idle slot before being overwritten
+    admitted: int = 0  # sequences given a slot (also the clock of Slot.used)
     kv_cells_used: int = 0
     kv_cells_total: int = 0
     last_batch_size: int = 0
@@ -280,7 +279,6 @@ class Engine:
                 # copies are applied in order at the next decode).
                 ctx.seq_cp(slot.seq_id, park.seq_id, -1, -1)
                 park.tokens, park.used = list(slot.tokens), slot.used
-                self.stats.parked += 1
             if placement.copy_from is not None:
                 # Each sequence has its own KV stream: the donor's stream is copied
                 # whole (a memcpy at the next decode, far cheaper than re-decoding the
@@ -334,7 +332,7 @@ class Engine:
             return True
 
         # 5. Decode once for everybody.
-        with self._turns.engine() if self._turns is not None else contextlib.nullcontext():
+        with engine_turn(self._turns):
             t_decode = time.monotonic()
             rc = ctx.decode(batch)
         if log.isEnabledFor(logging.DEBUG):

@@ -70,7 +70,8 @@ class OutputBuffer:
     The last two cut at a *safe* word boundary: the released text must not end in a word
     with digits or an ``@`` (a phone, card or account number, an address, may continue in
     the next word), nor in the beginning of a phrase an output rule catches
-    (``ends_in_phrase``: "you should take 400" waits for its "mg"). With no safe boundary the
+    (``ends_in_phrase``, given the held text up to a cut; the caller reads it after what was
+    released: "you should take 400" waits for its "mg"). With no safe boundary the
     text stays held until one comes, a sentence ends, or the answer ends; a run past
     ``4 * KEEP_CHARS`` characters is cut at whitespace ``keep_chars`` before its end.
     """
@@ -84,7 +85,6 @@ class OutputBuffer:
         self._ends_in_phrase = ends_in_phrase
         self._early = early_first  # the first window has not been cut yet
         self._held = ""
-        self._released = ""  # the tail of what was cut before (phrases span windows)
         self._tokens = 0
         self._since: float | None = None
 
@@ -124,15 +124,13 @@ class OutputBuffer:
                 return 0
             head = held[:end]
             word = head.split()[-1] if head.strip() else ""
-            if word and not _NUMERIC.search(word) and not self._ends_in_phrase(
-                    self._released + head):
+            if word and not _NUMERIC.search(word) and not self._ends_in_phrase(head):
                 return end + 1
 
     def _cut(self, end: int, *, sentence: bool) -> Window:
         now = self._clock()
         held_s = now - self._since if self._since is not None else 0.0
         window, self._held = self._held[:end], self._held[end:]
-        self._released = (self._released + window)[-_CONTEXT_CHARS:]
         self._early = False
         # The remainder is a fraction of a window: count it as one token, newly held.
         self._tokens = 1 if self._held else 0
@@ -151,10 +149,10 @@ class OutputRail:
         self._classify = classify
         self._released = ""
 
-    @property
-    def ends_in_phrase(self) -> Callable[[str], bool]:
-        """For the :class:`OutputBuffer`: where a window must not end."""
-        return self._rules.ends_in_phrase
+    def ends_in_phrase(self, held: str) -> bool:
+        """For the :class:`OutputBuffer`: whether held text, read after what this rail has
+        released, ends in the beginning of an output rule's phrase (no window may end there)."""
+        return self._rules.ends_in_phrase(self._released[-_CONTEXT_CHARS:] + held)
 
     async def check(self, window: Window) -> WindowVerdict:
         policy = self._rules.policy

@@ -4,46 +4,44 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from appliance.cpu_turns import CpuTurns
 
 
-def test_side_work_never_waits_even_during_a_step() -> None:
-    turns = CpuTurns()
-    in_step = threading.Event()
+def _held(turn: Callable[[], AbstractContextManager[None]]
+          ) -> tuple[threading.Event, threading.Thread]:
+    """A thread inside ``turn()`` until the returned event is set (it is inside on return)."""
+    inside = threading.Event()
     release = threading.Event()
 
-    def engine() -> None:
-        with turns.engine():
-            in_step.set()
+    def hold() -> None:
+        with turn():
+            inside.set()
             release.wait(5)
 
-    t = threading.Thread(target=engine)
-    t.start()
-    in_step.wait(5)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(5)
+    return release, thread
+
+
+def test_side_work_never_waits_even_during_a_step() -> None:
+    turns = CpuTurns()
+    release, step = _held(turns.engine)
     start = time.perf_counter()
     with turns.side():
         pass
     assert time.perf_counter() - start < 0.05  # the step in progress did not hold it up
     release.set()
-    t.join(5)
+    step.join(5)
 
 
 def test_the_engine_waits_for_side_work_before_its_next_step() -> None:
     turns = CpuTurns()
     order: list[str] = []
-    inside = threading.Event()
-    release = threading.Event()
-
-    def side() -> None:
-        with turns.side():
-            inside.set()
-            release.wait(5)
-            order.append("side-done")
-
-    s = threading.Thread(target=side)
-    s.start()
-    inside.wait(5)
+    release, side = _held(turns.side)
 
     def engine() -> None:
         with turns.engine():
@@ -53,8 +51,9 @@ def test_the_engine_waits_for_side_work_before_its_next_step() -> None:
     e.start()
     time.sleep(0.05)
     assert order == []  # the step waits while encoder work runs
+    order.append("side-done")
     release.set()
-    s.join(5)
+    side.join(5)
     e.join(5)
     assert order == ["side-done", "step"]
     assert turns.engine_wait_s >= 0.04
