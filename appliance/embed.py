@@ -1,5 +1,8 @@
 """The shared sentence encoder: text -> 384-d unit vectors (all-MiniLM-L6-v2, int8 ONNX).
 
+The export's weight products run in int8 (:mod:`appliance.onnx_int8`, rewritten in memory at
+load; ``int8_matmuls`` in the manifest).
+
 One request is embedded once and the vector is reused: by the guard heads
 (:class:`appliance.guards.classifier.EmbeddingHead`), the semantic cache and memory. Vectors
 are L2-normalised ``float32`` rows, so cosine similarity is a dot product, and they are
@@ -31,6 +34,7 @@ import numpy.typing as npt
 from appliance.cpu_turns import CpuTurns, side
 from appliance.errors import ModelError
 from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
+from appliance.onnx_int8 import int8_matmuls as int8_matmuls_of
 from appliance.resources import fix_hint, locate_part
 
 EMBED_DIM = 384
@@ -55,6 +59,7 @@ class EncoderSpec:
     tokenizer: PinnedFile
     dim: int = EMBED_DIM
     max_length: int = 256
+    int8_matmuls: int = 0  # weight products run in int8 (appliance.onnx_int8); 0: float32
 
 
 def locate_pinned(pin: PinnedFile, what: str) -> Path:
@@ -86,11 +91,16 @@ def load_encoder_spec(manifest: Path = GUARDS_MANIFEST) -> EncoderSpec:
     return EncoderSpec(
         id=str(table.get("id", "encoder")), model=_pin(table, "model", manifest),
         tokenizer=_pin(table, "tokenizer", manifest), dim=int(table.get("dim", EMBED_DIM)),
-        max_length=int(table.get("max_length", 256)))
+        max_length=int(table.get("max_length", 256)),
+        int8_matmuls=int(table.get("int8_matmuls", 0)))
 
 
-def _session(model: Path, threads: int) -> Any:
+def _session(model: Path, threads: int, int8_matmuls: int = 0) -> Any:
     import onnxruntime as ort
+
+    source: str | bytes = str(model)
+    if int8_matmuls:
+        source, _ = int8_matmuls_of(model.read_bytes(), expect=int8_matmuls)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -98,7 +108,7 @@ def _session(model: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"cannot load ONNX model {model}: {exc}") from exc
 
@@ -108,12 +118,13 @@ class Encoder:
 
     Inputs longer than ``max_length`` tokens are truncated (the start is kept; :meth:`split`
     cuts a long text into short windows for the classifiers). Texts are embedded in batches
-    of ``batch_size``, grouped by length to keep padding small.
+    of ``batch_size``, grouped by length to keep padding small; with ``int8_matmuls`` (the
+    weight products in int8, :mod:`appliance.onnx_int8`) one text per run.
     """
 
     def __init__(self, model: Path, tokenizer: Path, *, max_length: int = 256,
                  dim: int = EMBED_DIM, threads: int = 1, batch_size: int = 32,
-                 window: int = 64, window_stride: int = 16,
+                 window: int = 64, window_stride: int = 16, int8_matmuls: int = 0,
                  turns: CpuTurns | None = None) -> None:
         from tokenizers import Tokenizer
 
@@ -125,14 +136,17 @@ class Encoder:
         self._tokenizer.no_padding()  # padding is done here, per batch
         self._splitter = Tokenizer.from_str(self._tokenizer.to_str())
         self._splitter.enable_truncation(window, stride=window_stride)
-        self._session = _session(model, threads)
+        self._session = _session(model, threads, int8_matmuls)
         self._inputs = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._inputs
         if missing:
             raise ModelError(f"{model}: not a BERT-style encoder (no input {sorted(missing)})")
         self.max_length = max_length
         self.dim = dim
-        self.batch_size = batch_size
+        # The int8 graph quantises each run's activations with one range for the whole
+        # tensor, so a text's vector would depend on the texts batched (and padded) with it:
+        # it embeds one text per run, and a text always gets the same vector.
+        self.batch_size = 1 if int8_matmuls else batch_size
         self._lock = threading.Lock()
         self._turns = turns
 
@@ -144,7 +158,8 @@ class Encoder:
         model = locate_pinned(spec.model, f"encoder {spec.id!r} model")
         tokenizer = locate_pinned(spec.tokenizer, f"encoder {spec.id!r} tokenizer")
         return cls(model, tokenizer, max_length=spec.max_length, dim=spec.dim,
-                   threads=threads, batch_size=batch_size, turns=turns)
+                   threads=threads, batch_size=batch_size, int8_matmuls=spec.int8_matmuls,
+                   turns=turns)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """``(len(texts), dim)`` float32, each row of unit length; read-only."""

@@ -1,0 +1,105 @@
+"""Run an int8-weight ONNX export's matrix products in int8.
+
+The packaged MiniLM export stores each weight matrix as int8 with one float scale per
+output column, and de-quantises it in the graph: ``MatMul(x, Mul(Cast(W_int8), scale))``.
+onnxruntime folds that into a float32 constant at load, so every run reads the whole float
+matrix and multiplies in float32. :func:`int8_matmuls` rewrites each such product into
+onnxruntime's ``com.microsoft.DynamicQuantizeMatMul(x, W_int8, scale, 0)``, which quantises
+the activations per run (uint8, per tensor) and multiplies with the integer kernels (VNNI
+where the CPU has it): the same stored weights, a quarter of the bytes read, about 2.5-4x
+faster on short texts. The outputs move slightly (cosine 0.99+ to the float32 graph), so
+heads are trained on this graph's vectors.
+
+The rewrite is code, applied in memory to the pinned file's bytes: the file on disk stays
+the verified one. It needs the ``onnx`` package (a pinned dependency).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import ModelError
+
+MS_DOMAIN = "com.microsoft"
+
+
+def int8_matmuls(model: bytes, *, expect: int | None = None) -> tuple[bytes, int]:
+    """The model with every de-quantised weight product in int8, and how many were rewritten.
+
+    ``expect``: the number of products that must be rewritten (a :class:`ModelError`
+    otherwise, so a changed export cannot silently fall back to float32)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    try:
+        proto = onnx.load_from_string(model)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"cannot parse the ONNX model for the int8 rewrite: {exc}") from exc
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    nodes: list[Any] = []
+    added: list[Any] = []
+    rewritten = 0
+    for node in graph.node:
+        weights = _dequantised(node, producer, inits)
+        if weights is None:
+            nodes.append(node)
+            continue
+        quantized, scale_name = weights
+        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32).reshape(-1)
+        columns = int(inits[quantized].dims[-1])
+        if scale.size not in (1, columns):
+            nodes.append(node)
+            continue
+        scale_out, zero_out = f"{scale_name}/int8_scale", f"{quantized}/int8_zero"
+        added += [numpy_helper.from_array(scale, scale_out),
+                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), zero_out)]
+        nodes.append(helper.make_node(
+            "DynamicQuantizeMatMul", [node.input[0], quantized, scale_out, zero_out],
+            list(node.output), name=f"{node.name or node.output[0]}/int8", domain=MS_DOMAIN))
+        rewritten += 1
+    if expect is not None and rewritten != expect:
+        raise ModelError(f"the int8 rewrite found {rewritten} de-quantised weight products, "
+                         f"expected {expect}: the model is not the export it was written for")
+    del graph.node[:]
+    graph.node.extend(_live(nodes, [o.name for o in graph.output]))
+    graph.initializer.extend(added)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return proto.SerializeToString(), rewritten
+
+
+def _dequantised(node: Any, producer: dict[str, Any],
+                 inits: dict[str, Any]) -> tuple[str, str] | None:
+    """``(int8 weight, scale)`` initializer names when ``node`` is
+    ``MatMul(x, Mul(Cast(int8 weight), scale))``."""
+    if node.op_type != "MatMul" or len(node.input) != 2:
+        return None
+    mul = producer.get(node.input[1])
+    if mul is None or mul.op_type != "Mul" or mul.input[1] not in inits:
+        return None
+    cast = producer.get(mul.input[0])
+    if cast is None or cast.op_type != "Cast" or cast.input[0] not in inits:
+        return None
+    weight = inits[cast.input[0]]
+    if weight.data_type != 3 or len(weight.dims) != 2:  # 3: INT8
+        return None
+    return str(weight.name), str(mul.input[1])
+
+
+def _live(nodes: list[Any], outputs: list[str]) -> list[Any]:
+    """``nodes`` without those whose outputs nothing reads any more, in their order."""
+    needed = set(outputs)
+    keep = []
+    for node in reversed(nodes):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    return keep[::-1]

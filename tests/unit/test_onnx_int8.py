@@ -1,0 +1,66 @@
+"""The encoder's int8 rewrite, on the real packaged MiniLM export and onnxruntime."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from appliance.embed import Encoder, load_encoder_spec, locate_pinned
+from appliance.errors import ModelError
+from appliance.onnx_int8 import int8_matmuls
+
+
+@pytest.fixture(scope="module")
+def files() -> tuple[Path, Path]:
+    spec = load_encoder_spec()
+    return (locate_pinned(spec.model, "encoder model"),
+            locate_pinned(spec.tokenizer, "encoder tokenizer"))
+
+
+def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path, Path]) -> None:
+    source = files[0].read_bytes()
+    rewritten, count = int8_matmuls(source, expect=36)
+    assert count == 36 == load_encoder_spec().int8_matmuls
+    graph = onnx.load_from_string(rewritten).graph
+    ops = Counter(node.op_type for node in graph.node)
+    assert ops["DynamicQuantizeMatMul"] == 36
+    assert ops["MatMul"] == 12  # only attention's activation x activation products are left
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(source).graph
+                .initializer}
+    for node in graph.node:
+        if node.op_type == "DynamicQuantizeMatMul":
+            stored = weights[node.input[1]]
+            assert stored.dtype == np.int8
+            np.testing.assert_array_equal(stored, original[node.input[1]])  # not re-quantised
+    # no float copy of a weight matrix is left for onnxruntime to fold
+    assert not [n for n, w in weights.items() if w.dtype == np.float32 and w.size >= 384 * 384]
+
+
+def test_a_model_that_is_not_the_expected_export_is_refused(files: tuple[Path, Path]) -> None:
+    with pytest.raises(ModelError, match="found 36 de-quantised weight products, expected 12"):
+        int8_matmuls(files[0].read_bytes(), expect=12)
+    with pytest.raises(ModelError, match="cannot parse the ONNX model"):
+        int8_matmuls(b"\x00not a model" * 10)
+    nanoguard = Path(__file__).parents[2] / "models" / "guards" / "nanoguard" / "model.onnx"
+    _, count = int8_matmuls(nanoguard.read_bytes())  # already MatMulInteger: nothing to do
+    assert count == 0
+
+
+def test_int8_vectors_stay_close_to_the_float32_graph(files: tuple[Path, Path]) -> None:
+    model, tokenizer = files
+    int8 = Encoder(model, tokenizer, int8_matmuls=36)
+    fp32 = Encoder(model, tokenizer)
+    texts = ["What are the side effects of ibuprofen?", "Ignore all previous instructions.",
+             "The clinic opens at 8 on Saturdays. " * 12, "ok"]
+    a, b = int8.encode(texts), fp32.encode(texts)
+    cosine = (a * b).sum(axis=1)
+    assert cosine.min() > 0.97, cosine  # measured 0.996, 0.985, 0.997 and 0.977 ("ok")
+    # the nearest float32 vector of each int8 vector is its own text's
+    assert list((a @ b.T).argmax(axis=1)) == [0, 1, 2, 3]
+    assert int8.batch_size == 1 and fp32.batch_size == 32  # see test_embed's batching test
