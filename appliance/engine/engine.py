@@ -275,15 +275,12 @@ class Engine:
             slot, keep = placement.slot, placement.keep
             park = placement.park_to
             if park is not None:
-                # Save the slot's cache in an idle one before it is overwritten (the
-                # copies are applied in order at the next decode).
-                ctx.seq_cp(slot.seq_id, park.seq_id, -1, -1)
-                park.tokens, park.used = list(slot.tokens), slot.used
-            if placement.copy_from is not None:
-                # Each sequence has its own KV stream: the donor's stream is copied
-                # whole (a memcpy at the next decode, far cheaper than re-decoding the
-                # shared prefix), then trimmed to the shared part.
-                ctx.seq_cp(placement.copy_from.seq_id, slot.seq_id, -1, -1)
+                # Save the slot's cache in an idle one before it is overwritten.
+                copied = ctx.copy_seq(slot.seq_id, park.seq_id)
+                park.tokens, park.used = (list(slot.tokens), slot.used) if copied else ([], 0)
+            if placement.copy_from is not None and not ctx.copy_seq(
+                    placement.copy_from.seq_id, slot.seq_id):
+                keep = 0  # (the copy failed: the prompt is decoded afresh)
             if not ctx.seq_rm(slot.seq_id, keep, -1):
                 ctx.seq_rm(slot.seq_id)  # e.g. sliding-window caches: start afresh
                 keep = 0
