@@ -34,7 +34,7 @@ import numpy.typing as npt
 from appliance.cpu_turns import CpuTurns, side
 from appliance.errors import ModelError
 from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
-from appliance.onnx_int8 import int8_matmuls as int8_matmuls_of
+from appliance.onnx_int8 import int8_rewrite
 from appliance.resources import fix_hint, locate_part
 
 EMBED_DIM = 384
@@ -100,7 +100,7 @@ def _session(model: Path, threads: int, int8_matmuls: int = 0) -> Any:
 
     source: str | bytes = str(model)
     if int8_matmuls:
-        source, _ = int8_matmuls_of(model.read_bytes(), expect=int8_matmuls)
+        source, _ = int8_rewrite(model.read_bytes(), expect=int8_matmuls)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from appliance.embed import Encoder, load_encoder_spec, locate_pinned
 from appliance.errors import ModelError
-from appliance.onnx_int8 import int8_matmuls
+from appliance.onnx_int8 import int8_rewrite
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def files() -> tuple[Path, Path]:
 
 def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path, Path]) -> None:
     source = files[0].read_bytes()
-    rewritten, count = int8_matmuls(source, expect=36)
+    rewritten, count = int8_rewrite(source, expect=36)
     assert count == 36 == load_encoder_spec().int8_matmuls
     graph = onnx.load_from_string(rewritten).graph
     ops = Counter(node.op_type for node in graph.node)
@@ -44,11 +44,11 @@ def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path,
 
 def test_a_model_that_is_not_the_expected_export_is_refused(files: tuple[Path, Path]) -> None:
     with pytest.raises(ModelError, match="found 36 de-quantised weight products, expected 12"):
-        int8_matmuls(files[0].read_bytes(), expect=12)
+        int8_rewrite(files[0].read_bytes(), expect=12)
     with pytest.raises(ModelError, match="cannot parse the ONNX model"):
-        int8_matmuls(b"\x00not a model" * 10)
+        int8_rewrite(b"\x00not a model" * 10)
     nanoguard = Path(__file__).parents[2] / "models" / "guards" / "nanoguard" / "model.onnx"
-    _, count = int8_matmuls(nanoguard.read_bytes())  # already MatMulInteger: nothing to do
+    _, count = int8_rewrite(nanoguard.read_bytes())  # already MatMulInteger: nothing to do
     assert count == 0
 
 
@@ -64,3 +64,33 @@ def test_int8_vectors_stay_close_to_the_float32_graph(files: tuple[Path, Path]) 
     # the nearest float32 vector of each int8 vector is its own text's
     assert list((a @ b.T).argmax(axis=1)) == [0, 1, 2, 3]
     assert int8.batch_size == 1 and fp32.batch_size == 32  # see test_embed's batching test
+
+
+def test_a_weight_read_by_two_products_is_rewritten_once_and_runs() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, size=(8, 4), dtype=np.int8)
+    scale = np.full((1, 4), 0.01, dtype=np.float32)
+    nodes = [helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["wf", "s"], ["wd"]),
+             helper.make_node("MatMul", ["x", "wd"], ["y1"]),
+             helper.make_node("MatMul", ["x2", "wd"], ["y2"])]
+    graph = helper.make_graph(
+        nodes, "shared",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 8]) for n in ("x", "x2")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("y1", "y2")],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(scale, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # as the packaged export (this onnxruntime reads up to 13)
+    rewritten, count = int8_rewrite(model.SerializeToString(), expect=2)
+    assert count == 2
+    names = [t.name for t in onnx.load_from_string(rewritten).graph.initializer]
+    assert len(names) == len(set(names)) == 3  # w, one scale, one zero point
+    x = rng.normal(size=(2, 8)).astype(np.float32)
+    session = ort.InferenceSession(rewritten, providers=["CPUExecutionProvider"])
+    y1, y2 = session.run(None, {"x": x, "x2": -x})
+    exact = x @ (w.astype(np.float32) * scale)
+    np.testing.assert_allclose(y1, exact, atol=0.05)
+    np.testing.assert_allclose(y2, -exact, atol=0.05)
