@@ -41,6 +41,7 @@ class Setting:
     flag: bool = True  # exposed as a `serve` flag
     minimum: float | None = None
     flag_name: str = ""  # default: --name-with-dashes
+    choices: tuple[str, ...] = ()  # the allowed values of a str setting
 
     @property
     def option(self) -> str:
@@ -66,6 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
             "(decode tokens of running sequences plus prefill chunks).", minimum=16),
     Setting("n_gpu_layers", int, 0, "Layers to offload to a GPU backend (0 = CPU only; "
             "-1 = all).", minimum=-1),
+    Setting("split_mode", str, "layer", "With several GPUs, how the offloaded layers are "
+            "split: layer (whole layers per GPU), row (each matrix across GPUs), none (main_gpu "
+            "only).", choices=("layer", "row", "none")),
+    Setting("main_gpu", int, 0, "The GPU that holds the model with split_mode none (and the "
+            "small tensors with row).", minimum=0),
     Setting("threads", int, 0, "CPU threads for decoding (0 = number of cores).", minimum=0),
     Setting("prefix_reuse_min", int, 16, "Shortest shared prompt prefix (tokens) worth "
             "reusing from another sequence's KV cache. 0 turns prefix reuse off: every "
@@ -168,6 +174,8 @@ class Settings:
     ctx_size: int
     batch_size: int
     n_gpu_layers: int
+    split_mode: str
+    main_gpu: int
     threads: int
     prefix_reuse_min: int
     chat_template_fallback: str
@@ -237,6 +245,9 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
         ) from exc
     if setting.minimum is not None and out < setting.minimum:
         raise ConfigError(f"{origin}: setting {setting.name!r} must be >= {setting.minimum}")
+    if setting.choices and out not in setting.choices:
+        raise ConfigError(f"{origin}: setting {setting.name!r} must be one of "
+                          f"{', '.join(setting.choices)}; got {value!r}")
     return out
 
 

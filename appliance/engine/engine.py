@@ -51,6 +51,8 @@ class EngineConfig:
     batch_size: int
     n_threads: int
     n_gpu_layers: int = 0
+    split_mode: str = "layer"  # across several GPUs: layer, row or none (main_gpu only)
+    main_gpu: int = 0
     prefix_reuse_min: int = 16  # 0: prefix reuse off
     default_seed: int = -1
 
@@ -152,7 +154,8 @@ class Engine:
     def _run(self) -> None:
         try:
             self.state = "loading"
-            model = LlamaModel(self.cfg.model_path, n_gpu_layers=self.cfg.n_gpu_layers)
+            model = LlamaModel(self.cfg.model_path, n_gpu_layers=self.cfg.n_gpu_layers,
+                               split_mode=self.cfg.split_mode, main_gpu=self.cfg.main_gpu)
             self.model = model
             n_seq = self.cfg.parallel
             ctx = LlamaContext(model, ContextConfig(
@@ -196,7 +199,9 @@ class Engine:
                 f"cuda|metal or set n_gpu_layers = 0"
             )
         kind = "gpu" if layers else "cpu"
-        return (f"{kind} backend, {layers}/{model.n_layer} layers offloaded, "
+        split = (f" (split mode {self.cfg.split_mode}, main GPU {self.cfg.main_gpu})"
+                 if layers else "")
+        return (f"{kind} backend, {layers}/{model.n_layer} layers offloaded{split}, "
                 f"{self.cfg.n_threads} threads; {system_info()}")
 
     def _warmup(self, ctx: LlamaContext) -> None:

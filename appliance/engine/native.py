@@ -63,13 +63,28 @@ def supports_gpu_offload() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+SPLIT_MODES = {"none": llama_cpp.LLAMA_SPLIT_MODE_NONE,
+               "layer": llama_cpp.LLAMA_SPLIT_MODE_LAYER,
+               "row": llama_cpp.LLAMA_SPLIT_MODE_ROW}
+
+
+def model_params(n_gpu_layers: int, split_mode: str, main_gpu: int) -> Any:
+    """``llama_model_params`` for a GPU offload (``n_gpu_layers`` -1: all layers) split
+    across GPUs as ``split_mode`` says (a name of :data:`SPLIT_MODES`)."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 2**31 - 1 if n_gpu_layers < 0 else n_gpu_layers
+    params.split_mode = SPLIT_MODES[split_mode]
+    params.main_gpu = main_gpu
+    return params
+
+
 class LlamaModel:
     """A loaded GGUF model and its vocabulary."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int = 0) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int = 0, split_mode: str = "layer",
+                 main_gpu: int = 0) -> None:
         _backend_init()
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 2**31 - 1 if n_gpu_layers < 0 else n_gpu_layers
+        params = model_params(n_gpu_layers, split_mode, main_gpu)
         ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
             raise ModelError(f"llama.cpp could not load the model file {path}")

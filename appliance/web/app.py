@@ -134,7 +134,8 @@ def make_app(settings: Settings) -> web.Application:
     engine = Engine(EngineConfig(
         model_path=served.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
         batch_size=settings.batch_size, n_threads=settings.n_threads,
-        n_gpu_layers=settings.n_gpu_layers, prefix_reuse_min=settings.prefix_reuse_min,
+        n_gpu_layers=settings.n_gpu_layers, split_mode=settings.split_mode,
+        main_gpu=settings.main_gpu, prefix_reuse_min=settings.prefix_reuse_min,
         default_seed=settings.seed,
     ), turns=turns)
     service = GenerationService(engine, gate, served, store.specs,

@@ -46,6 +46,9 @@ def test_appliance_table_in_toml(tmp_path: Path) -> None:
         ({"APPLIANCE_PORT": "eighty"}, "expects int"),
         ({"APPLIANCE_PARALLEL": "0"}, "must be >= 1"),
         ({"APPLIANCE_LOG_LEVEL": "loud"}, "log_level"),
+        ({"APPLIANCE_SPLIT_MODE": "rows"},
+         r"'split_mode' must be one of layer, row, none; got 'rows'"),
+        ({"APPLIANCE_MAIN_GPU": "-1"}, "must be >= 0"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
@@ -76,3 +79,23 @@ def test_every_setting_is_documented() -> None:
     finally:
         sys.path.pop(0)
     assert docs == gen_config_docs.render(), "run python scripts/gen_config_docs.py"
+
+
+def test_split_mode_from_each_source_reaches_llama_cpp_params(tmp_path: Path) -> None:
+    import llama_cpp
+
+    from appliance.engine.native import model_params
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('split_mode = "none"\nmain_gpu = 1\n')
+    s = config.load(_args(["--config", str(cfg)]), env={})
+    assert (s.split_mode, s.main_gpu) == ("none", 1)
+    assert config.load(_args(["--split-mode", "row"]), env={}).split_mode == "row"
+    with pytest.raises(ConfigError, match="must be one of"):
+        config.load(_args(["--split-mode", "ROW"]), env={})
+    params = model_params(-1, s.split_mode, s.main_gpu)
+    assert params.split_mode == llama_cpp.LLAMA_SPLIT_MODE_NONE and params.main_gpu == 1
+    assert params.n_gpu_layers == 2**31 - 1  # -1: every layer
+    params = model_params(12, "row", 0)
+    assert params.split_mode == llama_cpp.LLAMA_SPLIT_MODE_ROW and params.n_gpu_layers == 12
+    assert model_params(0, "layer", 0).split_mode == llama_cpp.LLAMA_SPLIT_MODE_LAYER
