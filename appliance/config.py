@@ -109,7 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
             "when layers are offloaded to a GPU (n_gpu_layers != 0)."),
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
-    Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning, error.",
+            choices=("debug", "info", "warning", "error")),
     # -- observability (issue 6) --
     Setting("log_content", bool, False, "Log the request body and the response text in the "
             "access log, after PII redaction (e-mail, phone, card, ... become [EMAIL], ...). "
@@ -320,9 +321,6 @@ def load(
         values["models_dir"] = Path(values["data_dir"]) / "models"
     if values["database"] is None:
         values["database"] = Path(values["data_dir"]) / "appliance.db"
-    if values["log_level"] not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(f"log_level must be debug, info, warning or error, "
-                          f"not {values['log_level']!r}")
     return Settings(**values)
 
 

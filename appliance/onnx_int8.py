@@ -81,7 +81,7 @@ def _dequantised(node: Any, producer: dict[str, Any],
                  inits: dict[str, Any]) -> tuple[str, str] | None:
     """``(int8 weight, scale)`` initializer names when ``node`` is
     ``MatMul(x, Mul(Cast(int8 weight), scale))``."""
-    if node.op_type != "MatMul" or len(node.input) != 2:
+    if node.op_type != "MatMul":
         return None
     mul = producer.get(node.input[1])
     if mul is None or mul.op_type != "Mul" or mul.input[1] not in inits:

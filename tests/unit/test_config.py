@@ -45,7 +45,8 @@ def test_appliance_table_in_toml(tmp_path: Path) -> None:
     [
         ({"APPLIANCE_PORT": "eighty"}, "expects int"),
         ({"APPLIANCE_PARALLEL": "0"}, "must be >= 1"),
-        ({"APPLIANCE_LOG_LEVEL": "loud"}, "log_level"),
+        ({"APPLIANCE_LOG_LEVEL": "loud"},
+         r"'log_level' must be one of debug, info, warning, error; got 'loud'"),
         ({"APPLIANCE_SPLIT_MODE": "rows"},
          r"'split_mode' must be one of layer, row, none; got 'rows'"),
         ({"APPLIANCE_MAIN_GPU": "-1"}, "must be >= 0"),
@@ -84,7 +85,10 @@ def test_every_setting_is_documented() -> None:
 def test_split_mode_from_each_source_reaches_llama_cpp_params(tmp_path: Path) -> None:
     import llama_cpp
 
-    from appliance.engine.native import model_params
+    from appliance.engine.native import SPLIT_MODES, model_params
+
+    # the setting's choices are exactly the modes the engine can pass to llama.cpp
+    assert set(config._BY_NAME["split_mode"].choices) == set(SPLIT_MODES)
 
     cfg = tmp_path / "g.toml"
     cfg.write_text('split_mode = "none"\nmain_gpu = 1\n')
