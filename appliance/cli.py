@@ -17,7 +17,7 @@ from appliance.errors import ApplianceError, ConfigError
 
 
 def _setup_logging(level: str) -> None:
-    from appliance.logs import setup_logging  # JSON lines (issue 6)
+    from appliance.observability.logs import setup_logging  # JSON lines (issue 6)
 
     setup_logging(level)
 
@@ -42,8 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _verify_models(store: ModelStore, ids: Sequence[str], progress: bool) -> int:
     """Check every pinned file (chat models, encoder, guard classifiers) with a progress bar
     on stderr (on a terminal, or with --progress)."""
-    from appliance.pins import all_pins, check_pin
-    from appliance.progress import ProgressBar
+    from appliance.tools.pins import all_pins, check_pin
+    from appliance.tools.progress import ProgressBar
 
     failures = 0
     for pin in all_pins(store, ids):
@@ -83,7 +83,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from appliance import doctor
+    from appliance.tools import doctor
 
     settings = config.load(args)
     findings = doctor.diagnose(doctor.gather(settings), settings)
@@ -178,7 +178,7 @@ def _parse_head(value: str) -> tuple[int, str]:
 def cmd_audit(args: argparse.Namespace) -> int:
     import orjson
 
-    from appliance.audit import Audit
+    from appliance.observability.audit import Audit
     from appliance.store.db import Database
 
     settings = config.load(args)
@@ -331,7 +331,7 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from appliance import bench
+    from appliance.tools import bench
 
     return bench.main(args)
 

@@ -18,13 +18,16 @@ Nothing else in the code looks at ``sys.frozen`` or ``sys._MEIPASS``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ModelError
 
 BUNDLE_MODELS = "models"  # the folder beside the executable that holds the model files
+_CHUNK = 1 << 20
 
 
 def frozen() -> bool:
@@ -77,3 +80,29 @@ def assembled_file(name: str, models_dir: Path) -> Path:
     if bundled is not None and (bundled / name).is_file():
         return bundled / name
     return models_dir / name
+
+
+GUARDS_DIR = data_root() / "models" / "guards"
+GUARDS_MANIFEST = GUARDS_DIR / "manifest.toml"  # the encoder's and the guard models' pins
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+            if progress is not None:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+def verify_pinned(path: Path, sha256: str, what: str, fix: str) -> Path:
+    """``path`` if it exists and matches its pin, else a :class:`ModelError` saying how to fix
+    it."""
+    if not path.is_file():
+        raise ModelError(f"{what}: file {path} is missing; {fix}")
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise ModelError(f"{what}: {path} fails its sha256 pin (expected {sha256}, got "
+                         f"{actual}); the file is corrupt or not the pinned release. {fix}")
+    return path

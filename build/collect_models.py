@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from appliance import config  # noqa: E402
-from appliance.engine.models import ModelStore, sha256_file  # noqa: E402
+from appliance.engine.models import ModelStore  # noqa: E402
+from appliance.resources import sha256_file  # noqa: E402
 from appliance.resources import locate_part  # noqa: E402
 
 

@@ -33,15 +33,10 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.cache import (
-    CacheConfig,
-    CacheDirectives,
-    CacheQuery,
-    ResponseCache,
-    fingerprint,
-)
-from appliance.embed import Encoder
-from appliance.memory import MemoryConfig, MemoryStore
+from appliance.cache.keys import fingerprint
+from appliance.cache.response import CacheConfig, CacheDirectives, CacheQuery, ResponseCache
+from appliance.encoder.sentence import Encoder
+from appliance.memory.memories import MemoryConfig, MemoryStore
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex, to_blob
 

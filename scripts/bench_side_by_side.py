@@ -54,8 +54,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `appliance` from this checkout, whatever the venv says
 
-from appliance import bench, config  # noqa: E402
+from appliance import config  # noqa: E402
 from appliance.engine.models import ModelStore  # noqa: E402
+from appliance.tools import bench  # noqa: E402
 
 BEGIN, END = "<!-- make-bench:begin -->", "<!-- make-bench:end -->"
 CACHE = Path(os.environ.get("APPLIANCE_BENCH_CACHE", Path.home() / ".cache" / "appliance-bench"))

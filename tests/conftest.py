@@ -49,7 +49,7 @@ class RunningServer:
 
     @property
     def engine(self) -> Any:
-        from appliance.web.keys import ENGINE
+        from appliance.web.state import ENGINE
 
         return self.app[ENGINE]
 

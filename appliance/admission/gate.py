@@ -3,25 +3,30 @@
     gate = Gate(keys, limiter, queue, open_access=host_is_loopback)
     key = await gate.authenticate(request.headers.get("Authorization"))
     gate.require(key, Scope.CHAT)
-    ticket = await gate.admit(key, prompt_tokens=120, max_tokens=64)   # 429 / 503 here
-    try: ...generate...
-    finally: ticket.release(actual_tokens=120 + 37)
+    gate.check_capacity()                          # a fast 503 before the body is read
+    async with gate.admit(key, prompt_tokens=120, max_tokens=64) as ticket:   # 429 / 503
+        ...generate, calling ticket.use(120 + n) as tokens are produced...
+    # on exit: the slot is freed and the key's token bucket refunded to what was used
 
 With no active keys in the database the appliance is in *open access*: it serves anyone,
 and only on a loopback bind (the CLI refuses a non-loopback bind without keys). Callers
 get the ``anonymous`` key, which has no limits (the queue still bounds them). As soon as
 one key exists every request must carry a valid ``Authorization: Bearer`` key.
+
+Callers see only this class: the key store, the limiter and the queue behind it are its
+own collaborators.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 from appliance.admission.clock import Clock
 from appliance.admission.keys import KeyRecord, KeyStore, Scope, require_scope
 from appliance.admission.limiter import RateLimiter, Reservation
-from appliance.admission.queue import AdmissionQueue, Permit
+from appliance.admission.queue import AdmissionQueue, Permit, QueueStats
 from appliance.errors import AuthenticationError
 
 ANONYMOUS = KeyRecord(
@@ -31,30 +36,35 @@ ANONYMOUS = KeyRecord(
 )
 
 
-@dataclass
 class Ticket:
-    """An admitted request: its token reservation and its decoding slot."""
+    """An admitted request: its token reservation and its decoding slot. ``use(n)`` records
+    how many tokens it has consumed so far; that is what the key is charged on exit."""
 
-    reservation: Reservation
-    permit: Permit
+    def __init__(self, reservation: Reservation, permit: Permit, tokens: int) -> None:
+        self._reservation = reservation
+        self._permit = permit
+        self.tokens = tokens
 
     @property
     def queue_seconds(self) -> float:
-        return self.permit.waited_s
+        return self._permit.waited_s
 
-    def release(self, actual_tokens: int) -> None:
-        self.permit.release()
-        self.reservation.settle(actual_tokens)
+    def use(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    def _release(self) -> None:
+        self._permit.release()
+        self._reservation.settle(self.tokens)
 
 
 class Gate:
     def __init__(self, keys: KeyStore, limiter: RateLimiter, queue: AdmissionQueue, *,
                  open_access: bool, clock: Clock = time.monotonic,
                  key_count_ttl_s: float = 5.0) -> None:
-        self.keys = keys
-        self.limiter = limiter
-        self.queue = queue
-        self.open_access = open_access
+        self._keys = keys
+        self._limiter = limiter
+        self._queue = queue
+        self._open_access = open_access
         self._clock = clock
         self._ttl = key_count_ttl_s
         self._has_keys: tuple[float, bool] | None = None
@@ -62,16 +72,13 @@ class Gate:
     async def has_keys(self) -> bool:
         now = self._clock()
         if self._has_keys is None or now - self._has_keys[0] > self._ttl:
-            active = await self.keys.list(include_revoked=False)
+            active = await self._keys.list(include_revoked=False)
             self._has_keys = (now, bool(active))
         return self._has_keys[1]
 
-    def keys_changed(self) -> None:
-        self._has_keys = None
-
     async def authenticate(self, authorization: str | None) -> KeyRecord:
         if not await self.has_keys():
-            if self.open_access:
+            if self._open_access:
                 return ANONYMOUS
             raise AuthenticationError("this server has no API keys and is not bound to "
                                       "loopback; create one with `appliance keys create`")
@@ -81,23 +88,49 @@ class Gate:
         if scheme.lower() != "bearer" or not secret.strip():
             raise AuthenticationError("malformed Authorization header: expected "
                                       "'Bearer <key>'")
-        return await self.keys.authenticate(secret.strip())
+        return await self._keys.authenticate(secret.strip())
 
     @staticmethod
     def require(key: KeyRecord, scope: Scope) -> None:
         require_scope(key, scope)
 
-    async def admit(self, key: KeyRecord, prompt_tokens: int, max_tokens: int) -> Ticket:
-        """Charge the key's buckets, then wait for a decoding slot (bounded and fair).
-        A refusal by the queue refunds the charge: nothing ran."""
-        reservation = self.limiter.admit(key, prompt_tokens, max_tokens)
+    def check_capacity(self) -> None:
+        """A fast 503 (queue full or draining) before any work is done for a request."""
+        self._queue.check_capacity()
+
+    @contextlib.asynccontextmanager
+    async def admit(self, key: KeyRecord, prompt_tokens: int,
+                    max_tokens: int) -> AsyncIterator[Ticket]:
+        """Charge the key's buckets, then wait for a decoding slot (bounded and fair). A
+        refusal by the queue refunds the charge: nothing ran. On exit the slot is freed and
+        the charge settled to what the ticket says was used."""
+        reservation = self._limiter.admit(key, prompt_tokens, max_tokens)
         try:
-            permit = await self.queue.acquire_permit(key.name, key.priority,
-                                                     key.max_concurrent)
+            permit = await self._queue.acquire_permit(key.name, key.priority,
+                                                      key.max_concurrent)
         except BaseException:
             reservation.settle(0)
             raise
-        return Ticket(reservation, permit)
+        ticket = Ticket(reservation, permit, prompt_tokens)
+        try:
+            yield ticket
+        finally:
+            ticket._release()
+
+    def charge(self, key: KeyRecord, tokens: int) -> None:
+        """Charge work done without a slot (an answer replayed from the cache) to the key's
+        buckets, like a generation of that size."""
+        self._limiter.admit(key, tokens, 0).settle(tokens)
 
     def rate_headers(self, key: KeyRecord) -> dict[str, str]:
-        return self.limiter.headers(key)
+        return self._limiter.headers(key)
+
+    def stats(self) -> QueueStats:
+        return self._queue.stats()
+
+    def close(self) -> None:
+        """Start draining: queued and new requests are refused, running ones finish."""
+        self._queue.close()
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        return await self._queue.wait_idle(timeout)

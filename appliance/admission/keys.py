@@ -19,8 +19,8 @@ Names are 1-64 characters of letters, digits and ``._@-``, unique among keys tha
 revoked (``InvalidRequest`` otherwise); a revoked key stays listed, and its name can be
 reused, which is how a key is rotated. Scopes are ``chat``, ``embeddings``, ``memory`` and
 ``admin``; ``admin`` implies the others. New keys get every scope except ``admin``.
-Creation and revocation are appended to the audit log (``appliance.audit``) in the same
-transaction as the change.
+Creation and revocation are appended to the audit log (``appliance.observability.audit``)
+in the same transaction as the change.
 
 Speed. ``authenticate`` runs on every request, so results (found, revoked, expired and
 unknown secrets alike) are cached in memory for ``cache_ttl_s`` seconds: a cache hit is a
@@ -46,9 +46,9 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance import audit
 from appliance.admission.clock import Clock
 from appliance.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from appliance.observability import audit
 from appliance.store.db import Database
 
 SECRET_PREFIX = "sk-appl-"

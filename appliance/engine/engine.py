@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.cpu_turns import CpuTurns, engine_turn
+from appliance.engine.cpu_turns import CpuTurns, engine_turn
 from appliance.engine.detok import StopMatcher, Utf8Stream
 from appliance.engine.native import (
     Batch,

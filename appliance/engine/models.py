@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import ModelError
-from appliance.resources import assembled_file, fix_hint, locate_part
+from appliance.errors import ModelError, ModelNotFound
+from appliance.resources import assembled_file, fix_hint, locate_part, sha256_file
 
 _CHUNK = 1 << 20
 
@@ -47,6 +46,34 @@ class VerifiedModel:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The model this server serves, under the names a request may use for it."""
+
+    model: VerifiedModel
+    manifest: tuple[ModelSpec, ...]
+
+    @property
+    def id(self) -> str:
+        return self.model.spec.id
+
+    @property
+    def fingerprint(self) -> str:
+        return "fp_" + self.model.sha256[:12]
+
+    def check(self, name: str) -> None:
+        """404 ``model_not_found`` unless ``name`` names the served model."""
+        if name in ("default", self.id, self.model.spec.file):
+            return
+        if any(s.id == name for s in self.manifest):
+            raise ModelNotFound(
+                f"model {name!r} is in the manifest but not loaded; this server serves "
+                f"{self.id!r} (use \"default\" or restart with --model {name})",
+                param="model")
+        raise ModelNotFound(f"the model {name!r} does not exist; this server serves "
+                            f"{self.id!r} (\"default\" always names it)", param="model")
+
+
 def load_manifest(path: Path) -> tuple[ModelSpec, ...]:
     try:
         with path.open("rb") as fh:
@@ -69,15 +96,6 @@ def load_manifest(path: Path) -> tuple[ModelSpec, ...]:
             raise ModelError(f"model manifest {path}: an entry lacks {exc}") from exc
     return tuple(specs)
 
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-            if progress is not None:
-                progress(len(block))
-    return digest.hexdigest()
 
 
 class ModelStore:

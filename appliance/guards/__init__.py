@@ -1,7 +1,6 @@
 """Guards: the classifiers of the input and output rails (rules and the pipeline join later)."""
 
 from appliance.guards.classifier import (
-    GUARDS_MANIFEST,
     CategoryScore,
     Classifier,
     ClassifierResult,
@@ -12,7 +11,6 @@ from appliance.guards.classifier import (
 )
 
 __all__ = [
-    "GUARDS_MANIFEST",
     "CategoryScore",
     "Classifier",
     "ClassifierResult",

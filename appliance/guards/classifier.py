@@ -11,7 +11,7 @@ comes included. Texts longer than ``max_length`` tokens are cut into overlapping
 scored in one batch.
 
 ``EmbeddingHead`` (``labels.json`` + ``head.npz``) is logistic regression on the request's
-embedding (computed once by :class:`appliance.embed.Encoder` and passed in), optionally
+embedding (computed once by :class:`appliance.encoder.sentence.Encoder` and passed in), optionally
 plus hashed character n-grams; it costs microseconds once the embedding exists. Its
 ``categories`` give per-hazard scores (Llama Guard 3 codes) for a content-safety head.
 
@@ -34,20 +34,16 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import REPO_ROOT
-from appliance.engine.models import sha256_file
 from appliance.errors import ModelError
 from appliance.guards._tokenize import char_ngrams, views
-
-GUARDS_DIR = REPO_ROOT / "models" / "guards"
-GUARDS_MANIFEST = GUARDS_DIR / "manifest.toml"
+from appliance.resources import GUARDS_MANIFEST, verify_pinned
 
 Vector = npt.NDArray[np.float32]
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>")
 
 
 class TextEncoder(Protocol):
-    """What an :class:`EmbeddingHead` needs of :class:`appliance.embed.Encoder`."""
+    """What an :class:`EmbeddingHead` needs of :class:`appliance.encoder.sentence.Encoder`."""
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
@@ -80,17 +76,6 @@ class Classifier(Protocol):
 
     def classify(self, text: str, embedding: Vector | None = None) -> ClassifierResult: ...
 
-
-def verify_pinned(path: Path, sha256: str, what: str, fix: str) -> Path:
-    """``path`` if it exists and matches its pin, else a :class:`ModelError` saying how to fix
-    it."""
-    if not path.is_file():
-        raise ModelError(f"{what}: file {path} is missing; {fix}")
-    actual = sha256_file(path)
-    if actual != sha256.lower():
-        raise ModelError(f"{what}: {path} fails its sha256 pin (expected {sha256}, got "
-                         f"{actual}); the file is corrupt or not the pinned release. {fix}")
-    return path
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ TIER_CLASSIFIERS = 2
 
 
 class Embedder(Protocol):
-    """What the pipeline needs of :class:`appliance.embed.Encoder`."""
+    """What the pipeline needs of :class:`appliance.encoder.sentence.Encoder`."""
 
     def encode_one(self, text: str) -> Vector: ...
 

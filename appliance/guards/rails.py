@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.guards.classifier import Classifier, ClassifierResult, load_guard_classifier
 from appliance.guards.output import OutputRail
 from appliance.guards.pipeline import (

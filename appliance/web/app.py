@@ -1,53 +1,77 @@
-"""Wiring: settings -> model store -> engine -> service -> aiohttp app, and start-up.
+"""The aiohttp application: the built components in its state, the routes, the
+middlewares, and each resource's life cycle.
 
-Resources live in ``cleanup_ctx`` generators registered in dependency order; aiohttp tears
-them down in reverse.
+Resources live in ``cleanup_ctx`` generators registered in dependency order (database,
+guard models, engine, vector indexes and the background sweeper); aiohttp tears them down
+in reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from appliance.admission.gate import Gate
-from appliance.admission.keys import KeyStore
-from appliance.admission.limiter import RateLimiter
-from appliance.admission.queue import AdmissionQueue
 from appliance.config import Settings
-from appliance.cpu_turns import CpuTurns
-from appliance.embed import Encoder
-from appliance.engine.engine import Engine, EngineConfig
-from appliance.engine.models import ModelStore
-from appliance.errors import ConfigError
-from appliance.guards.policy import load_policy
 from appliance.guards.rails import Guards
-from appliance.service import GenerationService
-from appliance.store.db import Database
-from appliance.web import observability
-from appliance.web.embedding_routes import routes as embedding_routes
-from appliance.web.guard_routes import guard_routes
-from appliance.web.keys import (
+from appliance.web import embedding_routes, guard_routes, memory_routes, observability, routes
+from appliance.web.middleware import auth_middleware, errors_middleware
+from appliance.web.state import (
+    AUDIT,
+    CACHE,
+    CACHE_INDEX,
     DATABASE,
+    EMBEDDINGS,
     ENCODER,
     ENGINE,
     GATE,
+    GUARD_CHECK,
+    GUARDS,
+    MEMORY,
+    MEMORY_INDEX,
+    METRICS,
+    MODELS,
+    PIPELINE,
     SERVED,
-    SERVICE,
     SETTINGS,
     STARTED_AT,
-    STORE,
+    SUMMARISER,
 )
-from appliance.web.mem_wiring import wire_memory_and_cache
-from appliance.web.memory_routes import routes as memory_routes
-from appliance.web.middleware import auth_middleware, errors_middleware
-from appliance.web.routes import routes
+from appliance.web.wiring import Components, build
 
 log = logging.getLogger("appliance.web")
+
+# Every route of the HTTP surface (the docs test reads this).
+ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
+          memory_routes.routes)
+
+
+def make_app(settings: Settings) -> web.Application:
+    """Build every component (the model is verified before anything listens) and the app
+    that serves them."""
+    return application(build(settings))
+
+
+def application(c: Components) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+                          client_max_size=c.settings.max_body_bytes)
+    app[SETTINGS], app[MODELS], app[SERVED] = c.settings, c.models, c.served
+    app[ENGINE], app[PIPELINE], app[DATABASE], app[GATE] = (c.engine, c.pipeline, c.database,
+                                                           c.gate)
+    app[ENCODER], app[GUARDS], app[GUARD_CHECK] = c.encoder, c.guards, c.guard_check
+    app[EMBEDDINGS], app[CACHE], app[CACHE_INDEX] = c.embeddings, c.cache, c.cache_index
+    app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
+    app[METRICS], app[AUDIT] = c.metrics, c.audit
+    app[STARTED_AT] = time.time()
+    for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
+        app.cleanup_ctx.append(ctx)
+    for table in ROUTES:
+        app.add_routes(table)
+    return app
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -59,9 +83,9 @@ async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the guard models off the event loop while the server already listens (requests
     get 503 until then, and /ready says so); a load or self-test failure is reported, not
     fatal, so /ready can explain it."""
-    settings, service, encoder = app[SETTINGS], app[SERVICE], app[ENCODER]
+    settings, state, encoder = app[SETTINGS], app[GUARDS], app[ENCODER]
     task = None
-    if settings.guards:
+    if state.enabled:
         def load() -> Guards:
             guards = Guards.load(default_policy=settings.guard_policy, encoder=encoder)
             guards.self_test()
@@ -69,17 +93,16 @@ async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
 
         async def run() -> None:
             try:
-                service.guards = await asyncio.to_thread(load)
+                state.loaded(await asyncio.to_thread(load))
             except Exception as exc:  # reported on /ready and to every request
                 log.error("guards failed to load: %s", exc)
-                service.guards_error = str(exc)
+                state.failed(str(exc))
 
         task = asyncio.create_task(run())
     yield
     if task is not None:
         task.cancel()
-    if service.guards is not None:
-        service.guards.close()
+    state.close()
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,81 +112,41 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(engine.stop)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+async def _sweeper(app: web.Application, interval: float) -> None:
+    """Cache sweep, memory GC, session summaries, then save both vector indexes; every
+    ``interval`` s."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await app[CACHE].sweep()
+            await app[MEMORY].gc()
+            if app[ENGINE].ready:
+                await app[SUMMARISER].run_once()
+            await app[CACHE_INDEX].asave()
+            await app[MEMORY_INDEX].asave()
+            counts, size = await app[MEMORY].usage()
+            for tier, n in counts.items():
+                app[METRICS].set_memory_entries(tier, n)
+            app[METRICS].set_memory_store_bytes(size)
+        except Exception:
+            log.exception("cache/memory sweep failed; retrying in %.0fs", interval)
 
 
-def _make_gate(settings: Settings, db: Database) -> Gate:
-    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
-    open_access = is_loopback(settings.host)
-    if not open_access and not keys.list_sync(include_revoked=False):
-        raise ConfigError(
-            f"refusing to serve on {settings.host} (not loopback) without API keys: create "
-            f"one with `appliance keys create --name NAME`, or bind 127.0.0.1")
-    queue = AdmissionQueue(slots=settings.parallel, depth=settings.queue_depth,
-                           timeout_s=settings.queue_timeout_s)
-    return Gate(keys, RateLimiter(), queue, open_access=open_access,
-                key_count_ttl_s=settings.key_cache_ttl)
-
-
-def make_app(settings: Settings) -> web.Application:
-    """Build the app. Resolves and verifies the model (sha256) before anything listens;
-    the engine loads it in its own thread once the server is up (see /ready)."""
-    store = ModelStore(settings.manifest, settings.models_dir)
-    spec = store.resolve(settings.model)
-    served = store.verify(spec)
-    if settings.guards:
-        load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
-    # The shared sentence encoder (pinned, verified): guards, cache, memory, embeddings.
-    # CPU turn-taking between the engine and the encoder (see cpu_turns.py); with layers
-    # offloaded to a GPU the engine's decode leaves the CPU to the encoder: no turns.
-    turns = CpuTurns() if settings.cpu_turns and settings.n_gpu_layers == 0 else None
-    encoder = Encoder.from_manifest(threads=settings.guard_threads, turns=turns)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database)
-    try:
-        gate = _make_gate(settings, db)
-    except BaseException:
-        db.close()
-        raise
-    engine = Engine(EngineConfig(
-        model_path=served.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
-        batch_size=settings.batch_size, n_threads=settings.n_threads,
-        n_gpu_layers=settings.n_gpu_layers, split_mode=settings.split_mode,
-        main_gpu=settings.main_gpu, prefix_reuse_min=settings.prefix_reuse_min,
-        default_seed=settings.seed,
-    ), turns=turns)
-    service = GenerationService(engine, gate, served, store.specs,
-                                ctx_size=settings.ctx_size,
-                                template_fallback=settings.chat_template_fallback,
-                                guards_enabled=settings.guards,
-                                holdback_tokens=settings.guard_holdback_tokens)
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
-                          client_max_size=settings.max_body_bytes)
-    app[SETTINGS] = settings
-    app[STORE] = store
-    app[SERVED] = served
-    app[ENGINE] = engine
-    app[SERVICE] = service
-    app[DATABASE] = db
-    app[GATE] = gate
-    app[STARTED_AT] = time.time()
-    app[ENCODER] = encoder
-    app.cleanup_ctx.append(_database_ctx)
-    app.cleanup_ctx.append(_guards_ctx)
-    app.cleanup_ctx.append(_engine_ctx)
-    app.add_routes(routes)
-    app.add_routes(guard_routes)
-    observability.install(app)  # /metrics, the metrics registry, the audit log
-    wire_memory_and_cache(app, settings, db, encoder)  # memory and cache (issue 5)
-    app.add_routes(embedding_routes)  # memory and cache (issue 5)
-    app.add_routes(memory_routes)  # memory and cache (issue 5)
-    return app
+async def _indexes_ctx(app: web.Application) -> AsyncIterator[None]:
+    for name, index in (("cache", app[CACHE_INDEX]), ("memory", app[MEMORY_INDEX])):
+        report = await asyncio.to_thread(index.open)
+        log.info("%s index: %d rows, %d scopes loaded, %d repaired, %d rebuilt", name,
+                 report.rows, report.loaded, report.repaired, report.rebuilt)
+    task = asyncio.create_task(_sweeper(app, app[SETTINGS].cache_sweep_interval_s))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await app[CACHE].sweep()
+        await app[MEMORY].gc()
+    await app[CACHE_INDEX].aclose()
+    await app[MEMORY_INDEX].aclose()
 
 
 async def serve(settings: Settings, *, app: web.Application | None = None,
@@ -176,7 +159,7 @@ async def serve(settings: Settings, *, app: web.Application | None = None,
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("listening on http://%s:%d (model %s)", settings.host, settings.port,
-             app[SERVED].spec.id)
+             app[SERVED].id)
     if ready is not None:
         ready.set()
     try:
@@ -190,12 +173,12 @@ async def drain(app: web.Application) -> None:
     """Graceful drain: new requests get 503 while in-flight ones finish (up to the
     drain timeout); the server keeps listening meanwhile so nobody sees a refused
     connection."""
-    queue = app[GATE].queue
-    queue.close()
-    stats = queue.stats()
+    gate = app[GATE]
+    gate.close()
+    stats = gate.stats()
     timeout = app[SETTINGS].drain_timeout
     log.info("draining: %d running, %d queued refused; waiting up to %.0fs",
              stats.running, stats.queued, timeout)
-    if not await queue.wait_idle(timeout):
+    if not await gate.wait_idle(timeout):
         log.warning("drain timeout: %d requests still running are cut off",
-                    queue.stats().running)
+                    gate.stats().running)

@@ -16,10 +16,10 @@ from aiohttp import web
 
 from appliance.admission.gate import Gate
 from appliance.admission.keys import Scope
-from appliance.cache import CacheDirectives
+from appliance.cache.response import CacheDirectives
 from appliance.errors import InvalidRequest
-from appliance.trace import RequestTrace
-from appliance.web.keys import KEY
+from appliance.observability.trace import RequestTrace
+from appliance.web.state import KEY
 
 X_CACHE = "X-Cache"
 X_CACHE_SIMILARITY = "X-Cache-Similarity"

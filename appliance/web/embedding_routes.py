@@ -8,12 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from appliance.admission.gate import Gate
 from appliance.admission.keys import Scope
 from appliance.api.embeddings import parse_embeddings
-from appliance.embeddings import Embeddings
-from appliance.web.keys import EMBEDDINGS, GATE, KEY, TRACE
+from appliance.pipeline.embeddings import Embeddings
 from appliance.web.routes import read_json
+from appliance.web.state import EMBEDDINGS, GATE, KEY, TRACE
 
 routes = web.RouteTableDef()
 
@@ -31,8 +30,9 @@ def embeddings_body(result: Embeddings, encoding_format: str) -> dict[str, Any]:
 
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
-    Gate.require(request[KEY], Scope.EMBEDDINGS)
-    request.app[GATE].queue.check_capacity()
+    gate = request.app[GATE]
+    gate.require(request[KEY], Scope.EMBEDDINGS)
+    gate.check_capacity()
     req = parse_embeddings(await read_json(request))
     result = await request.app[EMBEDDINGS].embed(req, request[KEY], request[TRACE])
     body = orjson.dumps(embeddings_body(result, req.encoding_format),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.engine.models import ModelSpec
-from appliance.pipeline_types import Chunk, Generation, Prepared, Usage
+from appliance.pipeline.job import Chunk, Generation, Job, Usage
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -18,12 +18,12 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _head(p: Prepared, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
+def _head(p: Job, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
     return {"id": p.id, "object": obj, "created": p.created, "model": model,
             "system_fingerprint": fingerprint}
 
 
-def completion_body(p: Prepared, g: Generation, model: str, fingerprint: str) -> dict[str, Any]:
+def completion_body(p: Job, g: Generation, model: str, fingerprint: str) -> dict[str, Any]:
     if p.kind == "chat":
         body = _head(p, model, fingerprint, "chat.completion")
         body["choices"] = [{
@@ -43,7 +43,7 @@ def completion_body(p: Prepared, g: Generation, model: str, fingerprint: str) ->
 class ChunkFormatter:
     """Turns service ``Chunk``s into OpenAI stream chunk bodies for one request."""
 
-    def __init__(self, p: Prepared, model: str, fingerprint: str) -> None:
+    def __init__(self, p: Job, model: str, fingerprint: str) -> None:
         self.p = p
         self.chat = p.kind == "chat"
         self._head = _head(p, model, fingerprint,

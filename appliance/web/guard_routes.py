@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from appliance.admission.gate import Gate
 from appliance.admission.keys import Scope
 from appliance.api.guard import parse_guard
 from appliance.guards.pipeline import GuardVerdict
 from appliance.guards.policy import presets
 from appliance.guards.rails import TextReport
-from appliance.web.keys import KEY, SERVICE
-from appliance.web.routes import read_json
+from appliance.web.routes import json_response, read_json
+from appliance.web.state import GATE, GUARD_CHECK, KEY
 
-guard_routes = web.RouteTableDef()
+routes = web.RouteTableDef()
 
 
 def _verdict(v: GuardVerdict) -> dict[str, Any]:
@@ -31,16 +29,16 @@ def report_body(report: TextReport) -> dict[str, Any]:
             "verdicts": [_verdict(v) for v in report.verdicts], "ms": round(report.ms, 3)}
 
 
-@guard_routes.post("/v1/guard")
+@routes.post("/v1/guard")
 async def guard(request: web.Request) -> web.Response:
     key = request[KEY]
-    Gate.require(key, Scope.CHAT)
+    request.app[GATE].require(key, Scope.CHAT)
     req = parse_guard(await read_json(request), presets())
-    reports = await request.app[SERVICE].check_texts(req.inputs, req.role, key, req.policy)
+    reports = await request.app[GUARD_CHECK].check(req.inputs, req.role, key, req.policy)
     if req.batch:
         body: dict[str, Any] = {"allowed": all(r.allowed for r in reports),
                                 "results": [report_body(r) for r in reports],
                                 "ms": round(sum(r.ms for r in reports), 3)}
     else:
         body = report_body(reports[0])
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+    return json_response(body)

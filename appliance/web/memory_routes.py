@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from appliance.admission.gate import Gate
@@ -17,9 +16,9 @@ from appliance.api.memory import (
     parse_user,
 )
 from appliance.errors import InvalidRequest, NotFound
-from appliance.memory import MemoryEntry
-from appliance.web.keys import KEY, MEMORY
-from appliance.web.routes import read_json
+from appliance.memory.memories import MemoryEntry
+from appliance.web.routes import json_response, read_json
+from appliance.web.state import KEY, MEMORY
 
 routes = web.RouteTableDef()
 
@@ -30,11 +29,6 @@ def entry_body(e: MemoryEntry) -> dict[str, Any]:
             "kind": e.kind, "role": e.role, "tokens": e.tokens,
             "created_at": int(e.created_at), "last_accessed_at": int(e.last_accessed_at),
             "access_count": e.access_count}
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body),
-                        content_type="application/json")
 
 
 def _caller(request: web.Request) -> KeyRecord:
@@ -60,7 +54,7 @@ async def create_memory(request: web.Request) -> web.Response:
     entry = await request.app[MEMORY].add(key.id, req.tier,
                                           req.content, user=req.user,
                                           session_id=req.session_id, pinned=req.pinned)
-    return _json(entry_body(entry))
+    return json_response(entry_body(entry))
 
 
 @routes.get("/v1/memory")
@@ -69,7 +63,7 @@ async def list_memory(request: web.Request) -> web.Response:
     q = parse_memory_query(request.query)
     entries = await request.app[MEMORY].entries(key.id, q.tier,
                                                 user=q.user, session_id=q.session_id)
-    return _json({"object": "list", "data": [entry_body(e) for e in entries]})
+    return json_response({"object": "list", "data": [entry_body(e) for e in entries]})
 
 
 @routes.delete("/v1/memory/{id}")
@@ -82,7 +76,7 @@ async def delete_memory(request: web.Request) -> web.Response:
         deleted = await store.delete_global(key.id, entry_id)
     if not deleted:
         raise _not_found(entry_id)
-    return _json({"id": entry_id, "object": "memory.deleted", "deleted": True})
+    return json_response({"id": entry_id, "object": "memory.deleted", "deleted": True})
 
 
 @routes.delete("/v1/memory")
@@ -93,7 +87,7 @@ async def forget_user(request: web.Request) -> web.Response:
         raise InvalidRequest("DELETE /v1/memory needs ?user=... (everything for that user "
                              "under this key is deleted)", param="user")
     deleted = await request.app[MEMORY].forget_user(key.id, user)
-    return _json({"object": "memory.deleted", "user": user, "deleted": deleted})
+    return json_response({"object": "memory.deleted", "user": user, "deleted": deleted})
 
 
 @routes.patch("/v1/memory/{id}")
@@ -106,4 +100,4 @@ async def pin_memory(request: web.Request) -> web.Response:
                                                  admin=_is_admin(key))
     if entry is None:
         raise _not_found(entry_id)
-    return _json(entry_body(entry))
+    return json_response(entry_body(entry))

@@ -19,10 +19,10 @@ from appliance.errors import (
     RequestError,
     UnsupportedMediaType,
 )
-from appliance.trace import RequestTrace
+from appliance.observability.trace import RequestTrace
 from appliance.web.cache_http import cache_headers
-from appliance.web.keys import GATE, KEY, REQUEST_ID_KEY, SETTINGS, TRACE
 from appliance.web.observability import request_done
+from appliance.web.state import GATE, KEY, REQUEST_ID_KEY, SETTINGS, TRACE
 
 log = logging.getLogger("appliance.web")
 

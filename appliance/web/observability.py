@@ -1,10 +1,8 @@
 """Observability in the web layer: ``GET /metrics``, and what happens when a request ends.
 
-``install(app)`` (one line in ``app.py``, after the core objects are set) creates the
-app's ``Metrics`` (engine and queue gauges read at scrape time) and ``Audit``, and adds
-the ``/metrics`` route. ``request_done(request, trace)`` is called once per request by
-the errors middleware, after the response: it feeds the metrics from the trace, writes
-the access-log line, and appends the trace's guard actions to the audit log.
+``request_done(request, trace)`` is called once per request by the errors middleware, after
+the response: it feeds the metrics from the trace, writes the access-log line, and appends
+the trace's guard actions to the audit log.
 """
 
 from __future__ import annotations
@@ -15,17 +13,11 @@ import logging
 import orjson
 from aiohttp import web
 
-from appliance.admission.keys import Scope, require_scope
-from appliance.admission.queue import AdmissionQueue
-from appliance.audit import Audit
-from appliance.engine.engine import Engine
-from appliance.logs import ACCESS_LOGGER, access_fields, redact_for_log
-from appliance.metrics import CONTENT_TYPE, UNMATCHED, EngineGauges, Metrics
-from appliance.trace import RequestTrace
-from appliance.web.keys import DATABASE, ENGINE, GATE, SETTINGS, TRACE
-
-METRICS = web.AppKey("metrics", Metrics)
-AUDIT = web.AppKey("audit", Audit)
+from appliance.admission.keys import Scope
+from appliance.observability.logs import ACCESS_LOGGER, access_fields, redact_for_log
+from appliance.observability.metrics import CONTENT_TYPE, UNMATCHED
+from appliance.observability.trace import RequestTrace
+from appliance.web.state import AUDIT, GATE, METRICS, SETTINGS, TRACE
 
 CLIENT_GONE = 499  # the status recorded for a request whose client went away (nginx's)
 
@@ -39,28 +31,12 @@ routes = web.RouteTableDef()
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the admin scope when ``metrics_require_admin`` is set."""
     if request.app[SETTINGS].metrics_require_admin:
-        key = await request.app[GATE].authenticate(request.headers.get("Authorization"))
+        gate = request.app[GATE]
+        key = await gate.authenticate(request.headers.get("Authorization"))
         request[TRACE].key_name = key.name
-        require_scope(key, Scope.ADMIN)
+        gate.require(key, Scope.ADMIN)
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-
-def engine_gauges(engine: Engine, queue: AdmissionQueue) -> EngineGauges:
-    stats, waiting = engine.stats, queue.stats()
-    total = stats.kv_cells_total
-    return EngineGauges(
-        sequences_running=stats.running, queue_depth=waiting.queued,
-        kv_cache_usage_ratio=stats.kv_cells_used / total if total else 0.0,
-        batch_size_buckets=list(stats.batch_size_counts),
-        batch_size_sum=float(stats.batch_size_sum))
-
-
-def install(app: web.Application) -> None:
-    engine, queue = app[ENGINE], app[GATE].queue
-    app[METRICS] = Metrics(lambda: engine_gauges(engine, queue))
-    app[AUDIT] = Audit(app[DATABASE])
-    app.add_routes(routes)
 
 
 def endpoint_label(request: web.Request) -> str:

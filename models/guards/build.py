@@ -85,7 +85,7 @@ def build(root: Path, heads_only: bool, log: list[str]) -> dict[str, Any]:
     import evaluate
     import train_heads
 
-    from appliance.embed import Encoder
+    from appliance.encoder.sentence import Encoder
 
     if heads_only:
         if root != GUARDS:

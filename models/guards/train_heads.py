@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.guards._tokenize import char_ngrams
 from appliance.guards.classifier import head_pieces
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bench import SHARED_SYSTEM, _numbered, load_prompts
+from appliance.tools.bench import SHARED_SYSTEM, _numbered, load_prompts
 from tests.conftest import RunningServer
 
 

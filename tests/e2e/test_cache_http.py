@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from appliance.admission.keys import KeyStore, Scope
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.store.db import Database
 from tests.conftest import RunningServer, make_settings, start_server
 

@@ -191,7 +191,7 @@ async def test_long_session_is_summarised_by_the_model(
         api: Api, keyed: tuple[RunningServer, dict[str, str]]) -> None:
     import asyncio
 
-    from appliance.web.keys import SUMMARISER
+    from appliance.web.state import SUMMARISER
 
     srv, keys = keyed
     facts = ["My dog is called Rex and he is seven years old.",

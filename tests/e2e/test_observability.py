@@ -20,15 +20,14 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.admission.keys import KeyStore, Scope
-from appliance.audit import Audit
 from appliance.errors import InvalidRequest
-from appliance.logs import JsonFormatter
-from appliance.metrics import Metrics
+from appliance.observability.audit import Audit
+from appliance.observability.logs import JsonFormatter
+from appliance.observability.metrics import Metrics
+from appliance.observability.trace import GuardAction
 from appliance.store.db import Database
-from appliance.trace import GuardAction
-from appliance.web.keys import SETTINGS, TRACE
 from appliance.web.middleware import errors_middleware
-from appliance.web.observability import AUDIT, METRICS
+from appliance.web.state import AUDIT, METRICS, SETTINGS, TRACE
 from tests.conftest import RunningServer, free_port, make_settings, start_server
 from tests.unit.test_metrics import documented, exposed
 

@@ -161,8 +161,9 @@ def test_the_server_runs_without_writable_executable_memory(tmp_path: Path) -> N
         [sys.executable, "-c", _MDWE.split("sys.argv")[0] +
          "import mmap\n"
          "try:\n mmap.mmap(-1, 4096, prot=7)\nexcept OSError:\n print('W+X refused')\n"
-         "from appliance.embed import Encoder; v = Encoder.from_manifest().encode(['a b']); "
-         "print(v.shape)"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+         "from appliance.encoder.sentence import Encoder\n"
+         "v = Encoder.from_manifest().encode(['a b']); print(v.shape)"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert "W+X refused" in enc.stdout  # the protection is really on
     assert enc.returncode == 0 and "(1, 384)" in enc.stdout, enc.stderr
     port = free_port()

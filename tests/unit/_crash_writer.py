@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.memory import MemoryStore
+from appliance.memory.memories import MemoryStore
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 

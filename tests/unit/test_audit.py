@@ -14,7 +14,7 @@ import pytest
 
 from appliance import cli
 from appliance.admission.keys import KeyStore
-from appliance.audit import GENESIS, Audit, record_hash
+from appliance.observability.audit import GENESIS, Audit, record_hash
 from appliance.store.db import Database
 
 

@@ -13,17 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.cache import (
-    GLOBAL_SCOPE,
-    CacheConfig,
-    CacheDirectives,
-    CacheQuery,
-    ResponseCache,
-    fingerprint,
-    request_keys,
-    scope_for,
-)
-from appliance.embed import Encoder
+from appliance.cache.keys import GLOBAL_SCOPE, fingerprint, request_keys, scope_for
+from appliance.cache.response import CacheConfig, CacheDirectives, CacheQuery, ResponseCache
+from appliance.encoder.sentence import Encoder
 from appliance.engine.chat import ChatMessage
 from appliance.engine.types import SamplingParams
 from appliance.store.db import Database

@@ -14,11 +14,9 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from tokenizers.processors import TemplateProcessing
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.errors import ModelError
 from appliance.guards.classifier import (
-    GUARDS_DIR,
-    GUARDS_MANIFEST,
     Cascade,
     Classifier,
     ClassifierResult,
@@ -26,6 +24,7 @@ from appliance.guards.classifier import (
     load_classifier,
     load_guard_classifier,
 )
+from appliance.resources import GUARDS_DIR, GUARDS_MANIFEST
 
 FILLER = ("Our quarterly planning meeting covered the roadmap for the mobile app, the budget "
           "for the new support centre and the hiring plan. ")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from appliance.cpu_turns import CpuTurns
+from appliance.engine.cpu_turns import CpuTurns
 
 
 def _held(turn: Callable[[], AbstractContextManager[None]]

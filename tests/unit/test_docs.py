@@ -8,19 +8,14 @@ from aiohttp import web
 
 from appliance import cli
 from appliance.config import REPO_ROOT
-from appliance.web import observability
-from appliance.web.embedding_routes import routes as embedding_routes
-from appliance.web.guard_routes import guard_routes
-from appliance.web.memory_routes import routes as memory_routes
-from appliance.web.routes import routes
+from appliance.web.app import ROUTES
 
 README = (REPO_ROOT / "README.md").read_text()
 
 
 def test_every_endpoint_is_in_the_readme() -> None:
-    paths = {(r.method, r.path) for table in (routes, observability.routes, guard_routes,
-                                              embedding_routes, memory_routes)
-             for r in table if isinstance(r, web.RouteDef)}
+    paths = {(r.method, r.path) for table in ROUTES for r in table
+             if isinstance(r, web.RouteDef)}
     assert ("GET", "/metrics") in paths and ("POST", "/v1/guard") in paths
     assert paths, "no routes found"
     for method, path in paths:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import cli, doctor
+from appliance import cli
 from appliance.config import Settings
-from appliance.doctor import Facts
+from appliance.tools import doctor
+from appliance.tools.doctor import Facts
 from tests.conftest import make_settings
 
 GIB = 2**30

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.embed import EMBED_DIM, Encoder, load_encoder_spec
+from appliance.encoder.sentence import EMBED_DIM, Encoder, load_encoder_spec
 from appliance.errors import ModelError
-from appliance.guards.classifier import GUARDS_MANIFEST
+from appliance.resources import GUARDS_MANIFEST
 
 
 @pytest.fixture(scope="module")

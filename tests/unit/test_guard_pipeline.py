@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.guards.classifier import Classifier, ClassifierResult, load_guard_classifier
 from appliance.guards.pipeline import GuardDecision, InputPipeline
 from appliance.guards.policy import Policy, load_policy, parse_policy

@@ -7,8 +7,8 @@ import logging
 
 import orjson
 
-from appliance.logs import JsonFormatter, access_fields, redact_for_log, setup_logging
-from appliance.trace import GuardAction, RequestTrace
+from appliance.observability.logs import JsonFormatter, access_fields, redact_for_log, setup_logging
+from appliance.observability.trace import GuardAction, RequestTrace
 
 
 def test_every_record_is_one_json_line_with_fields_and_traceback() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.engine.chat import ChatMessage
-from appliance.memory import DAY, MemoryConfig, MemoryStore, Recall, Recalled
-from appliance.memory_prompt import MEMORY_HEADER, inject_memory
+from appliance.memory.memories import DAY, MemoryConfig, MemoryStore, Recall, Recalled
+from appliance.memory.prompt import MEMORY_HEADER, inject_memory
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 
@@ -176,7 +176,7 @@ async def test_gc_keeps_the_size_budget_by_importance(tmp_path: Path, encoder: E
 
 
 def test_inject_memory_places_notes_and_turns() -> None:
-    from appliance.memory import MemoryEntry
+    from appliance.memory.memories import MemoryEntry
 
     def e(i: int, role: str, content: str) -> MemoryEntry:
         return MemoryEntry(i, "session", "u", "s", "turn", role, content, 3, False, 0, 0, 0)

@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.config import REPO_ROOT
 from appliance.engine.engine import BATCH_SIZE_BOUNDS, EngineStats
-from appliance.metrics import EngineGauges, Metrics
-from appliance.trace import RequestTrace
+from appliance.observability.metrics import EngineGauges, Metrics
+from appliance.observability.trace import RequestTrace
 
 METRICS_DOC = (REPO_ROOT / "docs" / "METRICS.md").read_text()
 
@@ -162,7 +162,7 @@ def test_token_gaps_split_a_chunk_of_several_tokens() -> None:
 
 
 def test_the_overhead_benchmark_runs_and_reports_every_figure() -> None:
-    from appliance.metrics_bench import measure
+    from appliance.tools.metrics_bench import measure
 
     r = measure(tokens=64, n=200)
     assert set(r) >= {"request_us", "token_us", "step_us", "scrape_us"}

@@ -9,8 +9,8 @@ import pytest
 
 from appliance import cli, config
 from appliance.engine.models import ModelStore
-from appliance.pins import all_pins, check_pin
-from appliance.progress import ProgressBar
+from appliance.tools.pins import all_pins, check_pin
+from appliance.tools.progress import ProgressBar
 
 
 def test_all_pins_cover_models_encoder_and_guards() -> None:

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from appliance.embed import Encoder, load_encoder_spec, locate_pinned
+from appliance.encoder.int8 import has_vnni, int8_rewrite
+from appliance.encoder.sentence import Encoder, load_encoder_spec, locate_pinned
 from appliance.errors import ModelError
-from appliance.onnx_int8 import int8_rewrite
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,11 @@ def files() -> tuple[Path, Path]:
             locate_pinned(spec.tokenizer, "encoder tokenizer"))
 
 
-def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("signed", [True, False])
+def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path, Path],
+                                                              signed: bool) -> None:
     source = files[0].read_bytes()
-    rewritten, count = int8_rewrite(source, expect=36)
+    rewritten, count = int8_rewrite(source, expect=36, signed=signed)
     assert count == 36 == load_encoder_spec().int8_matmuls
     graph = onnx.load_from_string(rewritten).graph
     ops = Counter(node.op_type for node in graph.node)
@@ -35,9 +37,12 @@ def test_every_weight_product_runs_on_the_stored_int8_weights(files: tuple[Path,
                 .initializer}
     for node in graph.node:
         if node.op_type == "DynamicQuantizeMatMul":
-            stored = weights[node.input[1]]
-            assert stored.dtype == np.int8
-            np.testing.assert_array_equal(stored, original[node.input[1]])  # not re-quantised
+            stored, zero = weights[node.input[1]], weights[node.input[3]]
+            name = node.input[1].removesuffix("/uint8")
+            assert stored.dtype == (np.int8 if signed else np.uint8) and zero.dtype == stored.dtype
+            # not re-quantised: the stored int8 weights, or exactly them shifted by 128
+            np.testing.assert_array_equal(stored.astype(np.int16) - zero.astype(np.int16),
+                                          original[name])
     # no float copy of a weight matrix is left for onnxruntime to fold
     assert not [n for n, w in weights.items() if w.dtype == np.float32 and w.size >= 384 * 384]
 
@@ -66,7 +71,10 @@ def test_int8_vectors_stay_close_to_the_float32_graph(files: tuple[Path, Path]) 
     assert int8.batch_size == 1 and fp32.batch_size == 32  # see test_embed's batching test
 
 
-def test_a_weight_read_by_two_products_is_rewritten_once_and_runs() -> None:
+@pytest.mark.parametrize("signed", [None, False, *([True] if has_vnni() else [])])
+def test_a_weight_read_by_two_products_is_rewritten_once_and_runs(signed: bool | None) -> None:
+    """Full-range weights and activations: exact on this CPU whichever kernel it takes (the
+    int8 weights saturate without VNNI, so the default shifts them into uint8 there)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -84,7 +92,7 @@ def test_a_weight_read_by_two_products_is_rewritten_once_and_runs() -> None:
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(scale, "s")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10  # as the packaged export (this onnxruntime reads up to 13)
-    rewritten, count = int8_rewrite(model.SerializeToString(), expect=2)
+    rewritten, count = int8_rewrite(model.SerializeToString(), expect=2, signed=signed)
     assert count == 2
     names = [t.name for t in onnx.load_from_string(rewritten).graph.initializer]
     assert len(names) == len(set(names)) == 3  # w, one scale, one zero point

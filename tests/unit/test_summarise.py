@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from appliance.embed import Encoder
+from appliance.encoder.sentence import Encoder
 from appliance.engine.chat import ChatMessage
-from appliance.memory import MemoryConfig, MemoryStore
-from appliance.memory_prompt import SUMMARY_HEADER, inject_memory
-from appliance.store.db import Database
-from appliance.store.vectors import VectorIndex
-from appliance.summarise import (
+from appliance.memory.memories import MemoryConfig, MemoryStore
+from appliance.memory.prompt import SUMMARY_HEADER, inject_memory
+from appliance.memory.summarise import (
     DIGEST_INSTRUCTION,
     FACTS_INSTRUCTION,
     SessionSummariser,
     SummaryConfig,
 )
+from appliance.store.db import Database
+from appliance.store.vectors import VectorIndex
 
 
 @pytest.fixture(scope="module")

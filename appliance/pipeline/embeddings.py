@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from appliance.admission.gate import Gate
 from appliance.admission.keys import KeyRecord
 from appliance.api.embeddings import EmbeddingRequest
-from appliance.embed import Encoder, Vectors
+from appliance.encoder.sentence import Encoder, Vectors
 from appliance.errors import InvalidRequest, ModelNotFound
-from appliance.trace import RequestTrace
+from appliance.observability.trace import RequestTrace
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class EmbeddingService:
                                 param="model")
 
     async def embed(self, req: EmbeddingRequest, key: KeyRecord,
-                    trace: RequestTrace | None = None) -> Embeddings:
+                    trace: RequestTrace) -> Embeddings:
         self.check_model(req.model)
         if req.dimensions is not None and req.dimensions != self.encoder.dim:
             raise InvalidRequest(f"this model's embeddings have {self.encoder.dim} "
@@ -48,13 +48,8 @@ class EmbeddingService:
         counts = await asyncio.to_thread(self.encoder.token_counts, req.inputs)
         tokens = sum(counts)
         queued_at = time.perf_counter()
-        ticket = await self.gate.admit(key, tokens, 0)
-        if trace is not None:
+        async with self.gate.admit(key, tokens, 0):
             trace.queue_wait_s = time.perf_counter() - queued_at
-        try:
             vectors = await asyncio.to_thread(self.encoder.encode, req.inputs)
-        finally:
-            ticket.release(tokens)
-        if trace is not None:
-            trace.prompt_tokens = tokens
+        trace.prompt_tokens = tokens
         return Embeddings(vectors, tokens, self.model_id)

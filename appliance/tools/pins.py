@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.engine.models import ModelStore, sha256_file
+from appliance.engine.models import ModelStore
 from appliance.errors import ModelError
-from appliance.guards.classifier import GUARDS_MANIFEST, read_guard_manifest
-from appliance.resources import locate_part
+from appliance.guards.classifier import read_guard_manifest
+from appliance.resources import GUARDS_MANIFEST, locate_part, sha256_file
 
 
 @dataclass(frozen=True)

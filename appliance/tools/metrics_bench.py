@@ -1,4 +1,4 @@
-"""Micro-benchmark of the instrumentation's cost: ``python -m appliance.metrics_bench``.
+"""Micro-benchmark of the instrumentation's cost: ``python -m appliance.tools.metrics_bench``.
 
 What one request and one token cost in the code this issue adds, without HTTP and without
 the model (the parts measured are exactly the ones run per request, per token and per
@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from appliance.engine.engine import EngineStats
-from appliance.logs import ACCESS_LOGGER, JsonFormatter, access_fields
-from appliance.metrics import EngineGauges, Metrics
-from appliance.trace import GuardAction, RequestTrace
+from appliance.observability.logs import ACCESS_LOGGER, JsonFormatter, access_fields
+from appliance.observability.metrics import EngineGauges, Metrics
+from appliance.observability.trace import GuardAction, RequestTrace
 
 
 def _per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
@@ -98,7 +98,7 @@ def measure(tokens: int = 64, n: int = 20_000) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appliance.metrics_bench")
+    parser = argparse.ArgumentParser(prog="python -m appliance.tools.metrics_bench")
     parser.add_argument("--tokens", type=int, default=64, help="completion tokens/request")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams")
     parser.add_argument("--step-ms", type=float, default=200.0,

@@ -25,7 +25,7 @@ import orjson
 
 from appliance.guards.normalize import normalize_text
 from appliance.guards.pii import find_pii, redact
-from appliance.trace import RequestTrace
+from appliance.observability.trace import RequestTrace
 
 ACCESS_LOGGER = "appliance.access"
 _FIELDS = "fields"

@@ -1,16 +1,6 @@
 """The response cache: an exact tier and a semantic tier, never crossing scopes.
 
-Keys (:func:`request_keys`, pure):
-
-- the **fingerprint** hashes what makes an old answer wrong for everybody: the model
-  file's sha256, the chat template source and the guard policy version. Entries carry it;
-  when it changes (:meth:`ResponseCache.adopt`) every entry with another one is deleted.
-- the **exact key** hashes the fingerprint with the whole request as the model sees it:
-  the prompt tokens after the chat template (so the system prompt and every turn), the
-  sampling parameters, ``max_tokens`` and the stop strings.
-- the **context** hashes the same except the last user turn: a semantic hit needs the same
-  context (same model, template, policy, system prompt, earlier turns and sampling) and an
-  embedding of the last user turn within ``threshold`` cosine of the stored one.
+Keys: :mod:`appliance.cache.keys`.
 
 Scope. ``key:<api key id>/user:<OpenAI user>``: an entry is only ever read in the scope that
 stored it. Requests an admin-scoped key marks shareable are stored in the ``global`` scope
@@ -30,7 +20,6 @@ hit costs no write. All writes go through the database writer; reads use its rea
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,13 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from appliance.engine.chat import ChatMessage
+from appliance.cache.keys import GLOBAL_SCOPE
 from appliance.engine.types import SamplingParams
 from appliance.store.db import Database
 from appliance.store.vectors import Hit, VectorIndex, from_blob, to_blob
 
 TABLE = "cache_entries"
-GLOBAL_SCOPE = "global"
 
 Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 Vector = npt.NDArray[np.float32]
@@ -91,7 +79,7 @@ class CachedResponse:
     id: int
     scope: str
     text: str
-    finish_reason: str
+    finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int
 
@@ -111,43 +99,10 @@ class SweepReport:
     touched: int
 
 
-def _h(*parts: object) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = repr(part).encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
-
-
-def fingerprint(model_sha256: str, template: str, policy_version: str) -> str:
-    return _h("fingerprint", model_sha256, template, policy_version)
-
-
-def scope_for(key_id: int, user: str | None, *, shared: bool = False) -> str:
-    return GLOBAL_SCOPE if shared else f"key:{key_id}/user:{user or ''}"
-
-
-def request_keys(fp: str, kind: str, prompt_tokens: Sequence[int], sampling: SamplingParams,
-                 max_tokens: int, stop: Sequence[str], messages: Sequence[ChatMessage] = (),
-                 ) -> tuple[str, str, str | None]:
-    """``(exact_key, context, last_user_text)`` of one request (see the module doc)."""
-    seed = sampling.seed if sampling.temperature > 0 else None  # greedy ignores the seed
-    params = (kind, sampling.temperature, sampling.top_p, sampling.top_k, sampling.min_p,
-              seed, sampling.presence_penalty, sampling.frequency_penalty,
-              sampling.repeat_penalty, sampling.penalty_last_n, sampling.logit_bias,
-              max_tokens, tuple(stop))
-    exact = _h("exact", fp, params, tuple(prompt_tokens))
-    last = messages[-1] if messages else None
-    if last is None or last.role != "user" or not last.content.strip():
-        return exact, _h("context", fp, params, "no-semantic", exact), None
-    earlier = tuple((m.role, m.name, m.content) for m in messages[:-1])
-    return exact, _h("context", fp, params, earlier, last.name), last.content
-
-
 def _row(r: Sequence[object]) -> CachedResponse:
     return CachedResponse(id=int(r[0]), scope=str(r[1]), text=str(r[2]),  # type: ignore[call-overload]
-                          finish_reason=str(r[3]), prompt_tokens=int(r[4]),  # type: ignore[call-overload]
+                          finish_reason="length" if r[3] == "length" else "stop",
+                          prompt_tokens=int(r[4]),  # type: ignore[call-overload]
                           completion_tokens=int(r[5]))  # type: ignore[call-overload]
 
 

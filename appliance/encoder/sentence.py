@@ -1,6 +1,6 @@
 """The shared sentence encoder: text -> 384-d unit vectors (all-MiniLM-L6-v2, int8 ONNX).
 
-The export's weight products run in int8 (:mod:`appliance.onnx_int8`, rewritten in memory at
+The export's weight products run in int8 (:mod:`appliance.encoder.int8`, rewritten in memory at
 load; ``int8_matmuls`` in the manifest).
 
 One request is embedded once and the vector is reused: by the guard heads
@@ -20,27 +20,33 @@ thread (or ``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from appliance.cpu_turns import CpuTurns, side
+from appliance.encoder.int8 import int8_rewrite
 from appliance.errors import ModelError
-from appliance.guards.classifier import GUARDS_MANIFEST, verify_pinned
-from appliance.onnx_int8 import int8_rewrite
-from appliance.resources import fix_hint, locate_part
+from appliance.resources import GUARDS_MANIFEST, fix_hint, locate_part, verify_pinned
 
 EMBED_DIM = 384
 _SENTENCES = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
 
 Vectors = npt.NDArray[np.float32]
+
+
+class SideWork(Protocol):
+    """Turn-taking with the engine on a CPU (``appliance.engine.cpu_turns.CpuTurns``): an
+    encoder run is side work the engine's next decode step waits for."""
+
+    def side(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class EncoderSpec:
     tokenizer: PinnedFile
     dim: int = EMBED_DIM
     max_length: int = 256
-    int8_matmuls: int = 0  # weight products run in int8 (appliance.onnx_int8); 0: float32
+    int8_matmuls: int = 0  # weight products run in int8 (appliance.encoder.int8); 0: float32
 
 
 def locate_pinned(pin: PinnedFile, what: str) -> Path:
@@ -119,13 +125,13 @@ class Encoder:
     Inputs longer than ``max_length`` tokens are truncated (the start is kept; :meth:`split`
     cuts a long text into short windows for the classifiers). Texts are embedded in batches
     of ``batch_size``, grouped by length to keep padding small; with ``int8_matmuls`` (the
-    weight products in int8, :mod:`appliance.onnx_int8`) one text per run.
+    weight products in int8, :mod:`appliance.encoder.int8`) one text per run.
     """
 
     def __init__(self, model: Path, tokenizer: Path, *, max_length: int = 256,
                  dim: int = EMBED_DIM, threads: int = 1, batch_size: int = 32,
                  window: int = 64, window_stride: int = 16, int8_matmuls: int = 0,
-                 turns: CpuTurns | None = None) -> None:
+                 turns: SideWork | None = None) -> None:
         from tokenizers import Tokenizer
 
         try:
@@ -152,7 +158,7 @@ class Encoder:
 
     @classmethod
     def from_manifest(cls, manifest: Path = GUARDS_MANIFEST, *, threads: int = 1,
-                      batch_size: int = 32, turns: CpuTurns | None = None) -> Encoder:
+                      batch_size: int = 32, turns: SideWork | None = None) -> Encoder:
         """The pinned default encoder; :class:`ModelError` if a file is missing or altered."""
         spec = load_encoder_spec(manifest)
         model = locate_pinned(spec.model, f"encoder {spec.id!r} model")
@@ -212,7 +218,8 @@ class Encoder:
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        with side(self._turns):
+        turn = self._turns.side() if self._turns is not None else contextlib.nullcontext()
+        with turn:
             hidden = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)

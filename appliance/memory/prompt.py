@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.engine.chat import ChatMessage
-from appliance.memory import Recall
+from appliance.memory.memories import Recall
 
 
 @dataclass(frozen=True)

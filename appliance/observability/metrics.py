@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from appliance.engine.engine import BATCH_SIZE_BOUNDS
-from appliance.trace import RequestTrace
+from appliance.observability.trace import RequestTrace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

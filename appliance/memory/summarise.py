@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from appliance.memory import MemoryEntry, MemoryStore, SessionRef
+from appliance.memory.memories import MemoryEntry, MemoryStore, SessionRef
 
 log = logging.getLogger("appliance.memory")
 

@@ -10,12 +10,20 @@ where the CPU has it): the same stored weights, a quarter of the bytes read, abo
 faster on short texts. The outputs move slightly (cosine 0.98-0.997 to the float32 graph,
 0.977 for a one-word text), so heads are trained on this graph's vectors.
 
+Integer kernels. With VNNI, onnxruntime multiplies uint8 activations by int8 weights
+exactly. Without it (plain AVX2) that kernel adds pairs of products in 16 bits and
+saturates (255 * 127 * 2 > 32767): outputs go wrong wherever activations and weights are
+both large. There the weights are stored shifted into uint8 (``w + 128``, zero point 128),
+which the uint8 x uint8 kernel multiplies exactly: the same numbers, on every CPU.
+
 The rewrite is code, applied in memory to the pinned file's bytes: the file on disk stays
 the verified one. It needs the ``onnx`` package (a pinned dependency).
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +33,25 @@ from appliance.errors import ModelError
 MS_DOMAIN = "com.microsoft"
 
 
-def int8_rewrite(model: bytes, *, expect: int | None = None) -> tuple[bytes, int]:
+@functools.cache
+def has_vnni() -> bool:
+    """Whether this CPU multiplies uint8 by int8 without saturating (AVX-512 or AVX VNNI)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def int8_rewrite(model: bytes, *, expect: int | None = None,
+                 signed: bool | None = None) -> tuple[bytes, int]:
     """The model with every de-quantised weight product in int8, and how many were rewritten.
 
     ``expect``: the number of products that must be rewritten (a :class:`ModelError`
-    otherwise, so a changed export cannot silently fall back to float32)."""
+    otherwise, so a changed export cannot silently fall back to float32). ``signed``: keep
+    the weights int8 (exact with VNNI) or shift them into uint8 (exact everywhere); by
+    default whatever is exact and fastest on this CPU."""
+    signed = has_vnni() if signed is None else signed
     import onnx
     from onnx import helper, numpy_helper
 
@@ -55,11 +77,18 @@ def int8_rewrite(model: bytes, *, expect: int | None = None) -> tuple[bytes, int
             nodes.append(node)
             continue
         scale_out, zero_out = f"{scale_name}/int8_scale", f"{quantized}/int8_zero"
+        weight_out = quantized if signed else f"{quantized}/uint8"
         added.setdefault(scale_out, numpy_helper.from_array(scale, scale_out))
-        added.setdefault(zero_out, numpy_helper.from_array(np.zeros(scale.shape, np.int8),
-                                                           zero_out))
+        if signed:
+            zero = np.zeros(scale.shape, np.int8)
+        else:
+            zero = np.full(scale.shape, 128, np.uint8)
+            w = numpy_helper.to_array(inits[quantized]).astype(np.int16) + 128
+            added.setdefault(weight_out, numpy_helper.from_array(w.astype(np.uint8),
+                                                                 weight_out))
+        added.setdefault(zero_out, numpy_helper.from_array(zero, zero_out))
         nodes.append(helper.make_node(
-            "DynamicQuantizeMatMul", [node.input[0], quantized, scale_out, zero_out],
+            "DynamicQuantizeMatMul", [node.input[0], weight_out, scale_out, zero_out],
             list(node.output), name=f"{node.name or node.output[0]}/int8", domain=MS_DOMAIN))
         rewritten += 1
     if expect is not None and rewritten != expect:

@@ -1,6 +1,6 @@
 """Micro-benchmark: microseconds per ``RateLimiter.admit`` (+ ``settle``). Not a test.
 
-    python -m appliance.admission._bench
+    python -m appliance.tools.limiter_bench
 """
 
 from __future__ import annotations

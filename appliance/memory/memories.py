@@ -142,7 +142,7 @@ def importance(entry_age_s: float, access_count: int, half_life_s: float) -> flo
 
 
 class AuditSink(Protocol):
-    """What the store needs of :class:`appliance.audit.Audit`."""
+    """What the store needs of :class:`appliance.observability.audit.Audit`."""
 
     async def append(self, event: str, actor: str,
                      detail: Mapping[str, Any] | None = None) -> object: ...
@@ -364,7 +364,7 @@ class MemoryStore:
             r[1] == "user" and r[12] == key_id and r[2] == user
             and (r[8] or r[10] > oldest))]
 
-    # -- session summaries (appliance.summarise) -------------------------------------------
+    # -- session summaries (appliance.memory.summarise) -------------------------------------------
 
     async def long_sessions(self, threshold_tokens: int) -> list[SessionRef]:
         """Sessions whose verbatim turns hold more than ``threshold_tokens``."""

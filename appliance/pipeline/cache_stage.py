@@ -1,0 +1,115 @@
+"""The response cache as the pipeline uses it: the query of a job, the exact and semantic
+lookups, the replay of a hit, and storing a finished answer.
+
+An exact hit is served before admission: the identical request passed the input rail under
+the same policy when it was stored. The semantic tier is asked only after the input
+classifiers passed, and reuses their embedding when they embedded exactly the cache's text.
+A replay is charged to the key's buckets like a generation of that size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncGenerator, Sequence
+
+from appliance.admission.gate import Gate
+from appliance.cache.keys import fingerprint, request_keys, scope_for
+from appliance.cache.response import CachedResponse, CacheQuery, CacheResult, ResponseCache
+from appliance.engine.chat import ChatMessage
+from appliance.engine.tokenizer import Tokenizer
+from appliance.guards.rails import InputCheck
+from appliance.observability.trace import RequestTrace
+from appliance.pipeline.job import Chunk, Job, RequestContext, Usage
+from appliance.store.vectors import Vector
+
+_REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached answer is replayed word by word
+_REPLAY_WORDS = 4
+
+
+class CacheStage:
+    def __init__(self, cache: ResponseCache, gate: Gate, tokenizer: Tokenizer, *,
+                 model_sha256: str) -> None:
+        self._cache = cache
+        self._gate = gate
+        self._tokenizer = tokenizer
+        self._sha256 = model_sha256
+
+    def query(self, job: Job, ctx: RequestContext,
+              messages: Sequence[ChatMessage]) -> CacheQuery | None:
+        """The job's cache keys, or None when it is not cacheable (sampling too random)."""
+        if not self._cache.cacheable(job.options.sampling):
+            return None
+        source = self._tokenizer.template_source()
+        # Entries made under another model file or template are deleted (adopt); the guard
+        # policy's version is part of every key, so an answer checked under one policy is
+        # never served under another (per-key policies share the table).
+        policy = job.rails.policy.version if job.rails is not None else "guards-off"
+        request = job.request
+        exact, context, text = request_keys(
+            fingerprint(self._sha256, source, policy), job.kind, request.prompt_tokens,
+            request.sampling, request.max_tokens, request.stop, messages)
+        return CacheQuery(scope=scope_for(ctx.key.id, job.options.user,
+                                          shared=ctx.directives.shared),
+                          exact_key=exact, context=context,
+                          fingerprint=fingerprint(self._sha256, source, ""), kind=job.kind,
+                          text=text, directives=ctx.directives)
+
+    async def exact(self, job: Job, trace: RequestTrace) -> CachedResponse | None:
+        """The exact tier alone (before admission and the input classifiers)."""
+        if job.cache is None:
+            trace.cache = "bypass"
+            return None
+        result = await self._lookup(dataclasses.replace(job.cache, text=None), None, trace)
+        return result.entry
+
+    async def semantic(self, job: Job, check: InputCheck | None,
+                       trace: RequestTrace) -> CacheResult | None:
+        """Both tiers, after the input classifiers passed (their embedding reused)."""
+        if job.cache is None:
+            return None
+        return await self._lookup(job.cache, self._guard_vector(job, check), trace)
+
+    async def _lookup(self, query: CacheQuery, vector: Vector | None,
+                      trace: RequestTrace) -> CacheResult:
+        await self._cache.adopt(query.fingerprint)
+        result = await self._cache.lookup(query, vector)
+        trace.cache = result.status
+        trace.cache_similarity = result.similarity
+        return result
+
+    @staticmethod
+    def _guard_vector(job: Job, check: InputCheck | None) -> Vector | None:
+        """The input rail's embedding, when it embedded exactly the cache's text."""
+        if (check is None or check.decision.embedding is None or job.cache is None
+                or job.rules is None):
+            return None
+        seen = job.rules.texts[job.rules.main]
+        return check.decision.embedding if job.cache.text == seen else None
+
+    async def replay(self, job: Job, entry: CachedResponse, ctx: RequestContext, *,
+                     charge: bool) -> AsyncGenerator[Chunk, None]:
+        """A cached answer as word-sized chunks; ``charge`` it to the key (False: the
+        caller holds an admission ticket that pays for it)."""
+        trace = ctx.trace
+        n_prompt = job.prompt_tokens
+        if charge:
+            self._gate.charge(ctx.key, n_prompt + entry.completion_tokens)
+        trace.released(entry.text, entry.completion_tokens)
+        trace.prompt_tokens = n_prompt
+        trace.completion_tokens = entry.completion_tokens
+        trace.cached_tokens = n_prompt
+        pieces = _REPLAY_PIECE.findall(entry.text)
+        for start in range(0, len(pieces), _REPLAY_WORDS):
+            yield Chunk("".join(pieces[start:start + _REPLAY_WORDS]))
+        yield Chunk("", entry.finish_reason,
+                    Usage(n_prompt, entry.completion_tokens, n_prompt, job.memory_tokens))
+
+    async def store(self, job: Job, lookup: CacheResult | None, answer: str,
+                    final: Chunk) -> None:
+        """A normal answer (it passed the output rail), after a lookup that missed."""
+        if (lookup is None or job.cache is None or final.usage is None
+                or final.finish_reason not in ("stop", "length")):
+            return
+        await self._cache.store(job.cache, lookup.vector, answer, final.finish_reason,
+                                final.usage.prompt_tokens, final.usage.completion_tokens)

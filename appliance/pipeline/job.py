@@ -1,0 +1,91 @@
+"""What the request pipeline hands between its stages and to the web layer.
+
+- :class:`RequestContext`: who asked and how (the API key, the trace that records what
+  happens, cache directives, the memory session): one object instead of parameters threaded
+  through every stage.
+- :class:`Job`: one prepared generation (tokens, limits, the guard rails and the rules-tier
+  verdicts already taken, the cache query, the memory context).
+- :class:`Chunk`, :class:`Usage`, :class:`Generation`: what comes back.
+
+Plain frozen data, no behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from appliance.admission.gate import ANONYMOUS
+from appliance.admission.keys import KeyRecord
+from appliance.api.requests import GenerationOptions
+from appliance.cache.response import CacheDirectives, CacheQuery
+from appliance.engine.types import GenerationRequest
+from appliance.guards.rails import PolicyRails, RulesStage
+from appliance.memory.prompt import MemoryContext
+from appliance.observability.trace import RequestTrace
+
+Kind = Literal["chat", "text"]
+# Why an answer ended, as the client is told (the engine's cancelled/error never get here).
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    key: KeyRecord
+    trace: RequestTrace
+    directives: CacheDirectives = field(default_factory=CacheDirectives)
+    session_id: str | None = None
+
+    @classmethod
+    def background(cls, what: str) -> RequestContext:
+        """Work the server does for itself (session summaries): the unlimited internal key,
+        a trace nobody reads, and no cache (its prompts hold other people's words)."""
+        return cls(ANONYMOUS, RequestTrace(what, what),
+                   CacheDirectives(no_cache=True, no_store=True))
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    memory_tokens: int = 0  # of prompt_tokens, added by memory injection
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    created: int
+    kind: Kind
+    request: GenerationRequest
+    options: GenerationOptions
+    echo_text: str = ""
+    rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
+    rules: RulesStage | None = None  # the input rail's rules tier, done in prepare
+    cache: CacheQuery | None = None  # None: the response cache is not consulted
+    memory: MemoryContext | None = None  # None: nothing is remembered
+    memory_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.request.prompt_tokens)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed generation; the last has ``finish_reason`` and ``usage``."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage

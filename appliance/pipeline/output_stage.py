@@ -1,0 +1,109 @@
+"""The output rail of a generation, as the pipeline drives it.
+
+:class:`OutputStage` is built once; :meth:`OutputStage.start` gives each guarded generation
+an :class:`OutputGuard` that holds the engine's text back in an
+:class:`~appliance.guards.output.OutputBuffer`, checks each window with the policy's
+:class:`~appliance.guards.output.OutputRail`, and turns the verdicts into chunks: checked
+text, or the replacement that ends the answer with ``finish_reason="content_filter"`` (the
+caller stops at a chunk with a finish reason). :meth:`OutputStage.check_whole` checks a
+non-streamed answer once more as a whole (a pattern spanning many windows is caught too).
+Every verdict is recorded in the request's trace (metrics; blocks and redactions audited).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+
+from appliance.guards.output import OutputBuffer, OutputRail, Window
+from appliance.guards.rails import Guards, PolicyRails
+from appliance.guards.readiness import GuardsState
+from appliance.observability.trace import GuardAction, RequestTrace
+from appliance.pipeline.job import Chunk, Generation, Usage
+
+
+def record_output(trace: RequestTrace, label: str, action: str, ms: float) -> None:
+    check = GuardAction("output-rail", "output", label, action, ms)
+    trace.guard_checks.append(check)
+    if action != "allow":
+        trace.guard_actions.append(check)
+
+
+class OutputGuard:
+    """The output rail of one generation: holds text back, checks each window, and ends the
+    answer on a violation (the caller stops at a chunk with a ``finish_reason``)."""
+
+    def __init__(self, guards: Guards, rails: PolicyRails, prompt_tokens: int, *,
+                 holdback_tokens: int, trace: RequestTrace) -> None:
+        self._rail: OutputRail = guards.output_rail(rails)
+        self._buffer = OutputBuffer(holdback_tokens, ends_in_phrase=self._rail.ends_in_phrase)
+        self._trace = trace
+        self._prompt_tokens = prompt_tokens
+        self._n_tokens = 0
+
+    async def feed(self, text: str, n_tokens: int) -> AsyncGenerator[Chunk, None]:
+        delta, self._n_tokens = n_tokens - self._n_tokens, n_tokens
+        for window in self._buffer.push(text, max(1, delta)):
+            chunk = await self._check(window)
+            if chunk is not None:
+                yield chunk
+
+    async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
+        """The last windows (the final text included), then the final chunk."""
+        if final.usage is not None:
+            self._n_tokens = final.usage.completion_tokens
+        windows = self._buffer.push(final.text, 1)
+        rest = self._buffer.flush()
+        released: list[str] = []
+        for window in [*windows, *([rest] if rest is not None else [])]:
+            chunk = await self._check(window)
+            if chunk is not None and chunk.finish_reason is not None:
+                yield Chunk("".join(released) + chunk.text, chunk.finish_reason, final.usage)
+                return
+            if chunk is not None:
+                released.append(chunk.text)
+        if not released:  # (windows recorded their own releases)
+            self._trace.released("", self._n_tokens)
+        yield Chunk("".join(released), final.finish_reason, final.usage)
+
+    async def _check(self, window: Window) -> Chunk | None:
+        start = time.perf_counter()
+        verdict = await self._rail.check(window)
+        ms = (time.perf_counter() - start) * 1000.0
+        self._trace.guard_s += ms / 1000.0
+        self._trace.holdback_s.append(window.held_s + ms / 1000.0)
+        record_output(self._trace, verdict.rule or "clean", verdict.action, ms)
+        if verdict.replacement is not None:
+            self._trace.released(verdict.replacement, self._n_tokens)
+            return Chunk(verdict.replacement, "content_filter",
+                         Usage(self._prompt_tokens, self._n_tokens, 0))
+        if not verdict.text:
+            return None
+        self._trace.released(verdict.text, self._n_tokens)
+        return Chunk(verdict.text)
+
+
+class OutputStage:
+    def __init__(self, guards: GuardsState, *, holdback_tokens: int) -> None:
+        self._guards = guards
+        self._holdback = holdback_tokens
+
+    def start(self, rails: PolicyRails | None, prompt_tokens: int,
+              trace: RequestTrace) -> OutputGuard | None:
+        """The rail of one generation (None: guards off)."""
+        if rails is None:
+            return None
+        return OutputGuard(self._guards.get(), rails, prompt_tokens,
+                           holdback_tokens=self._holdback, trace=trace)
+
+    @staticmethod
+    def check_whole(rails: PolicyRails | None, answer: Generation,
+                    trace: RequestTrace) -> Generation:
+        """A finished, non-streamed answer checked whole by the output rules."""
+        if rails is None or answer.finish_reason == "content_filter":
+            return answer
+        verdict = rails.output.check_text(answer.text)
+        if verdict.violated and verdict.replacement is not None:
+            record_output(trace, verdict.rule or "output-rules", "block", 0.0)
+            return Generation(verdict.replacement, "content_filter", answer.usage)
+        return answer

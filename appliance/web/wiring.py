@@ -1,0 +1,171 @@
+"""The one place the appliance is put together: settings in, every component out.
+
+Each object is built once, with its collaborators passed in, in dependency order:
+model files (verified) -> encoder -> database -> gate -> engine and its tokenizer ->
+guards state -> cache and memory -> the pipeline's stages -> the pipeline. Nothing is
+assigned onto a built object afterwards; what changes at run time (the engine loading its
+model, the guards loading theirs) is the state of an object made for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from appliance.admission.gate import Gate
+from appliance.admission.keys import KeyStore
+from appliance.admission.limiter import RateLimiter
+from appliance.admission.queue import AdmissionQueue
+from appliance.cache.response import TABLE as CACHE_TABLE
+from appliance.cache.response import CacheConfig, ResponseCache
+from appliance.config import Settings
+from appliance.encoder.sentence import Encoder, load_encoder_spec
+from appliance.engine.cpu_turns import CpuTurns
+from appliance.engine.engine import Engine, EngineConfig
+from appliance.engine.models import ModelStore, ServedModel
+from appliance.engine.tokenizer import Tokenizer
+from appliance.errors import ConfigError
+from appliance.guards.policy import load_policy
+from appliance.guards.readiness import GuardsState
+from appliance.memory.memories import DAY, MemoryConfig, MemoryStore
+from appliance.memory.memories import TABLE as MEMORY_TABLE
+from appliance.memory.summarise import SessionSummariser, SummaryConfig
+from appliance.observability.audit import Audit
+from appliance.observability.metrics import EngineGauges, Metrics
+from appliance.pipeline.cache_stage import CacheStage
+from appliance.pipeline.embeddings import EmbeddingService
+from appliance.pipeline.guard_check import GuardCheck
+from appliance.pipeline.input_stage import InputStage
+from appliance.pipeline.memory_stage import MemoryStage
+from appliance.pipeline.orchestrator import Pipeline
+from appliance.pipeline.output_stage import OutputStage
+from appliance.pipeline.prepare import Preparer
+from appliance.store.db import Database
+from appliance.store.vectors import IndexParams, VectorIndex
+
+
+@dataclass(frozen=True)
+class Components:
+    settings: Settings
+    models: ModelStore
+    served: ServedModel
+    encoder: Encoder
+    database: Database
+    gate: Gate
+    engine: Engine
+    guards: GuardsState
+    cache: ResponseCache
+    cache_index: VectorIndex
+    memory: MemoryStore
+    memory_index: VectorIndex
+    pipeline: Pipeline
+    summariser: SessionSummariser
+    embeddings: EmbeddingService
+    guard_check: GuardCheck
+    metrics: Metrics
+    audit: Audit
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build(settings: Settings) -> Components:
+    """Resolve and verify the model (sha256) and everything else before anything listens;
+    the engine loads the model in its own thread once the server is up (see /ready)."""
+    models = ModelStore(settings.manifest, settings.models_dir)
+    served = ServedModel(models.verify(models.resolve(settings.model)), models.specs)
+    if settings.guards:
+        load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
+    # CPU turn-taking between the engine and the encoder (see engine/cpu_turns.py); with
+    # layers offloaded to a GPU the engine's decode leaves the CPU to the encoder.
+    turns = CpuTurns() if settings.cpu_turns and settings.n_gpu_layers == 0 else None
+    encoder = Encoder.from_manifest(threads=settings.guard_threads, turns=turns)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database)
+    try:
+        return _build_on(settings, models, served, encoder, turns, db)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _gate(settings: Settings, db: Database) -> Gate:
+    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
+    open_access = is_loopback(settings.host)
+    if not open_access and not keys.list_sync(include_revoked=False):
+        raise ConfigError(
+            f"refusing to serve on {settings.host} (not loopback) without API keys: create "
+            f"one with `appliance keys create --name NAME`, or bind 127.0.0.1")
+    queue = AdmissionQueue(slots=settings.parallel, depth=settings.queue_depth,
+                           timeout_s=settings.queue_timeout_s)
+    return Gate(keys, RateLimiter(), queue, open_access=open_access,
+                key_count_ttl_s=settings.key_cache_ttl)
+
+
+def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encoder: Encoder,
+              turns: CpuTurns | None, db: Database) -> Components:
+    gate = _gate(settings, db)
+    engine = Engine(EngineConfig(
+        model_path=served.model.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
+        batch_size=settings.batch_size, n_threads=settings.n_threads,
+        n_gpu_layers=settings.n_gpu_layers, split_mode=settings.split_mode,
+        main_gpu=settings.main_gpu, prefix_reuse_min=settings.prefix_reuse_min,
+        default_seed=settings.seed,
+    ), turns=turns)
+    tokenizer = Tokenizer(engine, model_id=served.id,
+                          use_template=served.model.spec.chat_template != "none",
+                          template_fallback=settings.chat_template_fallback)
+    guards = GuardsState(enabled=settings.guards)
+    audit = Audit(db)
+    params = IndexParams(dim=encoder.dim, m=settings.vector_m,
+                         ef_construction=settings.vector_ef_construction,
+                         ef_search=settings.vector_ef_search)
+    cache_index = VectorIndex(db, CACHE_TABLE, settings.data_dir / "vectors" / CACHE_TABLE,
+                              params)
+    cache = ResponseCache(db, cache_index, encoder, CacheConfig(
+        ttl_s=settings.cache_ttl_s, threshold=settings.cache_threshold,
+        max_entries=settings.cache_max_entries,
+        max_temperature=settings.cache_max_temperature))
+    memory_index = VectorIndex(db, MEMORY_TABLE,
+                               settings.data_dir / "vectors" / MEMORY_TABLE, params)
+    memory = MemoryStore(db, memory_index, encoder, audit=audit, config=MemoryConfig(
+        session_ttl_s=settings.memory_session_ttl_h * 3600.0,
+        user_ttl_s=settings.memory_user_ttl_days * DAY,
+        max_entries=settings.memory_max_entries,
+        inject_max_entries=settings.memory_inject_max_entries,
+        inject_token_budget=settings.memory_inject_tokens,
+        session_turns=settings.memory_session_turns,
+        min_similarity=settings.memory_min_similarity))
+    inputs = InputStage(guards)
+    cache_stage = (CacheStage(cache, gate, tokenizer, model_sha256=served.model.sha256)
+                   if settings.cache_enabled else None)
+    memory_stage = MemoryStage(memory, tokenizer) if settings.memory_enabled else None
+    prepare = Preparer(served, tokenizer, inputs, ctx_size=settings.ctx_size,
+                       memory=memory_stage, cache=cache_stage)
+    pipeline = Pipeline(engine, gate, prepare, inputs,
+                        OutputStage(guards, holdback_tokens=settings.guard_holdback_tokens),
+                        cache=cache_stage, memory=memory_stage)
+    summariser = SessionSummariser(memory, pipeline.summarise, SummaryConfig(
+        threshold_tokens=settings.memory_summary_tokens))
+
+    def gauges() -> EngineGauges:
+        stats, waiting = engine.stats, gate.stats()
+        total = stats.kv_cells_total
+        return EngineGauges(
+            sequences_running=stats.running, queue_depth=waiting.queued,
+            kv_cache_usage_ratio=stats.kv_cells_used / total if total else 0.0,
+            batch_size_buckets=list(stats.batch_size_counts),
+            batch_size_sum=float(stats.batch_size_sum))
+
+    return Components(
+        settings=settings, models=models, served=served, encoder=encoder, database=db,
+        gate=gate, engine=engine, guards=guards, cache=cache, cache_index=cache_index,
+        memory=memory, memory_index=memory_index, pipeline=pipeline, summariser=summariser,
+        embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id),
+        guard_check=GuardCheck(guards), metrics=Metrics(gauges), audit=audit)
