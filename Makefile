@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/ruff check appliance tests
 	$(BIN)/mypy
 
-# The side-by-side with llama-server and llama-cpp-python's server (issue 7): builds
+# The side-by-side with llama-server and llama-cpp-python's server : builds
 # llama-server once into ~/.cache/appliance-bench, writes docs/BENCHMARKS.md. Needs an
 # idle machine. A check of the tooling: make bench BENCH_ARGS="--quick --out /tmp/B.md"
 BENCH_ARGS ?=

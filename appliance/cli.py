@@ -17,7 +17,7 @@ from appliance.errors import ApplianceError, ConfigError
 
 
 def _setup_logging(level: str) -> None:
-    from appliance.observability.logs import setup_logging  # JSON lines (issue 6)
+    from appliance.observability.logs import setup_logging  # JSON lines
 
     setup_logging(level)
 
@@ -165,7 +165,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- audit (issue 6) ---------------------------------------------------------------------
+# -- audit ------------------------------------------------------------------------------
 
 def _parse_head(value: str) -> tuple[int, str]:
     seq, _, digest = value.partition(":")

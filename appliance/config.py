@@ -111,13 +111,13 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error.",
             choices=("debug", "info", "warning", "error")),
-    # -- observability (issue 6) --
+    # -- observability --
     Setting("log_content", bool, False, "Log the request body and the response text in the "
             "access log, after PII redaction (e-mail, phone, card, ... become [EMAIL], ...). "
             "Off by default: logs then hold no prompt or response text."),
     Setting("metrics_require_admin", bool, False, "Require an API key with the admin scope "
             "for GET /metrics (with no keys at all, loopback open access still applies)."),
-    # --- memory and cache (issue 5) ---
+    # --- memory and cache ---
     Setting("cache_enabled", bool, True, "Answer repeated requests from the response cache "
             "(exact and semantic tiers, per API key and user)."),
     Setting("cache_ttl_s", float, 3600.0, "Seconds a cached response may be served after it "
@@ -193,10 +193,10 @@ class Settings:
     cpu_turns: bool
     seed: int
     log_level: str
-    # -- observability (issue 6) --
+    # -- observability --
     log_content: bool
     metrics_require_admin: bool
-    # memory and cache (issue 5)
+    # memory and cache
     cache_enabled: bool
     cache_ttl_s: float
     cache_threshold: float

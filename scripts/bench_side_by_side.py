@@ -463,7 +463,7 @@ def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[d
                   "rate (S_TG) per number of sequences, median of the repetitions:", "",
                   "| sequences | decode tok/s |", "|---|---|",
                   *(f"| {n} | {r:.1f} |" for n, r in ceiling.items()), ""]
-    lines += ["### Targets of issue 7", "", *_targets(short, shared, ceiling), "", END]
+    lines += ["### Targets", "", *_targets(short, shared, ceiling), "", END]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ def usage_body(usage: Usage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "memory_tokens": usage.memory_tokens,  # memory and cache (issue 5)
+        "memory_tokens": usage.memory_tokens,
     }
 
 

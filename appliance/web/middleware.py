@@ -60,7 +60,7 @@ def response_headers(request: web.Request) -> dict[str, str]:
     key = request.get(KEY)
     if key is not None:
         headers.update(request.app[GATE].rate_headers(key))
-    headers.update(cache_headers(request[TRACE]))  # memory and cache (issue 5)
+    headers.update(cache_headers(request[TRACE]))
     return headers
 
 

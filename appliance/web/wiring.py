@@ -123,25 +123,8 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
                           template_fallback=settings.chat_template_fallback)
     guards = GuardsState(enabled=settings.guards)
     audit = Audit(db)
-    params = IndexParams(dim=encoder.dim, m=settings.vector_m,
-                         ef_construction=settings.vector_ef_construction,
-                         ef_search=settings.vector_ef_search)
-    cache_index = VectorIndex(db, CACHE_TABLE, settings.data_dir / "vectors" / CACHE_TABLE,
-                              params)
-    cache = ResponseCache(db, cache_index, encoder, CacheConfig(
-        ttl_s=settings.cache_ttl_s, threshold=settings.cache_threshold,
-        max_entries=settings.cache_max_entries,
-        max_temperature=settings.cache_max_temperature))
-    memory_index = VectorIndex(db, MEMORY_TABLE,
-                               settings.data_dir / "vectors" / MEMORY_TABLE, params)
-    memory = MemoryStore(db, memory_index, encoder, audit=audit, config=MemoryConfig(
-        session_ttl_s=settings.memory_session_ttl_h * 3600.0,
-        user_ttl_s=settings.memory_user_ttl_days * DAY,
-        max_entries=settings.memory_max_entries,
-        inject_max_entries=settings.memory_inject_max_entries,
-        inject_token_budget=settings.memory_inject_tokens,
-        session_turns=settings.memory_session_turns,
-        min_similarity=settings.memory_min_similarity))
+    stores = _stores(settings, db, encoder, audit)
+    cache, memory = stores.cache, stores.memory
     inputs = InputStage(guards)
     cache_stage = (CacheStage(cache, gate, tokenizer, model_sha256=served.model.sha256)
                    if settings.cache_enabled else None)
@@ -165,7 +148,40 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
 
     return Components(
         settings=settings, models=models, served=served, encoder=encoder, database=db,
-        gate=gate, engine=engine, guards=guards, cache=cache, cache_index=cache_index,
-        memory=memory, memory_index=memory_index, pipeline=pipeline, summariser=summariser,
+        gate=gate, engine=engine, guards=guards, cache=cache, cache_index=stores.cache_index,
+        memory=memory, memory_index=stores.memory_index, pipeline=pipeline,
+        summariser=summariser,
         embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id),
         guard_check=GuardCheck(guards), metrics=Metrics(gauges), audit=audit)
+
+
+@dataclass(frozen=True)
+class _Stores:
+    cache: ResponseCache
+    cache_index: VectorIndex
+    memory: MemoryStore
+    memory_index: VectorIndex
+
+
+def _stores(settings: Settings, db: Database, encoder: Encoder, audit: Audit) -> _Stores:
+    """The response cache and tiered memory, each with its vector index."""
+    params = IndexParams(dim=encoder.dim, m=settings.vector_m,
+                         ef_construction=settings.vector_ef_construction,
+                         ef_search=settings.vector_ef_search)
+    cache_index = VectorIndex(db, CACHE_TABLE, settings.data_dir / "vectors" / CACHE_TABLE,
+                              params)
+    cache = ResponseCache(db, cache_index, encoder, CacheConfig(
+        ttl_s=settings.cache_ttl_s, threshold=settings.cache_threshold,
+        max_entries=settings.cache_max_entries,
+        max_temperature=settings.cache_max_temperature))
+    memory_index = VectorIndex(db, MEMORY_TABLE,
+                               settings.data_dir / "vectors" / MEMORY_TABLE, params)
+    memory = MemoryStore(db, memory_index, encoder, audit=audit, config=MemoryConfig(
+        session_ttl_s=settings.memory_session_ttl_h * 3600.0,
+        user_ttl_s=settings.memory_user_ttl_days * DAY,
+        max_entries=settings.memory_max_entries,
+        inject_max_entries=settings.memory_inject_max_entries,
+        inject_token_budget=settings.memory_inject_tokens,
+        session_turns=settings.memory_session_turns,
+        min_similarity=settings.memory_min_similarity))
+    return _Stores(cache, cache_index, memory, memory_index)

@@ -14,7 +14,7 @@ from appliance.observability.trace import RequestTrace
 METRICS_DOC = (REPO_ROOT / "docs" / "METRICS.md").read_text()
 
 
-# Every metric issue 6 names.
+# Every metric the observability work named.
 ISSUE_6 = {
     "appliance_requests_total", "appliance_request_seconds", "appliance_errors_total",
     "appliance_time_to_first_token_seconds", "appliance_inter_token_latency_seconds",
