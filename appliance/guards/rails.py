@@ -35,7 +35,8 @@ from appliance.guards.pipeline import (
     rules_verdict,
 )
 from appliance.guards.policy import Policy, load_policy
-from appliance.guards.rules import RuleVerdict, strongest
+from appliance.guards.rule_types import strongest
+from appliance.guards.rules import RuleVerdict
 from appliance.guards.topics import TopicMatch, TopicRail
 
 TIER_TOPICS = 3
