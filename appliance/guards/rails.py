@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.classifier import Classifier, ClassifierResult, load_guard_classifier
+from appliance.guards.classifier import Classifier, ClassifierResult
+from appliance.guards.loader import load_guard_classifier
 from appliance.guards.output import OutputRail
 from appliance.guards.pipeline import (
     TIER_CLASSIFIERS,
