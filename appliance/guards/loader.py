@@ -46,8 +46,6 @@ class GuardModel:
     id: str
     directory: Path
     files: tuple[tuple[str, str], ...]  # (file name, sha256)
-    role: str = ""  # "prompt-injection" or "content-safety"
-    description: str = ""
 
 
 def read_guard_manifest(manifest: Path = GUARDS_MANIFEST) -> tuple[GuardModel, ...]:
@@ -60,8 +58,8 @@ def read_guard_manifest(manifest: Path = GUARDS_MANIFEST) -> tuple[GuardModel, .
     try:
         return tuple(GuardModel(
             id=row["id"], directory=(manifest.parent / row["dir"]).resolve(),
-            files=tuple(sorted(row["files"].items())), role=row.get("role", ""),
-            description=row.get("description", "")) for row in raw.get("classifier", []))
+            files=tuple(sorted(row["files"].items())))
+            for row in raw.get("classifier", []))
     except (KeyError, AttributeError) as exc:
         raise ModelError(f"{manifest}: a [[classifier]] entry lacks {exc}") from exc
 

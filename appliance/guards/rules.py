@@ -47,10 +47,6 @@ class RuleHit:
     end: int
     source: str = "text"  # or the encoding of the payload it was found in: "base64" ...
 
-    @property
-    def span(self) -> tuple[int, int]:
-        return self.start, self.end
-
 
 @dataclass(frozen=True)
 class RuleVerdict:
