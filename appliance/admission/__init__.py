@@ -1,6 +1,6 @@
 """Admission control: API keys, per-key rate limits, and the bounded fair queue.
 
-The request pipeline calls them in this order (the HTTP wiring lives in ``appliance.web``)::
+Callers see only ``gate.Gate``; behind it the parts run in this order::
 
     record = await keys.authenticate(secret)                  # 401 AuthenticationError
     require_scope(record, Scope.CHAT)                         # 403 PermissionDenied
@@ -14,13 +14,16 @@ The request pipeline calls them in this order (the HTTP wiring lives in ``applia
     headers = limiter.headers(record)                         # x-ratelimit-* on every answer
     retry_after_header(err.retry_after)                       # Retry-After on 429/503
 
-Modules: ``keys`` (KeyStore, KeyRecord, Scope), ``bucket`` (TokenBucket, Decision),
-``limiter`` (RateLimiter, Reservation, header helpers), ``queue`` (AdmissionQueue, Permit,
-QueueStats), ``clock`` (Clock, ManualClock). None of them imports aiohttp.
+Modules: ``gate`` (Gate, Ticket), ``keys`` (KeyStore, KeyRecord, Scope), ``bucket``
+(TokenBucket, Decision), ``limiter`` (RateLimiter, Reservation, header helpers), ``queue``
+(AdmissionQueue, Permit), ``fairness`` (the order waiters are granted in), ``estimate``
+(QueueStats, the drain-rate estimate), ``clock`` (Clock, ManualClock). None of them imports
+aiohttp.
 """
 
 from appliance.admission.bucket import Decision, TokenBucket
 from appliance.admission.clock import Clock, ManualClock
+from appliance.admission.estimate import QueueStats
 from appliance.admission.keys import (
     DEFAULT_SCOPES,
     SECRET_PREFIX,
@@ -37,7 +40,7 @@ from appliance.admission.limiter import (
     format_reset,
     retry_after_header,
 )
-from appliance.admission.queue import AdmissionQueue, Permit, QueueStats
+from appliance.admission.queue import AdmissionQueue, Permit
 
 __all__ = [
     "DEFAULT_SCOPES",

@@ -24,9 +24,10 @@ import time
 from collections.abc import AsyncIterator
 
 from appliance.admission.clock import Clock
+from appliance.admission.estimate import QueueStats
 from appliance.admission.keys import KeyRecord, KeyStore, Scope, require_scope
 from appliance.admission.limiter import RateLimiter, Reservation
-from appliance.admission.queue import AdmissionQueue, Permit, QueueStats
+from appliance.admission.queue import AdmissionQueue, Permit
 from appliance.errors import AuthenticationError
 
 ANONYMOUS = KeyRecord(

@@ -20,17 +20,10 @@ Refusals are immediate and typed, so the web layer answers 429/503 with ``Retry-
   exceeds ``timeout_s``; or a waiter has waited ``timeout_s`` without a permit; or the
   queue is draining (``close()``).
 
-Estimates. The drain rate is the number of permits released per second while every slot is
-busy: ``slots / hold``, where ``hold`` is an exponentially weighted mean (weight
-``ALPHA`` per release) of how long permits are held. A newcomer's estimated wait is its
-position (the waiters that fairness serves before it) divided by the drain rate. Until a
-permit has been released there is no history: the wait estimate does not refuse anybody
-and ``Retry-After`` falls back to ``fallback_hold_s`` per permit.
-
-Fairness. Waiters are granted by priority (higher first); within a priority, round-robin
-between keys (the key served goes to the back of the rotation, a new key joins at the
-back), so one key with 100 queued requests delays another key's single request by at most
-one grant per other key; within a key, first come first served.
+Estimates (:mod:`appliance.admission.estimate`): a newcomer's wait is its position divided by
+the drain rate, learnt from how long permits are held. Fairness
+(:mod:`appliance.admission.fairness`): by priority, then round-robin between keys, then first
+come first served.
 
 Cancellation. A waiter whose task is cancelled (client gone) leaves the queue at once. If
 the cancellation lands just after the waiter was granted but before it resumed, the
@@ -40,9 +33,8 @@ Time. The injected ``clock`` measures waits, holds and deadlines. Waiters are ti
 event-loop timers that re-check the clock; with a manual clock, tests call
 ``expire_overdue()`` after advancing it.
 
-``stats()`` returns a ``QueueStats`` (running, queued, slots, depth, utilisation, drain
-rate, draining; ``degraded`` when utilisation > 0.8 or all slots are busy) for ``/health``
-and metrics. ``close()`` starts draining: new requests and those still queued get
+``stats()`` returns a :class:`~appliance.admission.estimate.QueueStats` for ``/health`` and
+metrics. ``close()`` starts draining: new requests and those still queued get
 ``Overloaded`` ("draining"), running ones finish; ``await wait_idle(timeout)`` waits for
 them. All methods must be called from the event loop's thread.
 """
@@ -53,37 +45,12 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from appliance.admission.clock import Clock
+from appliance.admission.estimate import DrainEstimate, QueueStats
+from appliance.admission.fairness import FairOrder
 from appliance.errors import Overloaded, RateLimited
-
-ALPHA = 0.2  # weight of the newest hold time in the moving average
-DEGRADED_UTILISATION = 0.8
-_MIN_HOLD_S = 0.001
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    running: int
-    queued: int
-    slots: int
-    depth: int
-    drain_rate: float | None  # permits released per second when saturated; None: no history
-    draining: bool
-
-    @property
-    def utilisation(self) -> float:
-        """Queued waiters as a fraction of ``depth`` (1.0 for a full queue)."""
-        if self.depth == 0:
-            return 1.0 if self.running >= self.slots else 0.0
-        return self.queued / self.depth
-
-    @property
-    def degraded(self) -> bool:
-        return self.utilisation > DEGRADED_UTILISATION or self.running >= self.slots
 
 
 class _State(enum.Enum):
@@ -153,13 +120,11 @@ class AdmissionQueue:
         self.depth = depth
         self.timeout_s = timeout_s
         self._clock = clock
-        self._fallback_hold_s = fallback_hold_s
-        self._hold_s: float | None = None
+        self._estimate = DrainEstimate(slots, fallback_hold_s)
         self._running = 0
         self._queued = 0
         self._per_key: dict[str, int] = {}  # running + queued
-        # priority -> key -> that key's waiters; a level's key order is its rotation
-        self._levels: dict[int, OrderedDict[str, deque[_Waiter]]] = {}
+        self._order: FairOrder[_Waiter] = FairOrder()
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -188,7 +153,7 @@ class AdmissionQueue:
             err = RateLimited(
                 f"API key {key!r} already has {held} requests running or queued, its "
                 f"concurrency limit ({max_concurrent}).",
-                retry_after=self._hold(),
+                retry_after=self._estimate.hold(),
             )
             err.kind = "concurrency"
             raise err
@@ -197,13 +162,13 @@ class AdmissionQueue:
             self._per_key[key] = held + 1
             self._idle.clear()
             return Permit(self, key, now, 0.0)
-        position = self._position(key, priority)
+        position = self._order.position(key, priority)
         if self._queued >= self.depth:
             raise Overloaded(
                 f"The server is overloaded: {self._queued} requests are already queued.",
-                retry_after=self._wait_for(position),
+                retry_after=self._estimate.wait_for(position),
             )
-        if self._hold_s is not None and (wait := self._wait_for(position)) > self.timeout_s:
+        if self._estimate.known and (wait := self._estimate.wait_for(position)) > self.timeout_s:
             raise Overloaded(
                 f"The server is overloaded: the estimated wait ({wait:.1f}s) exceeds the "
                 f"queue timeout ({self.timeout_s:g}s).",
@@ -219,13 +184,13 @@ class AdmissionQueue:
         if self._running >= self.slots and self._queued >= self.depth:
             raise Overloaded(
                 f"The server is overloaded: {self._queued} requests are already queued.",
-                retry_after=self._wait_for(self._queued + 1),
+                retry_after=self._estimate.wait_for(self._queued + 1),
             )
 
     def _refuse_if_draining(self) -> None:
         if self._draining:
             raise Overloaded("The server is draining for shutdown and takes no new "
-                             "requests.", retry_after=self._wait_for(1))
+                             "requests.", retry_after=self._estimate.wait_for(1))
 
     def stats(self) -> QueueStats:
         return QueueStats(
@@ -233,31 +198,24 @@ class AdmissionQueue:
             queued=self._queued,
             slots=self.slots,
             depth=self.depth,
-            drain_rate=None if self._hold_s is None else self.slots / self._hold_s,
+            drain_rate=self._estimate.drain_rate(),
             draining=self._draining,
         )
 
     def expire_overdue(self) -> int:
         """Time out every waiter whose deadline has passed by the clock; return how many."""
         now = self._clock()
-        overdue = [w for level in self._levels.values() for waiters in level.values()
-                   for w in waiters if w.deadline <= now]
+        overdue = [w for w in self._order if w.deadline <= now]
         for w in overdue:
             self._expire(w)
         return len(overdue)
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def close(self) -> None:
         """Start draining: refuse new requests and queued ones; running ones finish."""
         self._draining = True
-        queued = [w for level in self._levels.values() for waiters in level.values()
-                  for w in waiters]
-        for w in queued:
+        for w in list(self._order):
             self._drop(w, Overloaded("The server is draining for shutdown.",
-                                     retry_after=self._wait_for(1)))
+                                     retry_after=self._estimate.wait_for(1)))
         self._update_idle()
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
@@ -274,8 +232,7 @@ class AdmissionQueue:
     async def _wait(self, key: str, priority: int, now: float) -> Permit:
         loop = asyncio.get_running_loop()
         w = _Waiter(key, priority, loop.create_future(), now, now + self.timeout_s)
-        level = self._levels.setdefault(priority, OrderedDict())
-        level.setdefault(key, deque()).append(w)
+        self._order.add(w)
         self._queued += 1
         self._per_key[key] = self._per_key.get(key, 0) + 1
         self._idle.clear()
@@ -306,7 +263,7 @@ class AdmissionQueue:
         self._drop(w, Overloaded(
             f"The server is overloaded: the request waited {waited:.1f}s for a free slot "
             f"(queue timeout {self.timeout_s:g}s).",
-            retry_after=self._wait_for(self._queued),
+            retry_after=self._estimate.wait_for(self._queued),
         ))
         self._update_idle()
 
@@ -315,13 +272,7 @@ class AdmissionQueue:
         w.state = _State.GONE
         if w.timer is not None:
             w.timer.cancel()
-        level = self._levels[w.priority]
-        waiters = level[w.key]
-        waiters.remove(w)
-        if not waiters:
-            del level[w.key]
-            if not level:
-                del self._levels[w.priority]
+        self._order.remove(w)
         self._queued -= 1
         self._decrement(w.key)
         if error is not None and not w.future.done():
@@ -333,20 +284,18 @@ class AdmissionQueue:
         now = self._clock()
         self._running -= 1
         self._decrement(key)
-        hold = max(_MIN_HOLD_S, now - granted_at)
-        self._hold_s = hold if self._hold_s is None else self._hold_s + ALPHA * (
-            hold - self._hold_s)
+        self._estimate.observe(now - granted_at)
         self._dispatch(now)
         self._update_idle()
 
     def _dispatch(self, now: float) -> None:
         while self._running < self.slots and self._queued:
-            w = self._next_waiter()
+            w = self._order.head()
             if w.future.done():
                 # cancelled, but its task has not run its handler yet: skip it here
                 self._drop(w, None)
                 continue
-            self._pop(w)
+            self._order.pop(w)
             self._queued -= 1
             w.state = _State.GRANTED
             w.granted_at = now
@@ -354,22 +303,6 @@ class AdmissionQueue:
                 w.timer.cancel()
             self._running += 1
             w.future.set_result(None)
-
-    def _next_waiter(self) -> _Waiter:
-        level = self._levels[max(self._levels)]
-        return next(iter(level.values()))[0]
-
-    def _pop(self, w: _Waiter) -> None:
-        """Remove the head waiter ``w`` and move its key to the back of the rotation."""
-        level = self._levels[w.priority]
-        waiters = level[w.key]
-        waiters.popleft()
-        if waiters:
-            level.move_to_end(w.key)
-        else:
-            del level[w.key]
-            if not level:
-                del self._levels[w.priority]
 
     def _decrement(self, key: str) -> None:
         n = self._per_key[key] - 1
@@ -383,24 +316,3 @@ class AdmissionQueue:
             self._idle.set()
         else:
             self._idle.clear()
-
-    # -- estimates ------------------------------------------------------------------------
-
-    def _hold(self) -> float:
-        return self._fallback_hold_s if self._hold_s is None else self._hold_s
-
-    def _wait_for(self, position: int) -> float:
-        """Expected wait of the waiter served ``position``-th from now."""
-        return max(1, position) * self._hold() / self.slots
-
-    def _position(self, key: str, priority: int) -> int:
-        """Where a newcomer would be served: waiters granted before it, plus one."""
-        ahead = 0
-        for p, level in self._levels.items():
-            if p > priority:
-                ahead += sum(len(waiters) for waiters in level.values())
-            elif p == priority:
-                mine = len(level.get(key, ()))
-                ahead += mine + sum(min(len(waiters), mine + 1)
-                                    for k, waiters in level.items() if k != key)
-        return ahead + 1

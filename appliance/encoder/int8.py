@@ -53,7 +53,7 @@ def int8_rewrite(model: bytes, *, expect: int | None = None,
     default whatever is exact and fastest on this CPU."""
     signed = has_vnni() if signed is None else signed
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     try:
         proto = onnx.load_from_string(model)
@@ -67,30 +67,13 @@ def int8_rewrite(model: bytes, *, expect: int | None = None,
     rewritten = 0
     for node in graph.node:
         weights = _dequantised(node, producer, inits)
-        if weights is None:
+        product = None if weights is None else _int8_product(node, *weights, inits, signed,
+                                                             added)
+        if product is None:
             nodes.append(node)
-            continue
-        quantized, scale_name = weights
-        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32).reshape(-1)
-        columns = int(inits[quantized].dims[-1])
-        if scale.size not in (1, columns):
-            nodes.append(node)
-            continue
-        scale_out, zero_out = f"{scale_name}/int8_scale", f"{quantized}/int8_zero"
-        weight_out = quantized if signed else f"{quantized}/uint8"
-        added.setdefault(scale_out, numpy_helper.from_array(scale, scale_out))
-        if signed:
-            zero = np.zeros(scale.shape, np.int8)
         else:
-            zero = np.full(scale.shape, 128, np.uint8)
-            w = numpy_helper.to_array(inits[quantized]).astype(np.int16) + 128
-            added.setdefault(weight_out, numpy_helper.from_array(w.astype(np.uint8),
-                                                                 weight_out))
-        added.setdefault(zero_out, numpy_helper.from_array(zero, zero_out))
-        nodes.append(helper.make_node(
-            "DynamicQuantizeMatMul", [node.input[0], weight_out, scale_out, zero_out],
-            list(node.output), name=f"{node.name or node.output[0]}/int8", domain=MS_DOMAIN))
-        rewritten += 1
+            nodes.append(product)
+            rewritten += 1
     if expect is not None and rewritten != expect:
         raise ModelError(f"the int8 rewrite found {rewritten} de-quantised weight products, "
                          f"expected {expect}: the model is not the export it was written for")
@@ -104,6 +87,32 @@ def int8_rewrite(model: bytes, *, expect: int | None = None,
     if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return proto.SerializeToString(), rewritten
+
+
+def _int8_product(node: Any, quantized: str, scale_name: str, inits: dict[str, Any],
+                  signed: bool, added: dict[str, Any]) -> Any | None:
+    """The ``DynamicQuantizeMatMul`` that replaces ``node`` (its weight ``quantized``, its
+    scale ``scale_name``), the initializers it needs put in ``added``; None when the scale is
+    neither one per tensor nor one per output column."""
+    from onnx import helper, numpy_helper
+
+    scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32).reshape(-1)
+    columns = int(inits[quantized].dims[-1])
+    if scale.size not in (1, columns):
+        return None
+    scale_out, zero_out = f"{scale_name}/int8_scale", f"{quantized}/int8_zero"
+    weight_out = quantized if signed else f"{quantized}/uint8"
+    added.setdefault(scale_out, numpy_helper.from_array(scale, scale_out))
+    if signed:
+        zero = np.zeros(scale.shape, np.int8)
+    else:
+        zero = np.full(scale.shape, 128, np.uint8)
+        w = numpy_helper.to_array(inits[quantized]).astype(np.int16) + 128
+        added.setdefault(weight_out, numpy_helper.from_array(w.astype(np.uint8), weight_out))
+    added.setdefault(zero_out, numpy_helper.from_array(zero, zero_out))
+    return helper.make_node(
+        "DynamicQuantizeMatMul", [node.input[0], weight_out, scale_out, zero_out],
+        list(node.output), name=f"{node.name or node.output[0]}/int8", domain=MS_DOMAIN)
 
 
 def _dequantised(node: Any, producer: dict[str, Any],

@@ -4,7 +4,7 @@ The export's weight products run in int8 (:mod:`appliance.encoder.int8`, rewritt
 load; ``int8_matmuls`` in the manifest).
 
 One request is embedded once and the vector is reused: by the guard heads
-(:class:`appliance.guards.classifier.EmbeddingHead`), the semantic cache and memory. Vectors
+(:class:`appliance.guards.embedding_head.EmbeddingHead`), the semantic cache and memory. Vectors
 are L2-normalised ``float32`` rows, so cosine similarity is a dot product, and they are
 returned read-only so that sharing one between consumers is safe.
 

@@ -1,21 +1,2 @@
-"""Guards: the classifiers of the input and output rails (rules and the pipeline join later)."""
-
-from appliance.guards.classifier import (
-    CategoryScore,
-    Classifier,
-    ClassifierResult,
-    EmbeddingHead,
-    SequenceClassifier,
-    load_classifier,
-    load_guard_classifier,
-)
-
-__all__ = [
-    "CategoryScore",
-    "Classifier",
-    "ClassifierResult",
-    "EmbeddingHead",
-    "SequenceClassifier",
-    "load_classifier",
-    "load_guard_classifier",
-]
+"""Guards: the rule tier (normalisation, rules, PII), the ONNX classifiers, the policies, and
+the input and output rails built from them."""

@@ -14,12 +14,7 @@ What each kind finds (and deliberately does not):
   national numbers with a trunk ``0`` and one consistent separator (``020 7946 0958``,
   ``06 12 34 56 78``, ``030/1234567``), 9-12 digits. Not: years, short numbers, bare digit
   runs, dates (``01.02.2024`` has too few digits; mixed separators do not chain).
-- ``ssn``: ``AAA-GG-SSSS`` (or spaces), area not 000/666/9xx, group not 00, serial not 0000.
-- ``card``: 13-19 digits, leading 2-6 (the networks' ranges), Luhn-valid, either plain or in
-  groups of 4+ digits (the last may be shorter) joined by one kind of separator (space or
-  dash); inside a longer run of digit groups the card is found among the other numbers.
-- ``iban``: a known country code, two check digits, 11-30 more letters/digits (optionally
-  grouped by four), the ISO 13616 mod-97 check equal to 1.
+- ``ssn``, ``card`` (Luhn), ``iban`` (mod-97): see :mod:`appliance.guards.pii_numbers`.
 - ``ip``: IPv4 dotted quads with octets 0-255, *unless* introduced by a version word
   (``version 1.2.3.4``, ``release``, ``build``, ``firmware``...; ``v1.2.3.4`` is not a quad at
   all); IPv6 in full or compressed form, validated, with at least three groups or a 3+ digit
@@ -28,13 +23,8 @@ What each kind finds (and deliberately does not):
   ``born``, ``DOB``, ``D.O.B.``, ``date of birth``, ``birthdate`` or ``birthday`` at most 40
   characters before it, in the same clause. A bare year is not a date of birth.
 - ``record``: any of the caller's ``records`` regexes (an MRN, a claim number ...).
-- ``secret``: ``sk-...`` (20+ characters: ``sk-appl-``, ``sk-proj-``...) API keys, AWS
-  ``AKIA``/``ASIA`` key ids, GitHub
-  ``ghp_``/``gho_``/... and ``github_pat_`` tokens, Slack ``xox?-`` tokens, JWTs, PEM private
-  keys (header to footer, or the header alone), and the value of ``api_key=``, ``token:``,
-  ``DB_PASSWORD=`` ... assignments (8+ characters, 4+ for passwords) and ``Bearer``
-  headers; not placeholders and references such as ``${API_KEY}``, ``<your-key>``, ``***``,
-  ``os.environ[...]`` or ``required``.
+- ``secret``: API keys, tokens, private keys and credential assignments; see
+  :mod:`appliance.guards.leaks`.
 
 Digits are ASCII ``[0-9]``; run the detectors on normalised text
 (:func:`appliance.guards.normalize.normalize`) so fullwidth digits and zero-width
@@ -47,10 +37,14 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, get_args
+
+from appliance.guards._scan import Candidates, ScanText
+from appliance.guards.leaks import secret_spans
+from appliance.guards.pii_numbers import card_spans, iban_spans, ssn_spans
 
 PiiKind = Literal["secret", "record", "card", "iban", "ssn", "email", "ip", "phone", "dob"]
 PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)  # also the tie-break order of overlaps
@@ -77,23 +71,6 @@ class Mask:
     label: str
 
 
-Candidates = Iterator[tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class _Text:
-    """A text with what the detectors' cheap gates look at, computed once."""
-
-    text: str
-    low: str  # lower-cased, same length (U+0130 is the one letter that would grow)
-    digits: int
-
-    @classmethod
-    def of(cls, text: str) -> _Text:
-        low = text.replace("\u0130", "I").lower()
-        return cls(text, low, sum(map(text.count, "0123456789")))
-
-
 # Most patterns start with a plain character class or literal and only then look behind, so
 # that re can skip to the few positions where a match could start instead of trying each one.
 
@@ -115,7 +92,7 @@ def _digits(s: str) -> int:
     return sum(c.isdigit() for c in s)
 
 
-def _email(t: _Text) -> Candidates:
+def _email(t: ScanText) -> Candidates:
     text = t.text
     at = text.find("@")
     while at >= 0:  # from each "@": the local part back, then the domain forward
@@ -130,7 +107,7 @@ def _email(t: _Text) -> Candidates:
         at = text.find("@", at + 1)
 
 
-def _phone(t: _Text) -> Candidates:
+def _phone(t: ScanText) -> Candidates:
     if t.digits < 8:
         return
     for m in _PHONE_INTL.finditer(t.text):
@@ -140,91 +117,6 @@ def _phone(t: _Text) -> Candidates:
     for m in _PHONE_NATIONAL.finditer(t.text):
         if 9 <= _digits(m.group()) <= 12:
             yield m.span()
-
-
-# --- national and financial numbers ------------------------------------------------------------
-
-_SSN = re.compile(r"([0-9](?<![0-9-][0-9])[0-9]{2})([- ])([0-9]{2})\2([0-9]{4})"
-                  r"(?![0-9]|-[0-9])")
-_CARD = re.compile(r"[0-9](?<![0-9][0-9])(?:[ -]?[0-9]){12,}(?![0-9])")
-_IBAN = re.compile(  # matched from the first check digit; the country code is looked behind
-    r"[0-9](?<=[A-Za-z]{2}[0-9])(?<![A-Za-z0-9][A-Za-z]{2}[0-9])[0-9]"
-    r"(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])")
-_IBAN_COUNTRIES = frozenset(re.findall("[A-Z]{2}", """
-AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR GB GE GI GL
-GR GT HR HU IE IL IQ IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM
-PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SO ST SV TL TN TR UA VA VG XK YE
-"""))
-
-
-def _ssn(t: _Text) -> Candidates:
-    if t.digits < 9:
-        return
-    for m in _SSN.finditer(t.text):
-        area, _, group, serial = m.groups()
-        if area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000":
-            yield m.span()
-
-
-def luhn_ok(digits: str) -> bool:
-    """The Luhn checksum of a string of ASCII digits."""
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = ord(c) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _card_number(groups: list[str], seps: list[str]) -> bool:
-    """Whether digit groups (joined by ``seps``) read as one card number: 13-19 digits from a
-    network's range (2-6), one kind of separator, groups of 4+ but the last, Luhn-valid."""
-    digits = "".join(groups)
-    return (13 <= len(digits) <= 19 and "2" <= digits[0] <= "6" and len(set(seps)) <= 1
-            and all(len(g) >= 4 for g in groups[:-1]) and luhn_ok(digits))
-
-
-def _card(t: _Text) -> Candidates:
-    if t.digits < 13:
-        return
-    for m in _CARD.finditer(t.text):
-        parts = re.split(r"([ -])", m.group())
-        groups, seps = parts[::2], parts[1::2]
-        offsets = [m.start()]
-        for part in parts:
-            offsets.append(offsets[-1] + len(part))
-        i = 0
-        while i < len(groups):  # a run of digit groups may hold a card among other numbers
-            for j in range(min(len(groups), i + 19), i, -1):  # at most 19 digits
-                if _card_number(groups[i:j], seps[i:j - 1]):
-                    yield offsets[2 * i], offsets[2 * j - 1]
-                    i = j - 1
-                    break
-            i += 1
-
-
-def iban_ok(candidate: str) -> bool:
-    """ISO 13616: a known country, 15-34 characters, mod-97 of the rearranged number is 1."""
-    iban = candidate.replace(" ", "").upper()
-    if not 15 <= len(iban) <= 34 or iban[:2] not in _IBAN_COUNTRIES or not iban.isalnum():
-        return False
-    number = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
-    return int(number) % 97 == 1
-
-
-def _iban(t: _Text) -> Candidates:
-    if t.digits < 2:
-        return
-    for m in _IBAN.finditer(t.text):
-        start = m.start() - 2
-        group = t.text[start:m.end()]
-        if iban_ok(group):
-            yield start, m.end()
-            continue
-        cut = group.rfind(" ")  # "DE89 3704 ... 00 and" may have swallowed a short word
-        if cut > 0 and iban_ok(group[:cut]):
-            yield start, start + cut
 
 
 # --- IP addresses ------------------------------------------------------------------------------
@@ -268,7 +160,7 @@ def _ipv6_groups(s: str) -> list[str] | None:
     return None
 
 
-def _ip(t: _Text) -> Candidates:
+def _ip(t: ScanText) -> Candidates:
     text = t.text
     if t.digits >= 4:
         for m in _IPV4.finditer(text):
@@ -317,7 +209,7 @@ def _date_ok(m: re.Match[str]) -> bool:
     return 1 <= int(day) <= 31 and (g["dm"] or g["mm"])[:3].lower() in _MONTHS
 
 
-def _dob(t: _Text) -> Candidates:
+def _dob(t: ScanText) -> Candidates:
     if t.digits < 4 or not any(w in t.low for w in _DOB_WORDS):
         return
     text = t.text
@@ -332,51 +224,11 @@ def _dob(t: _Text) -> Candidates:
                 yield m.span()
 
 
-# --- secrets -----------------------------------------------------------------------------------
-
-_TOKENS = tuple(re.compile(p) for p in (  # each starts with a literal, so re finds it fast
-    r"sk-(?<![\w-]sk-)[A-Za-z0-9_-]{20,}",  # OpenAI-style keys, sk-appl-, sk-proj-, sk-ant-
-    r"A(?<!\wA)(?:KIA|SIA)[0-9A-Z]{16}\b",  # AWS access key ids
-    r"gh(?<!\wgh)[pousr]_[A-Za-z0-9]{36,255}\b",  # GitHub tokens
-    r"github_pat_(?<!\wgithub_pat_)[A-Za-z0-9_]{22,255}\b",
-    r"xox(?<!\wxox)[abposr]-[A-Za-z0-9-]{10,}",  # Slack
-    r"eyJ(?<!\weyJ)[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-    r"(?:[\s\S]{0,16384}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)?",
-))
-_SECRET_WORDS = ("key", "secret", "token", "pass", "pwd", "bearer")
-_ASSIGNMENT = re.compile(  # on the lower-cased text
-    r"(?<![a-z0-9])(?P<name>api[_-]?key|apikey|secret[_-]?key|client[_-]?secret|access[_-]?"
-    r"token|auth[_-]?token|private[_-]?key|password|passwd|passphrase|pwd|secret|token)"
-    r"[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"'`,;]{4,})"
-    r"|\bbearer\s+(?P<bearer>[a-z0-9._~+/-]{16,}=*)")
-_PLACEHOLDER = re.compile(  # full match: values that are references or masks, not secrets
-    r"[*x.#_-]+|[<{$%].*|.*[()\[\]].*|your.*|none|null|nil|true|false|required|optional|"
-    r"string|redacted|hidden|example|placeholder")
-_PASSWORD_NAMES = frozenset({"password", "passwd", "passphrase", "pwd"})
-
-
-def _secret(t: _Text) -> Candidates:
-    for pattern in _TOKENS:
-        for m in pattern.finditer(t.text):
-            yield m.span()
-    if not any(w in t.low for w in _SECRET_WORDS):
-        return
-    for m in _ASSIGNMENT.finditer(t.low):  # spans of the lower-cased text are the text's
-        if m.group("bearer"):
-            yield m.span("bearer")
-            continue
-        value = m.group("value")
-        shortest = 4 if m.group("name") in _PASSWORD_NAMES else 8
-        if len(value) >= shortest and not _PLACEHOLDER.fullmatch(value):
-            yield m.span("value")
-
-
 # --- the API -----------------------------------------------------------------------------------
 
-_DETECTORS: MappingProxyType[str, Callable[[_Text], Candidates]] = MappingProxyType({
-    "email": _email, "phone": _phone, "ssn": _ssn, "card": _card, "iban": _iban, "ip": _ip,
-    "dob": _dob, "secret": _secret,
+_DETECTORS: MappingProxyType[str, Callable[[ScanText], Candidates]] = MappingProxyType({
+    "email": _email, "phone": _phone, "ssn": ssn_spans, "card": card_spans, "iban": iban_spans,
+    "ip": _ip, "dob": _dob, "secret": secret_spans,
 })
 
 
@@ -402,7 +254,7 @@ def find_pii(text: str, kinds: Iterable[str] | None = None, *,
     by :data:`PII_KINDS` order). ``kinds``: which to look for (default all); ``records``:
     regexes of record numbers, reported as kind ``record``."""
     selected = PII_KINDS if kinds is None else check_kinds(kinds)
-    scan = _Text.of(text)
+    scan = ScanText.of(text)
     candidates: list[tuple[int, int, int, PiiKind]] = []  # (-length, rank, start, kind)
     for rank, kind in enumerate(selected):
         spans = _records(text, records) if kind == "record" else _DETECTORS[kind](scan)

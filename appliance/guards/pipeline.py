@@ -35,9 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.guards.classifier import Classifier, ClassifierResult
-from appliance.guards.normalize import normalize_text
+from appliance.guards.fold import normalize_text
 from appliance.guards.policy import Budget, ClassifierPolicy, Policy
-from appliance.guards.rules import Action, RuleSet, RuleVerdict, strongest
+from appliance.guards.rule_types import Action, strongest
+from appliance.guards.rules import RuleSet, RuleVerdict
 
 Vector = npt.NDArray[np.float32]
 

@@ -7,7 +7,7 @@ by name (``load_policy("clinic")``), any other file by path::
     version = "1"                        # bumped by hand; Policy.version adds a content hash
     refusal = "I can't help with that request."
 
-    [rules]                              # passed as is to RuleSet.from_config (rules.py)
+    [rules]                              # passed as is to RuleSet.from_config (rule_config.py)
     default_rules = true
     [rules.pii]
     email = "redact"

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.classifier import Classifier, ClassifierResult, load_guard_classifier
+from appliance.guards.classifier import Classifier, ClassifierResult
+from appliance.guards.loader import load_guard_classifier
 from appliance.guards.output import OutputRail
 from appliance.guards.pipeline import (
     TIER_CLASSIFIERS,
@@ -35,7 +36,8 @@ from appliance.guards.pipeline import (
     rules_verdict,
 )
 from appliance.guards.policy import Policy, load_policy
-from appliance.guards.rules import RuleVerdict, strongest
+from appliance.guards.rule_types import strongest
+from appliance.guards.rules import RuleVerdict
 from appliance.guards.topics import TopicMatch, TopicRail
 
 TIER_TOPICS = 3

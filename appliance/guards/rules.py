@@ -1,26 +1,8 @@
 """The rule tier: regex rules, blocklists and PII detectors over normalised text.
 
-A :class:`RuleSet` is built once from plain config (dicts, as loaded from TOML)::
-
-    default_rules = true                      # the built-in prompt-injection rules (block)
-    record_patterns = ["\\bMRN[:# ]*[0-9]{6,10}\\b"]   # reported as PII kind "record"
-
-    [[rules]]
-    name = "codename"                         # required, unique
-    pattern = "project\\s+falcon"             # Python regex, case-insensitive unless
-    action = "block"                          #   case_sensitive = true
-    category = "confidential"                 # default "custom"
-    replacement = "[CODENAME]"                # what a "redact" action masks with
-
-    [[blocklists]]
-    name = "competitors"
-    words = ["acme corp", "globex"]           # whole words/phrases, any case, any spacing
-    action = "flag"
-    category = "business"
-
-    [pii]                                     # kind = action; kinds not listed are not run
-    email = "redact"
-    ssn = "block"
+A :class:`RuleSet` is built once from plain config (see :mod:`appliance.guards.rule_config`
+for its format): the built-in prompt-injection rules below (unless ``default_rules = false``),
+the configured regex rules and blocklists, and the PII kinds to run with their actions.
 
 ``check(text)`` normalises the text (:func:`~appliance.guards.normalize.normalize`), runs
 every rule, blocklist and PII detector over the normalised text and over each decoded payload
@@ -44,38 +26,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TypeGuard, get_args
 
 from appliance.errors import ConfigError
-from appliance.guards.normalize import SourceMap, normalize, normalize_text
-from appliance.guards.pii import LABELS, PII_KINDS, Mask, PiiKind, apply_masks, find_pii
-
-Action = Literal["allow", "flag", "redact", "block"]
-ACTIONS: tuple[Action, ...] = get_args(Action)  # weakest first
-_RANK = {action: rank for rank, action in enumerate(ACTIONS)}
-
-
-def is_action(value: object) -> TypeGuard[Action]:
-    return value in _RANK
-
-
-def strongest(actions: Iterable[Action]) -> Action:
-    """The strongest of ``actions`` (block > redact > flag > allow); "allow" for none."""
-    return max(actions, key=_RANK.__getitem__, default="allow")
-
-
-@dataclass(frozen=True)
-class RegexRule:
-    name: str
-    pattern: re.Pattern[str]
-    action: Action
-    category: str = "custom"
-    replacement: str = "[REDACTED]"
-    triggers: tuple[str, ...] = ()  # lower-case words; when given, one of them must be in the
-    lowercase: bool = False  # text for the rule to run | the pattern runs on text.lower()
+from appliance.guards.fold import SourceMap
+from appliance.guards.normalize import normalize
+from appliance.guards.pii import LABELS, Mask, PiiKind, apply_masks, find_pii
+from appliance.guards.rule_config import parse_rules_config
+from appliance.guards.rule_types import Action, RegexRule, strongest
 
 
 @dataclass(frozen=True)
@@ -86,10 +46,6 @@ class RuleHit:
     start: int  # span in the original text
     end: int
     source: str = "text"  # or the encoding of the payload it was found in: "base64" ...
-
-    @property
-    def span(self) -> tuple[int, int]:
-        return self.start, self.end
 
 
 @dataclass(frozen=True)
@@ -164,95 +120,6 @@ def default_rules() -> tuple[RegexRule, ...]:
                  for name, triggers, pattern in DEFAULT_RULES)
 
 
-# --- config ------------------------------------------------------------------------------------
-
-_TOP_KEYS = frozenset({"default_rules", "rules", "blocklists", "pii", "record_patterns"})
-_RULE_KEYS = frozenset({"name", "pattern", "action", "category", "replacement",
-                        "case_sensitive"})
-_BLOCKLIST_KEYS = frozenset({"name", "words", "action", "category", "replacement"})
-
-
-def _str(entry: Mapping[str, object], key: str, where: str, default: str | None = None) -> str:
-    value = entry.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _action(entry: Mapping[str, object], where: str) -> Action:
-    value = entry.get("action")
-    if not is_action(value):
-        raise ConfigError(f"{where}: action must be one of {list(ACTIONS)}, got {value!r}")
-    return value
-
-
-def _table(value: object, where: str, keys: frozenset[str]) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
-    unknown = set(value) - keys
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
-    return value
-
-
-def _list(value: object, where: str) -> list[object]:
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
-    return list(value)
-
-
-def _compile(pattern: str, flags: int, where: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
-
-
-def _phrase(phrase: str) -> str:
-    """A normalised, lower-cased blocklist entry as a regex: its first character, then a look
-    back at the one before it (a pattern that starts with a plain character lets re skip
-    ahead), then the rest."""
-    return re.escape(phrase[0]) + r"(?<!\w.)" + re.escape(phrase[1:])
-
-
-def _rule(raw: object, index: int) -> RegexRule:
-    where = f"rules[{index}]"
-    entry = _table(raw, where, _RULE_KEYS)
-    case_sensitive = entry.get("case_sensitive", False)
-    if not isinstance(case_sensitive, bool):
-        raise ConfigError(f"{where}: case_sensitive must be true or false")
-    flags = 0 if case_sensitive else re.IGNORECASE
-    return RegexRule(
-        name=_str(entry, "name", where), action=_action(entry, where),
-        pattern=_compile(_str(entry, "pattern", where), flags, where),
-        category=_str(entry, "category", where, "custom"),
-        replacement=_str(entry, "replacement", where, "[REDACTED]"))
-
-
-def _blocklist(raw: object, index: int) -> RegexRule:
-    where = f"blocklists[{index}]"
-    entry = _table(raw, where, _BLOCKLIST_KEYS)
-    words = [normalize_text(w).lower() if isinstance(w, str) else ""
-             for w in _list(entry.get("words"), f"{where}.words")]
-    if not words or not all(words):
-        raise ConfigError(f"{where}: words must be a non-empty list of words or phrases")
-    phrases = sorted({_phrase(w) for w in words}, key=len, reverse=True)
-    return RegexRule(
-        name=_str(entry, "name", where), action=_action(entry, where),
-        pattern=_compile(f"(?:{'|'.join(phrases)})(?!\\w)", re.DOTALL, where),
-        category=_str(entry, "category", where, "blocklist"),
-        replacement=_str(entry, "replacement", where, "[REDACTED]"), lowercase=True)
-
-
-def _pii_actions(raw: object) -> dict[PiiKind, Action]:
-    table = _table(raw, "pii", frozenset(PII_KINDS))
-    out: dict[PiiKind, Action] = {}
-    for kind in PII_KINDS:
-        if kind in table:
-            out[kind] = _action({"action": table[kind]}, f"pii.{kind}")
-    return out
-
-
 # --- the rule set ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -278,23 +145,9 @@ class RuleSet:
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> RuleSet:
         """A rule set from a config table (see the module doc); raises ConfigError."""
-        table = _table(config, "guard rules config", _TOP_KEYS)
-        use_defaults = table.get("default_rules", True)
-        if not isinstance(use_defaults, bool):
-            raise ConfigError(f"default_rules must be true or false, got {use_defaults!r}")
-        rules = list(default_rules()) if use_defaults else []
-        rules += [_rule(r, i) for i, r in enumerate(_list(table.get("rules", []), "rules"))]
-        rules += [_blocklist(b, i)
-                  for i, b in enumerate(_list(table.get("blocklists", []), "blocklists"))]
-        pii = _pii_actions(table.get("pii", {}))
-        records: list[re.Pattern[str]] = []
-        for i, raw in enumerate(_list(table.get("record_patterns", []), "record_patterns")):
-            if not isinstance(raw, str) or not raw:
-                raise ConfigError(f"record_patterns[{i}] must be a non-empty regex string")
-            records.append(_compile(raw, 0, f"record_patterns[{i}]"))
-        if records:
-            pii.setdefault("record", "redact")
-        return cls(tuple(rules), MappingProxyType(pii), tuple(records))
+        parsed = parse_rules_config(config)
+        defaults = default_rules() if parsed.default_rules else ()
+        return cls(defaults + parsed.rules, parsed.pii, parsed.records)
 
     def check(self, text: str) -> RuleVerdict:
         """Normalise ``text``, scan it and its decoded payloads (see the module doc)."""
@@ -350,4 +203,3 @@ def _relocate(found: _Found, spans: SourceMap) -> _Found:
     start, end = spans.span(hit.start, hit.end)
     return _Found(RuleHit(hit.rule, hit.category, hit.action, start, end, hit.source),
                   found.mask)
-

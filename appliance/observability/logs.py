@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from appliance.guards.normalize import normalize_text
+from appliance.guards.fold import normalize_text
 from appliance.guards.pii import find_pii, redact
 from appliance.observability.trace import RequestTrace
 

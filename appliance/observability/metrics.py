@@ -6,13 +6,11 @@ holding every metric documented in ``docs/METRICS.md``; ``render()`` is the text
 
 * Per request, from the ``RequestTrace`` when the request ends: ``observe_request(trace,
   endpoint)`` (called once by the web layer) fills requests, errors, end-to-end latency,
-  TTFT, inter-token latency, queue wait, prefill, tokens and rate-limit/overload refusals.
-  No stage needs this object for them.
-* By the stages that land later (guards, cache, memory), through the small typed API
-  below: ``observe_guard``, ``count_guard_verdict``, ``observe_holdback``,
-  ``count_cache_lookup``, ``set_memory_entries``, ``set_memory_store_bytes``,
-  ``observe_memory_ratio``. Their series are registered from the start (exposed with no
-  samples), so the docs stay complete before they are wired.
+  TTFT, inter-token latency, queue wait, prefill, tokens, rate-limit/overload refusals, and
+  the guard, hold-back, cache and memory-ratio series (through ``observe_guard``,
+  ``count_guard_verdict``, ``observe_holdback``, ``count_cache_lookup``,
+  ``observe_memory_ratio``). No stage needs this object.
+* By the web layer's periodic sweep: ``set_memory_entries``, ``set_memory_store_bytes``.
 * At scrape time, from ``gauges()``: the engine and queue gauges and the decode batch-size
   histogram, whose per-step bucket counts the engine thread keeps in ``EngineStats``
   (a bisect and two additions per step; no lock, no Python work per token).
@@ -106,7 +104,15 @@ class Metrics:
 
     def __init__(self, gauges: Callable[[], EngineGauges] | None = None) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        # Requests
+        # Registered in this order, which is the order of the exposition.
+        self._add_request_metrics(r)
+        self._add_latency_metrics(r)
+        self._add_token_metrics(r)
+        self._add_admission_and_guard_metrics(r)
+        self._add_cache_and_memory_metrics(r)
+        r.register(_EngineCollector(gauges))
+
+    def _add_request_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter("appliance_requests_total", "HTTP requests answered.",
                                 ["endpoint", "status"], registry=r)
         self.request_seconds = Histogram(
@@ -114,7 +120,8 @@ class Metrics:
             "last byte (streams included).", buckets=LATENCY_BUCKETS, registry=r)
         self.errors = Counter("appliance_errors_total", "Requests answered with an error, "
                               "by OpenAI error type.", ["type"], registry=r)
-        # Latency by stage
+
+    def _add_latency_metrics(self, r: CollectorRegistry) -> None:
         self.ttft = Histogram(
             "appliance_time_to_first_token_seconds", "From the arrival of the HTTP request "
             "to the first generated token (queue, guards and prefill included).",
@@ -135,7 +142,8 @@ class Metrics:
         self.holdback = Histogram(
             "appliance_output_holdback_seconds", "How long the output rail held streamed "
             "text back before releasing it.", buckets=GUARD_BUCKETS, registry=r)
-        # Tokens
+
+    def _add_token_metrics(self, r: CollectorRegistry) -> None:
         self.tokens = Counter("appliance_tokens_total", "Tokens processed, by direction.",
                               ["direction"], registry=r)
         self.tokens_per_request = Histogram(
@@ -145,18 +153,19 @@ class Metrics:
         self._tokens = {d: self.tokens.labels(d) for d in TOKEN_DIRECTIONS}
         self._tokens_per_request = {d: self.tokens_per_request.labels(d)
                                     for d in TOKEN_DIRECTIONS}
-        # Admission
+
+    def _add_admission_and_guard_metrics(self, r: CollectorRegistry) -> None:
         self.rate_limited = Counter(
             "appliance_rate_limited_total", "Requests refused with 429, by API key and by "
             "the limit hit (requests, tokens, concurrency).", ["key", "kind"], registry=r)
         self.overloaded = Counter(
             "appliance_overload_rejections_total", "Requests refused with 503 "
             "server_overloaded (queue full, wait too long, draining).", registry=r)
-        # Guards
         self.guard_verdicts = Counter(
             "appliance_guard_verdicts_total", "Guard verdicts.",
             ["guard", "label", "action", "direction"], registry=r)
-        # Cache and memory
+
+    def _add_cache_and_memory_metrics(self, r: CollectorRegistry) -> None:
         self.cache_lookups = Counter(
             "appliance_cache_lookups_total", "Response-cache lookups by result "
             "(hit-exact, hit-semantic, miss, bypass).", ["result"], registry=r)
@@ -167,7 +176,6 @@ class Metrics:
         self.memory_ratio = Histogram(
             "appliance_memory_to_response_token_ratio", "Memory tokens injected into a "
             "prompt / tokens of the response.", buckets=RATIO_BUCKETS, registry=r)
-        r.register(_EngineCollector(gauges))
 
     # -- exposition ----------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class Metrics:
                     self._tokens[direction].inc(n)
                 self._tokens_per_request[direction].observe(n)
 
-    # -- the stages' API -----------------------------------------------------------------
+    # -- one series at a time ------------------------------------------------------------
 
     def observe_guard(self, guard: str, direction: str, seconds: float) -> None:
         self.guard_seconds.labels(guard, direction).observe(seconds)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance.engine.models import ModelStore
 from appliance.errors import ModelError
-from appliance.guards.classifier import read_guard_manifest
+from appliance.guards.loader import read_guard_manifest
 from appliance.resources import GUARDS_MANIFEST, locate_part, sha256_file
 
 

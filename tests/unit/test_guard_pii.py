@@ -14,10 +14,9 @@ from appliance.guards.pii import (
     PiiMatch,
     apply_masks,
     find_pii,
-    iban_ok,
-    luhn_ok,
     redact,
 )
+from appliance.guards.pii_numbers import iban_ok, luhn_ok
 
 APPL_KEY = "sk-appl-" + "Zx9_Qw-7" * 5 + "abc"  # the appliance's own 43-character keys
 

@@ -13,7 +13,8 @@ import numpy.typing as npt
 import pytest
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.classifier import Classifier, ClassifierResult, load_guard_classifier
+from appliance.guards.classifier import Classifier, ClassifierResult
+from appliance.guards.loader import load_guard_classifier
 from appliance.guards.pipeline import GuardDecision, InputPipeline
 from appliance.guards.policy import Policy, load_policy, parse_policy
 

@@ -11,15 +11,8 @@ from typing import Any
 import pytest
 
 from appliance.errors import ConfigError
-from appliance.guards.rules import (
-    ACTIONS,
-    DEFAULT_RULES,
-    Action,
-    RegexRule,
-    RuleSet,
-    default_rules,
-    strongest,
-)
+from appliance.guards.rule_types import ACTIONS, Action, RegexRule, strongest
+from appliance.guards.rules import DEFAULT_RULES, RuleSet, default_rules
 
 DEFAULTS = RuleSet.from_config({})
 
