@@ -115,8 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_content", bool, False, "Log the request body and the response text in the "
             "access log, after PII redaction (e-mail, phone, card, ... become [EMAIL], ...). "
             "Off by default: logs then hold no prompt or response text."),
-    Setting("metrics_require_admin", bool, False, "Require an API key with the admin scope "
-            "for GET /metrics (with no keys at all, loopback open access still applies)."),
+    Setting("metrics_access", str, "auto", "Who may read GET /metrics: 'admin' (a key with "
+            "the admin scope), 'open' (anyone who reaches the port), or 'auto' (admin once API "
+            "keys exist and the bind is not loopback, else open).",
+            choices=("auto", "admin", "open")),
+    Setting("metrics_key_labels", bool, False, "Label per-key metrics with the API key's "
+            "name; off, every key is counted under one label value, so a scrape reveals no "
+            "key names."),
     # --- memory and cache ---
     Setting("cache_enabled", bool, True, "Answer repeated requests from the response cache "
             "(exact and semantic tiers, per API key and user)."),
@@ -195,7 +200,8 @@ class Settings:
     log_level: str
     # -- observability --
     log_content: bool
-    metrics_require_admin: bool
+    metrics_access: str
+    metrics_key_labels: bool
     # memory and cache
     cache_enabled: bool
     cache_ttl_s: float

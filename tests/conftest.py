@@ -85,12 +85,12 @@ def start_server(settings: Settings, *, wait: bool = True) -> RunningServer:
 
     holder: dict[str, Any] = {}
     started = threading.Event()
+    app = make_app(settings)  # as the CLI does: built and checked before the loop runs
 
     async def main() -> None:
-        app = make_app(settings)
         ready, stop = asyncio.Event(), asyncio.Event()
         holder.update(app=app, loop=asyncio.get_running_loop(), stop=stop)
-        task = asyncio.ensure_future(serve(settings, app=app, ready=ready, stop=stop))
+        task = asyncio.ensure_future(serve(settings, app, ready=ready, stop=stop))
         await asyncio.wait([task, asyncio.ensure_future(ready.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
         started.set()

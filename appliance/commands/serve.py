@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 from appliance import config
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,18 +21,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from appliance.observability.logs import setup_logging
+    from appliance.web.app import make_app  # aiohttp is imported only when serving
 
     settings = config.load(args)
     setup_logging(settings.log_level)
-    asyncio.run(_serve(settings))
+    # Everything is built and checked (model pins, keys for a non-loopback bind) before the
+    # event loop starts and before anything binds: a refusal is one line and exit code 2.
+    app = make_app(settings)
+    asyncio.run(_serve(settings, app))
     return 0
 
 
-async def _serve(settings: config.Settings) -> None:
-    from appliance.web.app import serve  # aiohttp is imported only when serving
+async def _serve(settings: config.Settings, app: web.Application) -> None:
+    from appliance.web.app import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop=stop)
+    await serve(settings, app, stop=stop)

@@ -52,6 +52,7 @@ RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 BATCH_SIZE_BUCKETS = BATCH_SIZE_BOUNDS
 
 UNMATCHED = "unmatched"  # the endpoint label of every path no route matched
+ANY_KEY = "*"  # the key label of every key when key names are not exposed
 TOKEN_DIRECTIONS = ("prompt", "completion", "cached", "memory")
 
 
@@ -102,7 +103,11 @@ class _EngineCollector(Collector):
 class Metrics:
     """Every appliance metric, in a registry of its own; see the module doc."""
 
-    def __init__(self, gauges: Callable[[], EngineGauges] | None = None) -> None:
+    def __init__(self, gauges: Callable[[], EngineGauges] | None = None, *,
+                 key_labels: bool = False) -> None:
+        # Off, per-key series carry ANY_KEY instead of the key's name: a scrape then
+        # reveals nothing about who the clients are.
+        self._key_labels = key_labels
         self.registry = r = CollectorRegistry(auto_describe=True)
         # Registered in this order, which is the order of the exposition.
         self._add_request_metrics(r)
@@ -192,7 +197,8 @@ class Metrics:
         if trace.error_type is not None:
             self.errors.labels(trace.error_type).inc()
             if trace.rate_limit_kind is not None:
-                self.rate_limited.labels(trace.key_name or "", trace.rate_limit_kind).inc()
+                key = (trace.key_name or "") if self._key_labels else ANY_KEY
+                self.rate_limited.labels(key, trace.rate_limit_kind).inc()
             elif trace.error_type == "server_overloaded":
                 self.overloaded.inc()
         if trace.queue_wait_s is not None:

@@ -149,11 +149,10 @@ async def _indexes_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[MEMORY_INDEX].aclose()
 
 
-async def serve(settings: Settings, *, app: web.Application | None = None,
+async def serve(settings: Settings, app: web.Application, *,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or forever), then drain and clean up. Used by the CLI
-    and, with an ``app`` they keep a handle on, by the tests."""
-    app = app if app is not None else make_app(settings)
+    """Serve ``app`` (made by :func:`make_app` before the loop started) until ``stop`` is
+    set (or forever), then drain and clean up. Used by the CLI and by the tests."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

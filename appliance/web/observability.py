@@ -18,6 +18,7 @@ from appliance.observability.logs import ACCESS_LOGGER, access_fields, redact_fo
 from appliance.observability.metrics import CONTENT_TYPE, UNMATCHED
 from appliance.observability.trace import RequestTrace
 from appliance.web.state import AUDIT, GATE, METRICS, SETTINGS, TRACE
+from appliance.web.wiring import is_loopback
 
 CLIENT_GONE = 499  # the status recorded for a request whose client went away (nginx's)
 
@@ -29,9 +30,13 @@ routes = web.RouteTableDef()
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format; the admin scope when ``metrics_require_admin`` is set."""
-    if request.app[SETTINGS].metrics_require_admin:
-        gate = request.app[GATE]
+    """Prometheus text format; who may read it is ``metrics_access``."""
+    settings, gate = request.app[SETTINGS], request.app[GATE]
+    access = settings.metrics_access
+    if access == "auto":
+        open_bind = is_loopback(settings.host) or not await gate.has_keys()
+        access = "open" if open_bind else "admin"
+    if access == "admin":
         key = await gate.authenticate(request.headers.get("Authorization"))
         request[TRACE].key_name = key.name
         gate.require(key, Scope.ADMIN)

@@ -101,7 +101,8 @@ def _gate(settings: Settings, db: Database) -> Gate:
     if not open_access and not keys.list_sync(include_revoked=False):
         raise ConfigError(
             f"refusing to serve on {settings.host} (not loopback) without API keys: create "
-            f"one with `appliance keys create --name NAME`, or bind 127.0.0.1")
+            f"one with `appliance keys create --name NAME --data-dir {settings.data_dir}`, "
+            f"or bind 127.0.0.1")
     queue = AdmissionQueue(slots=settings.parallel, depth=settings.queue_depth,
                            timeout_s=settings.queue_timeout_s)
     return Gate(keys, RateLimiter(), queue, open_access=open_access,
@@ -152,7 +153,8 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
         memory=memory, memory_index=stores.memory_index, pipeline=pipeline,
         summariser=summariser,
         embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id),
-        guard_check=GuardCheck(guards), metrics=Metrics(gauges), audit=audit)
+        guard_check=GuardCheck(guards),
+        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit)
 
 
 @dataclass(frozen=True)

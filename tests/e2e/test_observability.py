@@ -143,7 +143,8 @@ def test_every_response_carries_a_request_id(server: RunningServer) -> None:
 def keyed(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RunningServer, dict[str, str]]]:
     settings = make_settings(tmp_path_factory.mktemp("obs-keyed"), parallel=2, ctx_size=256,
-                             metrics_require_admin=True)
+                             metrics_access="admin",
+                             metrics_key_labels=True)
     with Database(settings.database) as db:
         store = KeyStore(db)
         secrets = {"admin": store.create_sync("ops", scopes=[Scope.ADMIN]).secret,

@@ -90,13 +90,26 @@ def test_a_request_trace_feeds_the_per_request_metrics() -> None:
     assert ("appliance_errors_total", (("type", "server_error"),)) not in s
 
 
-def test_refusals_are_counted_by_kind() -> None:
-    m = Metrics()
-    for kind in ("tokens", "tokens", "concurrency"):
+def _refuse(m: Metrics, kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
         t = RequestTrace("r", "/v1/completions")
         t.status, t.error_type, t.key_name = 429, "rate_limit_exceeded", "frontdesk"
         t.rate_limit_kind, t.finished_s = kind, 0.001
         m.observe_request(t, "/v1/completions")
+
+
+def test_key_names_are_not_exposed_unless_asked() -> None:
+    m = Metrics()
+    _refuse(m, ("tokens", "tokens"))
+    text = m.render().decode()
+    assert "frontdesk" not in text
+    assert samples(text)[("appliance_rate_limited_total",
+                          (("key", "*"), ("kind", "tokens")))] == 2
+
+
+def test_refusals_are_counted_by_kind() -> None:
+    m = Metrics(key_labels=True)
+    _refuse(m, ("tokens", "tokens", "concurrency"))
     t = RequestTrace("r", "/v1/completions")
     t.status, t.error_type, t.finished_s = 503, "server_overloaded", 0.002
     m.observe_request(t, "/v1/completions")
