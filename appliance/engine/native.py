@@ -8,6 +8,7 @@ thread.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -162,6 +163,19 @@ class LlamaModel:
 
     def is_eog(self, token: int) -> bool:
         return bool(self._eog[token])
+
+    @functools.cached_property
+    def control_tokens(self) -> dict[str, int]:
+        """The text of every token llama.cpp only recognises with ``parse_special`` (control
+        and unknown tokens: ``<|im_start|>``, ``<s>`` ...), by text."""
+        mask = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        out: dict[str, int] = {}
+        for t in range(self.n_vocab):
+            if llama_cpp.llama_vocab_get_attr(self.vocab, t) & mask:
+                text = self.token_text(t)
+                if text:
+                    out.setdefault(text, t)
+        return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ engine thread decodes.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from appliance.engine.chat import ChatTemplate, NoChatTemplate
@@ -39,6 +42,7 @@ class Tokenizer:
         self._use_template = use_template
         self._fallback = template_fallback
         self._template: ChatTemplate | NoChatTemplate | None = None
+        self._control: _Control | None = None
 
     def _model(self) -> LlamaModel:
         model = self._engine.model
@@ -55,11 +59,19 @@ class Tokenizer:
     def n_vocab(self) -> int:
         return self._model().n_vocab
 
-    def tokenize_prompt(self, rendered: str) -> list[int]:
-        """A chat prompt rendered by the template: its markup becomes control tokens; the
-        model's BOS is added once if it wants one."""
+    def tokenize_chat(self, parts: Sequence[tuple[str, bool]]) -> list[int]:
+        """A chat prompt from :meth:`ChatTemplate.render_parts`: the template's markup
+        becomes control tokens, the client's text never does (a ``<|im_start|>`` typed in a
+        message stays those characters). The model's BOS is added once if it wants one."""
         model = self._model()
-        tokens = model.tokenize(rendered, add_special=False, parse_special=True)
+        if self._control is None:
+            self._control = _Control.of(model)
+        control = self._control
+        if any(client and control.found_in(text) for text, client in parts):
+            tokens = _tokenize_fragments(model, _fragments(parts, control))
+        else:  # (the common case: one call, exactly the tokens a joint parse gives)
+            tokens = model.tokenize("".join(t for t, _ in parts), add_special=False,
+                                    parse_special=True)
         if model.add_bos and model.bos >= 0 and (not tokens or tokens[0] != model.bos):
             tokens.insert(0, model.bos)
         return tokens
@@ -90,3 +102,55 @@ class Tokenizer:
     def template_source(self) -> str:
         template = self.template()
         return template.source if isinstance(template, ChatTemplate) else ""
+
+
+
+@dataclass(frozen=True)
+class _Control:
+    """A model's control tokens by text, and one pattern finding any of them."""
+
+    ids: dict[str, int]
+    pattern: re.Pattern[str] | None  # None: the model has none
+
+    @classmethod
+    def of(cls, model: LlamaModel) -> _Control:
+        ids = model.control_tokens
+        texts = sorted(ids, key=len, reverse=True)  # the longest match wins, as in llama.cpp
+        return cls(ids, re.compile("|".join(map(re.escape, texts))) if texts else None)
+
+    def found_in(self, text: str) -> bool:
+        return self.pattern is not None and self.pattern.search(text) is not None
+
+
+def _fragments(parts: Sequence[tuple[str, bool]], control: _Control) -> list[str | int]:
+    """Control tokens found in the template's text, as ids; everything else (template text
+    and client text alike) as runs of plain text. Splitting only the template's text, the
+    way llama.cpp splits a whole prompt, keeps the tokens of the plain runs the same."""
+    out: list[str | int] = []
+    plain = ""
+    for text, client in parts:
+        if client or control.pattern is None:
+            plain += text
+            continue
+        pos = 0
+        for m in control.pattern.finditer(text):
+            plain += text[pos:m.start()]
+            if plain:
+                out.append(plain)
+            plain = ""
+            out.append(control.ids[m.group()])
+            pos = m.end()
+        plain += text[pos:]
+    if plain:
+        out.append(plain)
+    return out
+
+
+def _tokenize_fragments(model: LlamaModel, fragments: list[str | int]) -> list[int]:
+    tokens: list[int] = []
+    for fragment in fragments:
+        if isinstance(fragment, int):
+            tokens.append(fragment)
+        else:
+            tokens.extend(model.tokenize(fragment, add_special=False, parse_special=False))
+    return tokens

@@ -54,7 +54,7 @@ class Preparer:
         injected = (await self._memory.inject(messages, ctx.key, req.options.user,
                                               ctx.session_id)
                     if self._memory is not None else Injected(messages, None, 0))
-        tokens = await self._tokenize(template.render(injected.messages), chat=True)
+        tokens = await self._tokenize_chat(template.render_parts(injected.messages))
         job = dataclasses.replace(
             self._job("chat", tokens, req.options, rails=rails, rules=rules),
             memory=injected.context, memory_tokens=injected.tokens)
@@ -81,16 +81,20 @@ class Preparer:
             rules = self._inputs.rules(rails, [echo], 0, ctx.trace)
             if rules.texts[0] != echo:  # redacted: the model sees the masked text
                 text = echo = rules.texts[0]
-        tokens = await self._tokenize(text, chat=False) if text is not None else ids
+        tokens = await self._tokenize(text) if text is not None else ids
         job = self._job("text", tokens, req.options, echo_text=echo if req.echo else "",
                         default_max=16, rails=rails, rules=rules)
         return self._with_cache(job, ctx, ())
 
-    async def _tokenize(self, text: str, *, chat: bool) -> list[int]:
-        tokenize = self._tokenizer.tokenize_prompt if chat else self._tokenizer.tokenize_text
+    async def _tokenize_chat(self, parts: list[tuple[str, bool]]) -> list[int]:
+        if sum(len(text) for text, _ in parts) > _BIG_PROMPT_CHARS:
+            return await asyncio.to_thread(self._tokenizer.tokenize_chat, parts)
+        return self._tokenizer.tokenize_chat(parts)
+
+    async def _tokenize(self, text: str) -> list[int]:
         if len(text) > _BIG_PROMPT_CHARS:
-            return await asyncio.to_thread(tokenize, text)
-        return tokenize(text)
+            return await asyncio.to_thread(self._tokenizer.tokenize_text, text)
+        return self._tokenizer.tokenize_text(text)
 
     def _job(self, kind: Kind, tokens: list[int], options: GenerationOptions, *,
              echo_text: str = "", default_max: int | None = None,

@@ -35,8 +35,8 @@ def prepare(served: ServedModel, tokenizer: Tokenizer, guards: GuardsState) -> P
 async def test_a_chat_request_becomes_the_templated_prompt_tokens(
         prepare: Preparer, tokenizer: Tokenizer) -> None:
     job = await prepare.chat(_chat("What time does the clinic open?", max_tokens=8), _ctx())
-    rendered = tokenizer.template().render(_chat("What time does the clinic open?").messages)
-    assert job.request.prompt_tokens == tuple(tokenizer.tokenize_prompt(rendered))
+    parts = tokenizer.template().render_parts(_chat("What time does the clinic open?").messages)
+    assert job.request.prompt_tokens == tuple(tokenizer.tokenize_chat(parts))
     assert job.kind == "chat" and job.id.startswith("chatcmpl-")
     assert job.request.max_tokens == 8
     assert job.rails is not None and job.rules is not None  # the classifiers run later
