@@ -20,7 +20,7 @@ revoked (``InvalidRequest`` otherwise); a revoked key stays listed, and its name
 reused, which is how a key is rotated. Scopes are ``chat``, ``embeddings``, ``memory`` and
 ``admin``; ``admin`` implies the others. New keys get every scope except ``admin``.
 Creation and revocation are appended to the audit log (``appliance.observability.audit``)
-in the same transaction as the change.
+in the same transaction as the change. The rows: :mod:`appliance.store.keys`.
 
 Speed. ``authenticate`` runs on every request, so results (found, revoked, expired and
 unknown secrets alike) are cached in memory for ``cache_ttl_s`` seconds: a cache hit is a
@@ -34,71 +34,33 @@ the server runs) is refused within ``cache_ttl_s``. Expiry is checked on every c
 from __future__ import annotations
 
 import builtins
-import enum
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlite_utils
 
 from appliance.admission.clock import Clock
 from appliance.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
-from appliance.observability import audit
+from appliance.store import audit
+from appliance.store import keys as rows
 from appliance.store.db import Database
+from appliance.store.keys import SECRET_PREFIX, KeyRecord, Scope, StoredKey
 
-SECRET_PREFIX = "sk-appl-"
+__all__ = ["DEFAULT_SCOPES", "SECRET_PREFIX", "CreatedKey", "KeyRecord", "KeyStore", "Scope",
+           "require_scope"]
+
 _SECRET_BYTES = 32
 _SECRET_LEN = len(SECRET_PREFIX) + len(secrets.token_urlsafe(_SECRET_BYTES))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _NEGATIVE_CACHE_MAX = 4096
-_COLUMNS = ("id, name, secret_sha256, hint, scopes, rpm, tpm, burst_requests, burst_tokens, "
-            "max_concurrent, priority, created_at, expires_at, revoked_at, guard_policy")
-
-
-class Scope(enum.StrEnum):
-    CHAT = "chat"
-    EMBEDDINGS = "embeddings"
-    MEMORY = "memory"
-    ADMIN = "admin"
 
 
 DEFAULT_SCOPES: frozenset[Scope] = frozenset({Scope.CHAT, Scope.EMBEDDINGS, Scope.MEMORY})
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """An API key as stored (never its secret). Limits of ``None`` mean unlimited."""
-
-    id: int
-    name: str
-    hint: str  # last four characters of the secret
-    scopes: frozenset[Scope]
-    rpm: int | None
-    tpm: int | None
-    burst_requests: int | None
-    burst_tokens: int | None
-    max_concurrent: int | None
-    priority: int
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-    guard_policy: str | None = None  # a guard policy name or path; None: the server default
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
-
-    @property
-    def masked(self) -> str:
-        return f"{SECRET_PREFIX}...{self.hint}"
 
 
 @dataclass(frozen=True)
@@ -116,7 +78,7 @@ def require_scope(record: KeyRecord, scope: Scope) -> None:
                                "scope.")
 
 
-def hash_secret(secret: str) -> str:
+def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -182,35 +144,34 @@ class KeyStore:
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past.", param="expires_at")
         secret = SECRET_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
-        row: dict[str, Any] = {
-            "name": name, "secret_sha256": hash_secret(secret), "hint": secret[-4:],
-            "scopes": " ".join(sorted(scope_set)), **limits, "priority": priority,
-            "created_at": now, "expires_at": expires_at, "revoked_at": None,
-            "guard_policy": guard_policy,
-        }
+        new = KeyRecord(id=0, name=name, hint=secret[-4:], scopes=scope_set, rpm=rpm,
+                        tpm=tpm, burst_requests=burst_requests, burst_tokens=burst_tokens,
+                        max_concurrent=max_concurrent, priority=priority, created_at=now,
+                        expires_at=expires_at, revoked_at=None, guard_policy=guard_policy)
 
         def job(conn: sqlite_utils.Database) -> CreatedKey:
-            if _active_row(conn, name) is not None:
+            if rows.active(conn, name) is not None:
                 raise InvalidRequest(f"An API key named {name!r} already exists; revoke it "
                                      "first or choose another name.", param="name",
                                      code="duplicate_key_name")
-            key_id = conn.execute(
-                f"INSERT INTO api_keys ({', '.join(row)}) VALUES "
-                f"({', '.join('?' for _ in row)})", list(row.values())).lastrowid
-            audit.append_in(conn, "key.create", self._actor, {
-                "key_id": key_id, "name": name, "hint": row["hint"], "scopes": row["scopes"],
-                **limits, "priority": priority, "expires_at": expires_at}, now)
-            return CreatedKey(_record({**row, "id": key_id}), secret)
+            record = rows.insert(conn, new, _hash_secret(secret))
+            audit.append(conn, "key.create", self._actor, {
+                "key_id": record.id, "name": name, "hint": record.hint,
+                "scopes": " ".join(sorted(scope_set)), **limits, "priority": priority,
+                "expires_at": expires_at}, now)
+            return CreatedKey(record, secret)
 
         return job
 
     # -- list and revoke ------------------------------------------------------------------
 
     async def list(self, *, include_revoked: bool = True) -> list[KeyRecord]:
-        return await self._db.read(lambda conn: _list(conn, include_revoked))
+        return await self._db.read(lambda conn: rows.listed(conn,
+                                                            include_revoked=include_revoked))
 
     def list_sync(self, *, include_revoked: bool = True) -> builtins.list[KeyRecord]:
-        return self._db.read_sync(lambda conn: _list(conn, include_revoked))
+        return self._db.read_sync(lambda conn: rows.listed(conn,
+                                                           include_revoked=include_revoked))
 
     async def revoke(self, name: str) -> KeyRecord:
         """Revoke the active key ``name`` (``NotFound`` if none); refused from now on."""
@@ -231,13 +192,13 @@ class KeyStore:
         now = self._clock()
 
         def job(conn: sqlite_utils.Database) -> KeyRecord:
-            row = _active_row(conn, name)
-            if row is None:
+            key = rows.active(conn, name)
+            if key is None:
                 raise NotFound(f"No active API key named {name!r}.", param="name")
-            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [now, row["id"]])
-            audit.append_in(conn, "key.revoke", self._actor,
-                            {"key_id": row["id"], "name": name, "hint": row["hint"]}, now)
-            return _record({**row, "revoked_at": now})
+            revoked = rows.revoke(conn, key, now)
+            audit.append(conn, "key.revoke", self._actor,
+                         {"key_id": key.id, "name": name, "hint": key.hint}, now)
+            return revoked
 
         return job
 
@@ -246,11 +207,6 @@ class KeyStore:
         for digest in [d for d, c in self._cache.items()
                        if c.record is not None and c.record.name == name]:
             del self._cache[digest]
-
-    def clear_cache(self) -> None:
-        self._generation += 1
-        self._cache.clear()
-        self._unknown.clear()
 
     # -- authenticate ---------------------------------------------------------------------
 
@@ -261,8 +217,8 @@ class KeyStore:
         cached = self._cached(digest, now)
         if cached is None:
             generation = self._generation
-            row = await self._db.read(lambda conn: _row_by_digest(conn, digest))
-            cached = self._remember(digest, row, now, generation)
+            found = await self._db.read(lambda conn: rows.by_secret_sha256(conn, digest))
+            cached = self._remember(digest, found, now, generation)
         return _verdict(cached, now)
 
     def authenticate_sync(self, secret: str, now: float | None = None) -> KeyRecord:
@@ -271,8 +227,8 @@ class KeyStore:
         cached = self._cached(digest, now)
         if cached is None:
             generation = self._generation
-            row = self._db.read_sync(lambda conn: _row_by_digest(conn, digest))
-            cached = self._remember(digest, row, now, generation)
+            found = self._db.read_sync(lambda conn: rows.by_secret_sha256(conn, digest))
+            cached = self._remember(digest, found, now, generation)
         return _verdict(cached, now)
 
     def _cached(self, digest: str, now: float) -> _Cached | None:
@@ -284,11 +240,11 @@ class KeyStore:
             return _Cached(None, at)
         return None
 
-    def _remember(self, digest: str, row: Mapping[str, Any] | None, now: float,
+    def _remember(self, digest: str, found: StoredKey | None, now: float,
                   generation: int) -> _Cached:
-        if row is not None and not hmac.compare_digest(str(row["secret_sha256"]), digest):
-            row = None
-        cached = _Cached(None if row is None else _record(row), now)
+        if found is not None and not hmac.compare_digest(found.secret_sha256, digest):
+            found = None
+        cached = _Cached(None if found is None else found.record, now)
         if generation == self._generation:  # no revoke raced with this lookup
             if cached.record is None:
                 if len(self._unknown) >= _NEGATIVE_CACHE_MAX:
@@ -302,7 +258,7 @@ class KeyStore:
 def _digest(secret: str) -> str:
     if len(secret) != _SECRET_LEN or not secret.startswith(SECRET_PREFIX):
         raise AuthenticationError("Incorrect API key provided.")
-    return hash_secret(secret)
+    return _hash_secret(secret)
 
 
 def _verdict(cached: _Cached, now: float) -> KeyRecord:
@@ -328,33 +284,3 @@ def _parse_scopes(scopes: Iterable[Scope | str]) -> frozenset[Scope]:
     if not out:
         raise InvalidRequest("A key needs at least one scope.", param="scopes")
     return frozenset(out)
-
-
-def _record(row: Mapping[str, Any]) -> KeyRecord:
-    return KeyRecord(
-        id=int(row["id"]), name=row["name"], hint=row["hint"],
-        scopes=frozenset(Scope(s) for s in str(row["scopes"]).split()),
-        rpm=row["rpm"], tpm=row["tpm"], burst_requests=row["burst_requests"],
-        burst_tokens=row["burst_tokens"], max_concurrent=row["max_concurrent"],
-        priority=int(row["priority"]), created_at=float(row["created_at"]),
-        expires_at=row["expires_at"], revoked_at=row["revoked_at"],
-        guard_policy=row.get("guard_policy"),
-    )
-
-
-def _active_row(conn: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
-    rows = list(conn.query(f"SELECT {_COLUMNS} FROM api_keys WHERE name = ? "
-                           "AND revoked_at IS NULL", [name]))
-    return rows[0] if rows else None
-
-
-def _row_by_digest(conn: sqlite_utils.Database, digest: str) -> dict[str, Any] | None:
-    rows = list(conn.query(f"SELECT {_COLUMNS} FROM api_keys WHERE secret_sha256 = ?",
-                           [digest]))
-    return rows[0] if rows else None
-
-
-def _list(conn: sqlite_utils.Database, include_revoked: bool) -> list[KeyRecord]:
-    where = "" if include_revoked else " WHERE revoked_at IS NULL"
-    return [_record(r) for r in conn.query(f"SELECT {_COLUMNS} FROM api_keys{where} "
-                                           "ORDER BY id")]

@@ -14,7 +14,8 @@ by a guard ends with ``content_filter`` and is never stored.
 Life of an entry: ``ttl_s`` after it was stored it expires (lookups ignore it, the sweep
 deletes it); when the table holds more than ``max_entries`` the least recently used go
 first. Hits update ``hits``/``last_used_at`` in memory and are written by the sweep, so a
-hit costs no write. All writes go through the database writer; reads use its read pool.
+hit costs no write. All writes go through the database writer; reads use its read pool;
+the SQL is in :mod:`appliance.store.cache`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ import sqlite_utils
 
 from appliance.cache.keys import GLOBAL_SCOPE
 from appliance.engine.types import SamplingParams
+from appliance.store import cache as rows
+from appliance.store.cache import TABLE, CachedResponse, NewEntry
 from appliance.store.db import Database
-from appliance.store.vectors import Hit, VectorIndex, from_blob, to_blob
+from appliance.store.rows import IndexedRow, Uses, by_scope, touch
+from appliance.store.vectors import Hit, VectorIndex, to_blob
 
-TABLE = "cache_entries"
+__all__ = ["TABLE", "CacheConfig", "CacheDirectives", "CacheQuery", "CacheResult",
+           "CachedResponse", "ResponseCache", "SweepReport"]
 
 Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 Vector = npt.NDArray[np.float32]
@@ -75,16 +80,6 @@ class CacheQuery:
 
 
 @dataclass(frozen=True)
-class CachedResponse:
-    id: int
-    scope: str
-    text: str
-    finish_reason: Literal["stop", "length"]
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
 class CacheResult:
     status: Status
     entry: CachedResponse | None = None
@@ -99,16 +94,6 @@ class SweepReport:
     touched: int
 
 
-def _row(r: Sequence[object]) -> CachedResponse:
-    return CachedResponse(id=int(r[0]), scope=str(r[1]), text=str(r[2]),  # type: ignore[call-overload]
-                          finish_reason="length" if r[3] == "length" else "stop",
-                          prompt_tokens=int(r[4]),  # type: ignore[call-overload]
-                          completion_tokens=int(r[5]))  # type: ignore[call-overload]
-
-
-_COLUMNS = "id, scope, text, finish_reason, prompt_tokens, completion_tokens"
-
-
 class ResponseCache:
     def __init__(self, db: Database, index: VectorIndex, encoder: SentenceEncoder,
                  config: CacheConfig = CacheConfig(), *, clock: Clock = time.time) -> None:
@@ -117,7 +102,7 @@ class ResponseCache:
         self.encoder = encoder
         self.config = config
         self._clock = clock
-        self._touched: dict[int, tuple[int, float]] = {}  # id -> (hits, last used)
+        self._touched: dict[int, Uses] = {}  # hits not yet written
         self._fingerprint: str | None = None
 
     def cacheable(self, sampling: SamplingParams) -> bool:
@@ -130,11 +115,11 @@ class ResponseCache:
         caller already has it (the guard pipeline computes one)."""
         if query.directives.no_cache:
             return CacheResult("bypass", vector=vector)
-        scopes = self._scopes(query)
+        scopes = _scopes(query)
         now = self._clock()
-        entry = await self.db.read(lambda c: self._exact(c, query, scopes, now))
+        entry = await self.db.read(lambda c: rows.exact(c, scopes, query.exact_key, now))
         if entry is not None:
-            self._touch(entry.id, now)
+            touch(self._touched, entry.id, now)
             return CacheResult("hit-exact", entry, vector=vector)
         if query.text is None:
             return CacheResult("miss", vector=vector)
@@ -145,50 +130,14 @@ class ResponseCache:
             found = await self.index.search(scope, vector, self.config.candidates)
             hits.extend(h for h in found if h.similarity >= self.config.threshold)
         if hits:
-            best = await self.db.read(lambda c: self._semantic(c, query, hits, now))
+            similarity = {h.id: h.similarity for h in hits}
+            stored = await self.db.read(lambda c: rows.candidates(
+                c, list(similarity), query.context, query.fingerprint, now))
+            best = _best(query, stored, similarity)
             if best is not None:
-                entry, similarity = best
-                self._touch(entry.id, now)
-                return CacheResult("hit-semantic", entry, similarity, vector)
+                touch(self._touched, best.id, now)
+                return CacheResult("hit-semantic", best, similarity[best.id], vector)
         return CacheResult("miss", vector=vector)
-
-    @staticmethod
-    def _scopes(query: CacheQuery) -> tuple[str, ...]:
-        return (query.scope,) if query.scope == GLOBAL_SCOPE else (query.scope, GLOBAL_SCOPE)
-
-    @staticmethod
-    def _exact(conn: sqlite_utils.Database, query: CacheQuery, scopes: tuple[str, ...],
-               now: float) -> CachedResponse | None:
-        for scope in scopes:  # own scope first
-            r = conn.execute(
-                f"SELECT {_COLUMNS} FROM {TABLE} WHERE scope = ? AND exact_key = ? "
-                "AND expires_at > ? ORDER BY id DESC LIMIT 1",
-                [scope, query.exact_key, now]).fetchone()
-            if r is not None:
-                return _row(r)
-        return None
-
-    @staticmethod
-    def _semantic(conn: sqlite_utils.Database, query: CacheQuery, hits: list[Hit],
-                  now: float) -> tuple[CachedResponse, float] | None:
-        by_id = {h.id: h.similarity for h in hits}
-        marks = ",".join("?" * len(by_id))
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE id IN ({marks}) AND context = ? "
-            "AND fingerprint = ? AND expires_at > ?",
-            [*by_id, query.context, query.fingerprint, now]).fetchall()
-        scopes = ResponseCache._scopes(query)
-        found = [(_row(r), by_id[int(r[0])]) for r in rows]
-        # A hit's own row must be in the scope it was found for (the index is per scope;
-        # this re-check makes a stray label harmless).
-        found = [(e, s) for e, s in found if e.scope in scopes]
-        if not found:
-            return None
-        return max(found, key=lambda f: (f[0].scope == query.scope, f[1]))
-
-    def _touch(self, entry_id: int, now: float) -> None:
-        hits, _ = self._touched.get(entry_id, (0, now))
-        self._touched[entry_id] = (hits + 1, now)
 
     # -- store ------------------------------------------------------------------------------
 
@@ -202,48 +151,26 @@ class ResponseCache:
             vector = await asyncio.to_thread(self.encoder.encode_one, query.text)
         now = self._clock()
         blob = to_blob(vector) if query.text is not None and vector is not None else None
+        entry = NewEntry(query.scope, query.exact_key, query.context, query.fingerprint, blob,
+                         query.kind, text, finish_reason, prompt_tokens, completion_tokens,
+                         created_at=now, expires_at=now + self.config.ttl_s)
+        gone: list[IndexedRow] = []
 
-        def job(conn: sqlite_utils.Database) -> tuple[int, list[tuple[str, int]]]:
-            gone = [(str(s), int(i)) for i, s in conn.execute(
-                f"SELECT id, scope FROM {TABLE} WHERE scope = ? AND exact_key = ?",
-                [query.scope, query.exact_key]).fetchall()]
-            if gone:
-                conn.execute(f"DELETE FROM {TABLE} WHERE scope = ? AND exact_key = ?",
-                             [query.scope, query.exact_key])
-            cur = conn.execute(
-                f"INSERT INTO {TABLE} (scope, exact_key, context, fingerprint, vector, kind, "
-                "text, finish_reason, prompt_tokens, completion_tokens, created_at, "
-                "expires_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [query.scope, query.exact_key, query.context, query.fingerprint, blob,
-                 query.kind, text, finish_reason, prompt_tokens, completion_tokens, now,
-                 now + self.config.ttl_s, now])
-            new_id = int(cur.lastrowid or 0)
-            return new_id, gone + self._evict_over_cap(conn)
+        def job(conn: sqlite_utils.Database) -> int:
+            gone.extend(rows.delete_exact(conn, query.scope, query.exact_key))
+            new_id = rows.insert(conn, entry)
+            gone.extend(rows.evict_over(conn, self.config.max_entries))
+            return new_id
 
-        new_id, gone = await self.db.write(job)
+        new_id = await self.db.write(job)
         await self._unindex(gone)
         if blob is not None and vector is not None:
             await self.index.add(query.scope, [new_id], vector.reshape(1, -1))
         return new_id
 
-    def _evict_over_cap(self, conn: sqlite_utils.Database) -> list[tuple[str, int]]:
-        count = int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
-        over = count - self.config.max_entries
-        if over <= 0:
-            return []
-        rows = conn.execute(f"SELECT id, scope FROM {TABLE} ORDER BY last_used_at, id "
-                            "LIMIT ?", [over]).fetchall()
-        ids = [int(r[0]) for r in rows]
-        conn.execute(f"DELETE FROM {TABLE} WHERE id IN ({','.join('?' * len(ids))})", ids)
-        return [(str(r[1]), int(r[0])) for r in rows]
-
-    async def _unindex(self, gone: Sequence[tuple[str, int]]) -> None:
-        if not gone:
-            return
-        removals: dict[str, list[int]] = {}
-        for scope, entry_id in gone:
-            removals.setdefault(scope, []).append(entry_id)
-        await self.index.remove(removals)
+    async def _unindex(self, gone: Sequence[IndexedRow]) -> None:
+        if gone:
+            await self.index.remove(by_scope(gone))
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -253,13 +180,7 @@ class ResponseCache:
         if fp == self._fingerprint:
             return 0
 
-        def job(conn: sqlite_utils.Database) -> list[tuple[str, int]]:
-            rows = conn.execute(f"SELECT scope, id FROM {TABLE} WHERE fingerprint != ?",
-                                [fp]).fetchall()
-            conn.execute(f"DELETE FROM {TABLE} WHERE fingerprint != ?", [fp])
-            return [(str(r[0]), int(r[1])) for r in rows]
-
-        gone = await self.db.write(job)
+        gone = await self.db.write(lambda conn: rows.delete_other_fingerprints(conn, fp))
         await self._unindex(gone)
         self._fingerprint = fp
         return len(gone)
@@ -269,33 +190,32 @@ class ResponseCache:
         touched, self._touched = self._touched, {}
         now = self._clock()
 
-        def job(conn: sqlite_utils.Database) -> tuple[list[tuple[str, int]], int]:
-            for entry_id, (hits, used) in touched.items():
-                conn.execute(f"UPDATE {TABLE} SET hits = hits + ?, last_used_at = "
-                             "max(last_used_at, ?) WHERE id = ?", [hits, used, entry_id])
-            expired = [(str(r[0]), int(r[1])) for r in conn.execute(
-                f"SELECT scope, id FROM {TABLE} WHERE expires_at <= ?", [now]).fetchall()]
-            conn.execute(f"DELETE FROM {TABLE} WHERE expires_at <= ?", [now])
-            evicted = self._evict_over_cap(conn)
-            return expired + evicted, len(expired)
+        def job(conn: sqlite_utils.Database) -> SweepReport:
+            rows.flush_uses(conn, touched)
+            expired = rows.delete_expired(conn, now)
+            evicted = rows.evict_over(conn, self.config.max_entries)
+            gone.extend(expired + evicted)
+            return SweepReport(len(expired), len(evicted), len(touched))
 
-        gone, n_expired = await self.db.write(job)
+        gone: list[IndexedRow] = []
+        report = await self.db.write(job)
         await self._unindex(gone)
-        return SweepReport(n_expired, len(gone) - n_expired, len(touched))
+        return report
 
-    async def count(self, scope: str | None = None) -> int:
-        def read(conn: sqlite_utils.Database) -> int:
-            if scope is None:
-                return int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
-            return int(conn.execute(f"SELECT count(*) FROM {TABLE} WHERE scope = ?",
-                                    [scope]).fetchone()[0])
+    async def count(self) -> int:
+        return await self.db.read(rows.count)
 
-        return await self.db.read(read)
 
-    async def vector_of(self, entry_id: int) -> Vector | None:
-        """The stored embedding of an entry (tests and tools)."""
-        blob = await self.db.read(lambda c: c.execute(
-            f"SELECT vector FROM {TABLE} WHERE id = ?", [entry_id]).fetchone())
-        if blob is None or blob[0] is None:
-            return None
-        return from_blob(blob[0], self.index.params.dim)
+def _scopes(query: CacheQuery) -> tuple[str, ...]:
+    """Where a query looks: its own scope first, then the global one."""
+    return (query.scope,) if query.scope == GLOBAL_SCOPE else (query.scope, GLOBAL_SCOPE)
+
+
+def _best(query: CacheQuery, found: Sequence[CachedResponse], similarity: dict[int, float]
+          ) -> CachedResponse | None:
+    """The semantic hit to serve: own scope before global, then the most similar."""
+    # A hit's own row must be in the scope it was found for (the index is per scope;
+    # this re-check makes a stray label harmless).
+    scopes = _scopes(query)
+    mine = [e for e in found if e.scope in scopes]
+    return max(mine, key=lambda e: (e.scope == query.scope, similarity[e.id]), default=None)

@@ -10,7 +10,8 @@ The chain. Record ``seq`` (1, 2, 3, ...) stores ``prev_hash``, the ``hash`` of r
 ``seq - 1`` (64 zeros for the first), and its own ``hash``: the SHA-256 of the canonical
 serialisation (orjson, sorted keys) of ``{seq, ts, event, actor, detail, prev_hash}``.
 Every append runs on the database's one writer thread (``appliance.store.db``), reads the
-head and inserts the next record in one transaction, so concurrent appends stay linear.
+head and inserts the next record in one transaction (``appliance.store.audit``), so
+concurrent appends stay linear.
 
 The anchor. A one-row table ``audit_anchor`` holds the head (last ``seq`` and its
 ``hash``), updated in the same transaction as each append.
@@ -32,38 +33,18 @@ must still contain that record with that hash.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import sqlite_utils
 
+from appliance.store import audit as rows
+from appliance.store.audit import GENESIS, AuditRecord, record_hash
 from appliance.store.db import Database
 
-GENESIS = "0" * 64  # prev_hash of record 1 (the tables come from migration "audit_log")
-TABLE = "audit_log"
-ANCHOR = "audit_anchor"
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    seq: int
-    ts: float
-    event: str
-    actor: str
-    detail: Mapping[str, Any]
-    prev_hash: str
-    hash: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "ts": self.ts,
-                "time": datetime.datetime.fromtimestamp(self.ts, datetime.UTC).isoformat(),
-                "event": self.event, "actor": self.actor, "detail": dict(self.detail),
-                "prev_hash": self.prev_hash, "hash": self.hash}
+__all__ = ["GENESIS", "Audit", "AuditRecord", "Verification", "record_hash"]
 
 
 @dataclass(frozen=True)
@@ -78,46 +59,7 @@ class Verification:
     reason: str = ""
 
 
-def record_hash(seq: int, ts: float, event: str, actor: str, detail: Mapping[str, Any],
-                prev_hash: str) -> str:
-    canonical = orjson.dumps({"seq": seq, "ts": ts, "event": event, "actor": actor,
-                              "detail": detail, "prev_hash": prev_hash},
-                             option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(canonical).hexdigest()
-
-
-def append_in(conn: sqlite_utils.Database, event: str, actor: str,
-              detail: Mapping[str, Any], ts: float) -> AuditRecord:
-    """Append one record inside the caller's transaction (on the writer thread): for a
-    change that must be audited atomically with itself (key creation, a deletion)."""
-    row = conn.execute(f"SELECT seq, hash FROM {ANCHOR} WHERE id = 1").fetchone()
-    head_seq, prev = (int(row[0]), str(row[1])) if row else (0, GENESIS)
-    seq = head_seq + 1
-    detail = dict(detail)
-    digest = record_hash(seq, ts, event, actor, detail, prev)
-    conn.execute(f"INSERT INTO {TABLE} (seq, ts, event, actor, detail, prev_hash, hash) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 [seq, ts, event, actor, orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
-                  .decode(), prev, digest])
-    conn.execute(f"UPDATE {ANCHOR} SET seq = ?, hash = ? WHERE id = 1", [seq, digest])
-    return AuditRecord(seq, ts, event, actor, detail, prev, digest)
-
-
-def _rows(conn: sqlite_utils.Database, since: float | None = None) -> Iterator[AuditRecord]:
-    where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
-    cursor = conn.execute(f"SELECT seq, ts, event, actor, detail, prev_hash, hash "
-                          f"FROM {TABLE} {where} ORDER BY seq", args)
-    for seq, ts, event, actor, detail, prev_hash, digest in cursor:
-        try:
-            parsed = orjson.loads(detail)
-        except orjson.JSONDecodeError:
-            parsed = {"unparseable": str(detail)}
-        yield AuditRecord(int(seq), float(ts), str(event), str(actor),
-                          parsed if isinstance(parsed, dict) else {"value": parsed},
-                          str(prev_hash), str(digest))
-
-
-def verify_in(conn: sqlite_utils.Database,
+def _verify(conn: sqlite_utils.Database,
               known_head: tuple[int, str] | None = None) -> Verification:
     """Walk the whole chain and the anchor; stop at the first broken record.
     ``known_head`` (seq, hash), a head printed by an earlier ``verify`` and kept
@@ -128,7 +70,7 @@ def verify_in(conn: sqlite_utils.Database,
     def broken(seq: int, reason: str) -> Verification:
         return Verification(False, n, expected - 1, prev, seq, reason)
 
-    for rec in _rows(conn):
+    for rec in rows.records(conn):
         if rec.seq != expected:
             return broken(expected, f"record {expected} is missing (the chain jumps from "
                                     f"{expected - 1} to {rec.seq}): deleted")
@@ -144,14 +86,13 @@ def verify_in(conn: sqlite_utils.Database,
                 return broken(rec.seq, "its hash differs from the known head's: the chain "
                                        "was rewritten from here on")
         prev, expected, n = rec.hash, expected + 1, n + 1
-    row = conn.execute(f"SELECT seq, hash FROM {ANCHOR} WHERE id = 1").fetchone()
-    if row is None:
+    head = rows.anchor(conn)
+    if head is None:
         return broken(expected, "the anchor row is missing")
-    anchor_seq, anchor_hash = int(row[0]), str(row[1])
-    if anchor_seq > n:
-        return broken(n + 1, f"the anchor names record {anchor_seq} as the head but the "
-                             f"log ends at {n}: records {n + 1}..{anchor_seq} were removed")
-    if anchor_seq != n or anchor_hash != prev:
+    if head.seq > n:
+        return broken(n + 1, f"the anchor names record {head.seq} as the head but the "
+                             f"log ends at {n}: records {n + 1}..{head.seq} were removed")
+    if head.seq != n or head.hash != prev:
         return broken(n, "the anchor does not match the last record")
     if known_head is not None and known is None:
         return broken(known_head[0], f"the known head, record {known_head[0]}, is not in "
@@ -169,22 +110,22 @@ class Audit:
     async def append(self, event: str, actor: str,
                      detail: Mapping[str, Any] | None = None) -> AuditRecord:
         ts, body = self._clock(), dict(detail or {})
-        return await self._db.write(lambda conn: append_in(conn, event, actor, body, ts))
+        return await self._db.write(lambda conn: rows.append(conn, event, actor, body, ts))
 
     def append_sync(self, event: str, actor: str,
                     detail: Mapping[str, Any] | None = None) -> AuditRecord:
         ts, body = self._clock(), dict(detail or {})
-        return self._db.write_sync(lambda conn: append_in(conn, event, actor, body, ts))
+        return self._db.write_sync(lambda conn: rows.append(conn, event, actor, body, ts))
 
     async def append_many(self, items: Sequence[tuple[str, str, Mapping[str, Any]]]
                           ) -> list[AuditRecord]:
         """Several records in one transaction (one fsync), in order."""
         ts = self._clock()
         return await self._db.write(
-            lambda conn: [append_in(conn, e, a, dict(d), ts) for e, a, d in items])
+            lambda conn: [rows.append(conn, e, a, dict(d), ts) for e, a, d in items])
 
     def verify_sync(self, known_head: tuple[int, str] | None = None) -> Verification:
-        return self._db.read_sync(lambda conn: verify_in(conn, known_head))
+        return self._db.read_sync(lambda conn: _verify(conn, known_head))
 
     def export_sync(self, since: float | None = None) -> list[AuditRecord]:
-        return self._db.read_sync(lambda conn: list(_rows(conn, since)))
+        return self._db.read_sync(lambda conn: list(rows.records(conn, since)))

@@ -1,14 +1,19 @@
-"""Persistence: one SQLite file owned by a writer thread, plus numbered migrations.
+"""Persistence, the bottom layer: one SQLite file, its migrations, the SQL of every table
+family, and the vector indexes derived from it. Nothing here imports the layers above.
 
 Public API::
 
-    Database(path, *, migrations=MIGRATIONS, read_threads=2)
+    Database(path, *, migrations=MIGRATIONS)
         await db.write(fn) / db.write_sync(fn)      fn(conn: sqlite_utils.Database) -> T
         await db.read(fn)  / db.read_sync(fn)
         db.close() / await db.aclose()
     Migration(number, name, apply); MIGRATIONS; apply_migrations(conn, migrations)
 
-See ``appliance.store.db`` and ``appliance.store.migrations`` for the guarantees.
+Modules: ``owner`` (the thread that owns one blocking native object, used by the SQLite
+writer and by each vector index), ``db``, ``migrations``, one repository per table family
+(``keys``, ``cache``, ``memory``, ``audit``, ``vector_rows``: plain functions taking a
+connection inside a ``db`` job and returning frozen dataclasses), ``rows`` (shapes they
+share) and ``vectors`` (hnswlib indexes). See ``db`` and ``migrations`` for the guarantees.
 """
 
 from appliance.store.db import Database

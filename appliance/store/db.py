@@ -6,10 +6,11 @@ returned survives ``kill -9`` and power loss. (``NORMAL`` in WAL mode can lose t
 commits on power loss; admission and audit records must not.) It then applies the
 migrations of ``appliance.store.migrations`` on the writer thread before returning.
 
-Writes. One thread owns the only write connection and takes jobs from a queue, in order.
-A job is a callable ``fn(conn: sqlite_utils.Database) -> T``; it runs inside one
-transaction (``conn.atomic()``), committed when ``fn`` returns and rolled back if it
-raises, and its result or exception is handed back to the caller::
+Writes. One thread owns the only write connection and takes jobs from a queue, in order
+(an :class:`appliance.store.owner.Owner`). A job is a callable
+``fn(conn: sqlite_utils.Database) -> T``; it runs inside one transaction
+(``conn.atomic()``), committed when ``fn`` returns and rolled back if it raises, and its
+result or exception is handed back to the caller::
 
     key_id = await db.write(lambda conn: conn["t"].insert({"a": 1}).last_pk)   # event loop
     key_id = db.write_sync(lambda conn: ...)                                    # CLI, threads
@@ -36,47 +37,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlite_utils
 
 from appliance.store.migrations import MIGRATIONS, Migration, apply_migrations
+from appliance.store.owner import Owner, refuse_in_event_loop
 
 T = TypeVar("T")
 
 Job = Callable[[sqlite_utils.Database], T]
 
 _BUSY_TIMEOUT_MS = 10_000
-
-
-@dataclass(frozen=True)
-class _Write:
-    fn: Callable[[sqlite_utils.Database], Any]
-    deliver: Callable[[bool, Any], None]  # (ok, result-or-exception)
-
-
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.cancelled():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
-def _refuse_in_event_loop(what: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(f"{what} would block the event loop; use the async version")
+_READ_THREADS = 2  # reads are short lookups; WAL lets them run beside the writer
 
 
 class Database:
@@ -89,28 +66,20 @@ class Database:
         path: str | Path,
         *,
         migrations: Sequence[Migration] = MIGRATIONS,
-        read_threads: int = 2,
     ) -> None:
         self.path = Path(path)
-        self.applied_migrations: list[int] = []
-        self._migrations = tuple(migrations)
-        self._jobs: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._local = threading.local()
         self._read_conns: list[sqlite_utils.Database] = []
         self._read_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=read_threads, thread_name_prefix="sqlite-read"
+            max_workers=_READ_THREADS, thread_name_prefix="sqlite-read"
         )
-        opened: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
-        self._writer = threading.Thread(
-            target=self._run_writer, args=(opened,), name="sqlite-writer", daemon=True
-        )
-        self._writer.start()
+        self._writer = Owner("sqlite-writer", label=f"database {self.path}")
         try:
-            self.applied_migrations = opened.result()
+            self.applied_migrations: list[int] = self._writer.start(
+                lambda: self._open_writer(tuple(migrations)), teardown=self._close_writer)
         except BaseException:
-            self._writer.join()
             self._read_pool.shutdown()
             self._closed = True
             raise
@@ -119,84 +88,20 @@ class Database:
 
     async def write(self, fn: Job[T]) -> T:
         """Run ``fn`` in a transaction on the writer thread; return its result."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-
-        def deliver(ok: bool, value: Any) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, ok, value)
-
-        self._submit(_Write(fn, deliver))
-        return await fut
+        return await self._writer.call(lambda: self._transaction(fn))
 
     def write_sync(self, fn: Job[T]) -> T:
-        """Blocking ``write`` for threads without an event loop (CLI, tools, tests)."""
-        if threading.current_thread() is self._writer:
-            with self._wconn.atomic():
-                return fn(self._wconn)
-        _refuse_in_event_loop("write_sync()")
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        """Blocking ``write`` for threads without an event loop (CLI, tools, tests); from
+        inside a job it runs inline, in that job's transaction."""
+        if not self._writer.on_owner_thread():
+            refuse_in_event_loop("write_sync()")
+        return self._writer.call_sync(lambda: self._transaction(fn))
 
-        def deliver(ok: bool, value: Any) -> None:
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+    def _transaction(self, fn: Job[T]) -> T:
+        with self._wconn.atomic():
+            return fn(self._wconn)
 
-        self._submit(_Write(fn, deliver))
-        return fut.result()
-
-    @property
-    def pending_writes(self) -> int:
-        """Writes queued and not yet taken by the writer (approximate)."""
-        return self._jobs.qsize()
-
-    def _submit(self, job: _Write) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"database {self.path} is closed")
-            self._jobs.put(job)
-
-    def _run_writer(self, opened: concurrent.futures.Future[list[int]]) -> None:
-        try:
-            conn = self._connect_writer()
-        except BaseException as exc:
-            opened.set_exception(exc)
-            return
-        try:
-            self._wconn = conn
-            opened.set_result(apply_migrations(conn, self._migrations))
-        except BaseException as exc:
-            conn.close()
-            opened.set_exception(exc)
-            return
-        try:
-            while (job := self._jobs.get()) is not None:
-                try:
-                    with conn.atomic():
-                        result = job.fn(conn)
-                except Exception as exc:
-                    self._deliver(job, False, exc)
-                else:
-                    self._deliver(job, True, result)
-        finally:
-            conn.close()
-            # Nothing is queued after the sentinel (``close`` holds the lock), but a job
-            # can remain if a BaseException ended the loop: fail it rather than hang.
-            while True:
-                try:
-                    left = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if left is not None:
-                    self._deliver(left, False, RuntimeError("database writer stopped"))
-
-    @staticmethod
-    def _deliver(job: _Write, ok: bool, value: Any) -> None:
-        # RuntimeError: the caller's event loop is closed, nobody is waiting any more
-        with contextlib.suppress(RuntimeError):
-            job.deliver(ok, value)
-
-    def _connect_writer(self) -> sqlite_utils.Database:
+    def _open_writer(self, migrations: Sequence[Migration]) -> list[int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         raw = sqlite3.connect(self.path, check_same_thread=False)
         try:
@@ -205,10 +110,15 @@ class Database:
             conn.enable_wal()
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            applied = apply_migrations(conn, migrations)
         except BaseException:
             raw.close()
             raise
-        return conn
+        self._wconn = conn
+        return applied
+
+    def _close_writer(self) -> None:
+        self._wconn.close()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -220,7 +130,7 @@ class Database:
 
     def read_sync(self, fn: Job[T]) -> T:
         """Run ``fn`` on this thread's read-only connection (not on an event-loop thread)."""
-        _refuse_in_event_loop("read_sync()")
+        refuse_in_event_loop("read_sync()")
         self._check_open()
         return self._run_read(fn)
 
@@ -264,8 +174,7 @@ class Database:
             if self._closed:
                 return
             self._closed = True
-            self._jobs.put(None)
-        self._writer.join()
+        self._writer.close()
         self._read_pool.shutdown(wait=True)
         with self._lock:
             conns, self._read_conns = self._read_conns, []

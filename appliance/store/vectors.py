@@ -7,14 +7,16 @@ can never return another scope's rows. SQLite is the source of truth: the caller
 row through the database first, then tells the index (``add`` / ``remove``); a crash
 between the two is repaired at the next start.
 
-Threads. One owner thread holds every hnswlib object of the index and takes jobs from a
-queue, like the SQLite writer: ``await index.search(...)`` never blocks the event loop and
-no two threads ever touch one hnswlib object.
+Threads. One owner thread (:class:`appliance.store.owner.Owner`, as for the SQLite
+writer) holds every hnswlib object of the index and runs its jobs in order:
+``await index.search(...)`` never blocks the event loop and no two threads ever touch one
+hnswlib object. The ``*_sync`` methods refuse to run on an event-loop thread.
 
-Files. ``<directory>/<sha256(scope)[:32]>.hnsw``, written by ``save()`` (and by
+Files. ``<directory>/<sha256(scope)[:32]>.hnsw``, written by ``asave()`` (and by
 ``close()``) with write-to-temporary + fsync + rename, so a file is either the old or the
-new one. After each save the file's sha256, element count and saving time are recorded in
-the SQLite table ``vector_index_files`` (migration 2). ``open()`` reconciles every scope:
+new one. After each save the file's sha256 and element count are recorded in the SQLite
+table ``vector_index_files`` (:mod:`appliance.store.vector_rows`). ``open()`` reconciles
+every scope:
 
 - file missing, or its sha256 differs from the recorded one (corrupt, truncated, or from a
   crash during a save): rebuilt from SQLite;
@@ -30,27 +32,24 @@ Parameters. ``M=16``, ``ef_construction=200``, ``ef_search=64`` (settings
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import os
-import queue
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import sqlite_utils
 
+from appliance.store import vector_rows
 from appliance.store.db import Database
+from appliance.store.owner import Owner
+from appliance.store.vector_rows import SavedFile, StoredVector
 
-T = TypeVar("T")
 Vector = npt.NDArray[np.float32]
 
-FILES_TABLE = "vector_index_files"
 _MIN_CAPACITY = 64
 
 
@@ -172,126 +171,65 @@ class VectorIndex:
         self.directory = directory
         self.params = params
         self._scopes: dict[str, _Scope] = {}  # owner thread only
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[bool, Any], None]]
-                                      | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"hnsw-{table}", daemon=True)
-        self._thread.start()
+        self._owner = Owner(f"hnsw-{table}", label=f"vector index {table}")
+        self._owner.start(lambda: None)
 
     # -- public operations (any thread) ---------------------------------------------------
 
     def open(self) -> OpenReport:
         """Load and reconcile every scope with SQLite (blocking; call before serving)."""
-        return self._call_sync(self._open)
+        return self._owner.call_sync(self._open)
 
     async def add(self, scope: str, ids: Sequence[int], vectors: npt.ArrayLike) -> None:
         arr = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.params.dim)
-        await self._call(lambda: self._scope(scope, create=True).add(list(ids), arr))
+        await self._owner.call(lambda: self._scope_to_add(scope).add(list(ids), arr))
 
     def add_sync(self, scope: str, ids: Sequence[int], vectors: npt.ArrayLike) -> None:
         arr = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.params.dim)
-        self._call_sync(lambda: self._scope(scope, create=True).add(list(ids), arr))
+        self._owner.call_sync(lambda: self._scope_to_add(scope).add(list(ids), arr))
 
     async def remove(self, removals: dict[str, list[int]]) -> None:
-        await self._call(lambda: self._remove(removals))
+        await self._owner.call(lambda: self._remove(removals))
 
     def remove_sync(self, removals: dict[str, list[int]]) -> None:
-        self._call_sync(lambda: self._remove(removals))
+        self._owner.call_sync(lambda: self._remove(removals))
 
     async def search(self, scope: str, vector: npt.ArrayLike, k: int = 1) -> list[Hit]:
         v = np.asarray(vector, dtype=np.float32).reshape(self.params.dim)
-        return await self._call(lambda: self._search(scope, v, k))
+        return await self._owner.call(lambda: self._search(scope, v, k))
 
     def search_sync(self, scope: str, vector: npt.ArrayLike, k: int = 1) -> list[Hit]:
         v = np.asarray(vector, dtype=np.float32).reshape(self.params.dim)
-        return self._call_sync(lambda: self._search(scope, v, k))
+        return self._owner.call_sync(lambda: self._search(scope, v, k))
+
+    async def ids(self) -> dict[str, set[int]]:
+        """Every scope's live ids (for tests and checks)."""
+        return await self._owner.call(self._ids)
 
     def ids_sync(self) -> dict[str, set[int]]:
-        """Every scope's live ids (for tests and checks)."""
-        return self._call_sync(lambda: {s: set(x.live) for s, x in self._scopes.items()
-                                        if x.live})
-
-    def save(self) -> int:
-        """Write every changed scope to disk; return how many were written (blocking)."""
-        return self._call_sync(self._save)
+        return self._owner.call_sync(self._ids)
 
     async def asave(self) -> int:
-        return await self._call(self._save)
+        """Write every changed scope to disk; return how many were written."""
+        return await self._owner.call(self._save)
 
     def close(self, *, save: bool = True) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if save:
-                self._jobs.put((self._save, lambda ok, value: None))
-            self._closed = True
-            self._jobs.put(None)
-        self._thread.join()
+        """Finish queued jobs, save (unless ``save=False``), stop the owner thread."""
+        self._owner.close(last=self._save if save else None)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _submit(self, fn: Callable[[], Any], deliver: Callable[[bool, Any], None]) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"vector index {self.table} is closed")
-            self._jobs.put((fn, deliver))
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-
-        def resolve(ok: bool, value: Any) -> None:
-            if fut.cancelled():
-                return
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-        def deliver(ok: bool, value: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone
-                loop.call_soon_threadsafe(resolve, ok, value)
-
-        self._submit(fn, deliver)
-        return await fut
-
-    def _call_sync(self, fn: Callable[[], T]) -> T:
-        if threading.current_thread() is self._thread:
-            return fn()
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def deliver(ok: bool, value: Any) -> None:
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-        self._submit(fn, deliver)
-        return fut.result()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, deliver = job
-            try:
-                result = fn()
-            except Exception as exc:
-                deliver(False, exc)
-            else:
-                deliver(True, result)
-
     # -- owner-thread work ----------------------------------------------------------------
 
-    def _scope(self, scope: str, *, create: bool = False, capacity: int = 0) -> _Scope:
+    def _scope_to_add(self, scope: str) -> _Scope:
         found = self._scopes.get(scope)
         if found is None:
-            if not create:
-                raise KeyError(scope)
-            found = self._scopes[scope] = _Scope(self.params, capacity)
+            found = self._scopes[scope] = _Scope(self.params, 0)
         return found
+
+    def _ids(self) -> dict[str, set[int]]:
+        return {name: set(scope.live) for name, scope in self._scopes.items() if scope.live}
 
     def _search(self, scope: str, vector: Vector, k: int) -> list[Hit]:
         found = self._scopes.get(scope)
@@ -305,41 +243,18 @@ class VectorIndex:
 
     def _rows(self, scope: str, ids: Sequence[int] | None = None
               ) -> tuple[list[int], Vector]:
-        def read(conn: sqlite_utils.Database) -> list[tuple[int, bytes]]:
-            if ids is None:
-                sql = f"SELECT id, vector FROM [{self.table}] WHERE scope = ? " \
-                      "AND vector IS NOT NULL ORDER BY id"
-                return [(int(r[0]), r[1]) for r in conn.execute(sql, [scope]).fetchall()]
-            out: list[tuple[int, bytes]] = []
-            chunk = list(ids)
-            for start in range(0, len(chunk), 500):
-                part = chunk[start:start + 500]
-                marks = ",".join("?" * len(part))
-                out.extend((int(r[0]), r[1]) for r in conn.execute(
-                    f"SELECT id, vector FROM [{self.table}] WHERE id IN ({marks})",
-                    part).fetchall())
-            return out
-
-        rows = self.db.read_sync(read)
-        dim = self.params.dim
-        vectors = np.zeros((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            vectors[i] = from_blob(blob, dim)
-        return [r[0] for r in rows], vectors
+        rows: list[StoredVector] = self.db.read_sync(
+            lambda conn: vector_rows.vectors(conn, self.table, scope, ids))
+        vectors = np.zeros((len(rows), self.params.dim), dtype=np.float32)
+        for i, row in enumerate(rows):
+            vectors[i] = from_blob(row.blob, self.params.dim)
+        return [row.id for row in rows], vectors
 
     def _open(self) -> OpenReport:
         self.directory.mkdir(parents=True, exist_ok=True)
-
-        def read(conn: sqlite_utils.Database) -> tuple[dict[str, set[int]], dict[str, str]]:
-            ids: dict[str, set[int]] = {}
-            for scope, rid in conn.execute(
-                    f"SELECT scope, id FROM [{self.table}] WHERE vector IS NOT NULL"):
-                ids.setdefault(str(scope), set()).add(int(rid))
-            files = {str(r[0]): str(r[1]) for r in conn.execute(
-                f"SELECT file, sha256 FROM {FILES_TABLE} WHERE tbl = ?", [self.table])}
-            return ids, files
-
-        expected, recorded = self.db.read_sync(read)
+        # Two reads, not one snapshot: the file records change only on this thread.
+        expected = self.db.read_sync(lambda conn: vector_rows.ids_by_scope(conn, self.table))
+        recorded = self.db.read_sync(lambda conn: vector_rows.recorded_files(conn, self.table))
         self._scopes.clear()
         loaded = repaired = rebuilt = 0
         for scope, ids in expected.items():
@@ -370,7 +285,7 @@ class VectorIndex:
 
     def _save(self) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        written: list[tuple[str, str, int]] = []
+        written: list[SavedFile] = []
         gone: list[str] = []
         for scope, state in list(self._scopes.items()):
             if not state.dirty:
@@ -386,19 +301,11 @@ class VectorIndex:
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            written.append((path.name, _file_sha256(path), len(state.live)))
+            written.append(SavedFile(path.name, _file_sha256(path), len(state.live)))
             state.dirty = False
         if written or gone:
-            def record(conn: sqlite_utils.Database) -> None:
-                for name in gone:
-                    conn.execute(f"DELETE FROM {FILES_TABLE} WHERE tbl = ? AND file = ?",
-                                 [self.table, name])
-                for name, sha, count in written:
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO {FILES_TABLE} (tbl, file, sha256, count) "
-                        "VALUES (?, ?, ?, ?)", [self.table, name, sha, count])
-
-            self.db.write_sync(record)
+            self.db.write_sync(
+                lambda conn: vector_rows.record_files(conn, self.table, written, gone))
             with contextlib.suppress(OSError):
                 fd = os.open(self.directory, os.O_RDONLY)
                 try:

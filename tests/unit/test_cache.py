@@ -133,7 +133,7 @@ async def test_restoring_the_same_request_replaces_the_entry(rig: Rig) -> None:
     assert first != second and await rig.cache.count() == 1
     hit = await rig.cache.lookup(q)
     assert hit.entry is not None and hit.entry.text == "Paris, France."
-    assert rig.index.ids_sync() == {q.scope: {second}}
+    assert await rig.index.ids() == {q.scope: {second}}
 
 
 async def test_ttl_expiry_and_sweep(rig: Rig) -> None:
@@ -146,7 +146,7 @@ async def test_ttl_expiry_and_sweep(rig: Rig) -> None:
     assert (await rig.cache.lookup(query("What's the capital of France?"))).status == "miss"
     report = await rig.cache.sweep()
     assert report.expired == 1 and await rig.cache.count() == 0
-    assert rig.index.ids_sync() == {}
+    assert await rig.index.ids() == {}
 
 
 async def test_size_cap_evicts_least_recently_used(rig: Rig) -> None:
@@ -162,7 +162,7 @@ async def test_size_cap_evicts_least_recently_used(rig: Rig) -> None:
     assert (await rig.cache.lookup(qs[1])).status == "miss"  # the least recently used
     in_db = await rig.db.read(lambda c: {r[0] for r in c.execute(
         "SELECT id FROM cache_entries").fetchall()})
-    assert rig.index.ids_sync() == {qs[0].scope: in_db}
+    assert await rig.index.ids() == {qs[0].scope: in_db}
 
 
 async def test_fingerprint_change_invalidates_everything(rig: Rig) -> None:
@@ -171,7 +171,7 @@ async def test_fingerprint_change_invalidates_everything(rig: Rig) -> None:
     assert await rig.cache.adopt(FP) == 0
     new = fingerprint("a" * 64, "{{ messages }}", "policy-2")
     assert await rig.cache.adopt(new) == 2
-    assert await rig.cache.count() == 0 and rig.index.ids_sync() == {}
+    assert await rig.cache.count() == 0 and await rig.index.ids() == {}
 
 
 def test_scope_names() -> None:

@@ -16,6 +16,7 @@ from appliance.engine.chat import ChatMessage
 from appliance.memory.memories import DAY, MemoryConfig, MemoryStore, Recall, Recalled
 from appliance.memory.prompt import MEMORY_HEADER, inject_memory
 from appliance.store.db import Database
+from appliance.store.rows import touch
 from appliance.store.vectors import VectorIndex
 
 
@@ -117,7 +118,7 @@ async def test_delete_and_forget_respect_owners(rig: Rig) -> None:
     assert not await m.delete(1, g.id, "")  # global: not through delete
     assert await m.delete(1, a.id, "alice")
     assert await m.get(a.id) is None
-    assert a.id not in rig.index.ids_sync().get("user:1/alice", set())
+    assert a.id not in (await rig.index.ids()).get("user:1/alice", set())
     assert await m.forget_user(2, "bob") == 0
     assert await m.forget_user(1, "alice") == 1  # the session turn
     assert await m.get(s.id) is None and await m.get(b.id) is not None
@@ -142,7 +143,7 @@ async def test_retention_and_pins(rig: Rig) -> None:
     assert (await m.gc()).expired == 1
     assert await m.get(note.id) is None
     assert await m.get(pinned.id) is not None and await m.get(glob.id) is not None
-    assert rig.index.ids_sync() == {"user:1/u": {pinned.id}, "global": {glob.id}}
+    assert await rig.index.ids() == {"user:1/u": {pinned.id}, "global": {glob.id}}
     unpinned = await m.set_pinned(1, pinned.id, "u", False)
     assert unpinned is not None and not unpinned.pinned
     assert await m.set_pinned(1, pinned.id, "other", True) is None
@@ -160,7 +161,7 @@ async def test_gc_keeps_the_size_budget_by_importance(tmp_path: Path, encoder: E
         clock.now += 5 * DAY
         fresh = [await m.add(1, "user", f"Fresh note {i}.", user="u") for i in range(3)]
         for _ in range(20):
-            m._touched[used.id] = (m._touched.get(used.id, (0, 0.0))[0] + 1, clock.now - DAY)
+            touch(m._touched, used.id, clock.now - DAY)
         report = await m.gc()
         assert report.evicted == 2 and await m.count() == 4
         assert await m.get(old.id) is None  # least recent, never used
@@ -169,7 +170,7 @@ async def test_gc_keeps_the_size_budget_by_importance(tmp_path: Path, encoder: E
         assert kept == [False, True, True]  # equal importance: the oldest id goes
         in_db = await r.db.read(lambda c: {x[0] for x in c.execute(
             "SELECT id FROM memories").fetchall()})
-        assert set().union(*r.index.ids_sync().values()) == in_db
+        assert set().union(*(await r.index.ids()).values()) == in_db
     finally:
         await r.index.aclose()
         await r.db.aclose()

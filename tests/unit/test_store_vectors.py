@@ -10,7 +10,8 @@ import numpy.typing as npt
 import pytest
 
 from appliance.store.db import Database
-from appliance.store.vectors import FILES_TABLE, IndexParams, VectorIndex, scope_file, to_blob
+from appliance.store.vector_rows import FILES_TABLE
+from appliance.store.vectors import IndexParams, VectorIndex, scope_file, to_blob
 
 DIM = 384
 
