@@ -57,11 +57,6 @@ class CpuTurns:
                     self._cond.notify_all()
 
 
-def side(turns: CpuTurns | None) -> contextlib.AbstractContextManager[None]:
-    """``turns.side()``, or nothing to wait for when there is no turn-taking."""
-    return turns.side() if turns is not None else contextlib.nullcontext()
-
-
 def engine_turn(turns: CpuTurns | None) -> contextlib.AbstractContextManager[None]:
     """``turns.engine()``, or nothing to wait for when there is no turn-taking."""
     return turns.engine() if turns is not None else contextlib.nullcontext()

@@ -102,7 +102,6 @@ class ModelStore:
     """Resolves ids or paths to verified model files."""
 
     def __init__(self, manifest: Path, models_dir: Path) -> None:
-        self.manifest_path = manifest
         self.models_dir = models_dir
         self.specs = load_manifest(manifest)
 

@@ -90,10 +90,8 @@ class LlamaModel:
         if not ptr:
             raise ModelError(f"llama.cpp could not load the model file {path}")
         self.ptr: Any = ptr
-        self.path = path
         self.vocab: Any = llama_cpp.llama_model_get_vocab(ptr)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
-        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
         self.n_layer = int(llama_cpp.llama_model_n_layer(ptr))
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
@@ -110,16 +108,6 @@ class LlamaModel:
             self.ptr = None
 
     # --- metadata -----------------------------------------------------------------------
-    def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(1 << 16)
-        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", "replace")
-
     def chat_template(self) -> str | None:
         raw = llama_cpp.llama_model_chat_template(self.ptr, None)
         return raw.decode("utf-8", "replace") if raw else None
@@ -127,11 +115,6 @@ class LlamaModel:
     def token_text(self, token: int) -> str:
         """The piece of a special token as text (e.g. ``<|im_end|>``)."""
         return self.piece(token, special=True).decode("utf-8", "replace")
-
-    def description(self) -> str:
-        buf = ctypes.create_string_buffer(256)
-        llama_cpp.llama_model_desc(self.ptr, buf, len(buf))
-        return buf.value.decode("utf-8", "replace")
 
     # --- tokens -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:

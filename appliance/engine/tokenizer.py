@@ -52,9 +52,6 @@ class Tokenizer:
             raise NotReady("the model is still loading; retry shortly", retry_after=2)
         return model
 
-    def check_ready(self) -> None:
-        self._model()
-
     @property
     def n_vocab(self) -> int:
         return self._model().n_vocab

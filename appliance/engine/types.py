@@ -1,4 +1,4 @@
-"""Plain values passed between the service layer and the engine thread."""
+"""Plain values passed between the request pipeline and the engine thread."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
-    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV was reused, not re-decoded
-    queue_seconds: float  # from submit to first scheduled in a batch
-    prefill_seconds: float  # from first scheduled to first token sampled
+    prefill_seconds: float  # from getting a slot to the first token sampled
     error: str | None = None
 
 

@@ -111,7 +111,7 @@ class Preparer:
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         request = GenerationRequest(prompt_tokens=tuple(tokens), max_tokens=max_tokens,
                                     sampling=options.sampling, stop=options.stop,
-                                    ignore_eos=options.ignore_eos, request_id=rid)
+                                    ignore_eos=options.ignore_eos)
         return Job(id=rid, created=int(time.time()), kind=kind, request=request,
                    options=options, echo_text=echo_text, rails=rails, rules=rules)
 
