@@ -52,7 +52,11 @@ async def rig(db: Database, tmp_path: Path, encoder: Encoder, served: ServedMode
     engine = Engine(EngineConfig(model_path=served.model.path, parallel=2, ctx_size=512,
                                  batch_size=256, n_threads=2, default_seed=7))
     engine.start(asyncio.get_running_loop())
-    assert await asyncio.to_thread(engine.wait_loaded, 60)
+    for _ in range(600):  # the engine thread loads the model and decodes once
+        if engine.state in ("ready", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    assert engine.ready, engine.error
     tokenizer = Tokenizer(engine, model_id=served.id, use_template=True)
     indexes = [VectorIndex(db, t, tmp_path / t) for t in ("cache_entries", "memories")]
     for index in indexes:
