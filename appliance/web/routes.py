@@ -3,6 +3,7 @@ or SSE)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -12,11 +13,11 @@ from aiohttp import web
 
 from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, PayloadTooLarge
+from appliance.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from appliance.pipeline.job import Job, RequestContext
 from appliance.web.cache_http import cache_directives, session_id
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
-from appliance.web.sse import EventStream
+from appliance.web.sse import ClientStalled, EventStream
 from appliance.web.state import (
     ENGINE,
     GATE,
@@ -25,6 +26,7 @@ from appliance.web.state import (
     MODELS,
     PIPELINE,
     SERVED,
+    SETTINGS,
     STARTED_AT,
     TRACE,
 )
@@ -33,10 +35,13 @@ routes = web.RouteTableDef()
 
 
 async def read_json(request: web.Request) -> Any:
+    timeout = request.app[SETTINGS].body_timeout_s
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), timeout)
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the request body exceeds {exc.text or 'the limit'}") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
@@ -57,15 +62,21 @@ async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.S
         result = await pipeline.complete(job, ctx)
         return json_response(completion_body(job, result, served.id, served.fingerprint))
     fmt = ChunkFormatter(job, served.id, served.fingerprint)
-    out = EventStream(request)
+    out = EventStream(request, stall_timeout=request.app[SETTINGS].stream_stall_timeout_s)
     async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
         first = await anext(chunks)  # errors before the first token are still plain JSON
         await out.open()
         opening = fmt.first()
-        await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
-        async for chunk in chunks:
-            await out.send(fmt.chunk(chunk))
-        await out.done()
+        try:
+            await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
+            async for chunk in chunks:
+                await out.send(fmt.chunk(chunk))
+            await out.done()
+        except ClientStalled:
+            # Leaving the block cancels the generation; the connection is of no more use.
+            ctx.trace.error_type = "client_stalled"
+            if request.transport is not None:
+                request.transport.close()
     return out.response
 
 
