@@ -124,7 +124,21 @@ def labels_json(thresholds: dict[str, float], untrained: list[str]) -> dict[str,
                    "segments": "(1, S, T) float32, rows sum to 1, row 0 the whole window"},
         "outputs": {"logits": "(1, S, L) float32, one logit per label and segment"},
         "rails": RAILS,
+        "followups": {"max_words": FOLLOWUP_MAX_WORDS, "words": followup_words()},
     }
+
+
+FOLLOWUP_MAX_WORDS = 6
+
+
+def followup_words() -> list[str]:
+    """The words of the hand-written follow-up turns (handwritten.FOLLOWUPS)."""
+    import re
+
+    import handwritten
+
+    return sorted({w for t in handwritten.FOLLOWUPS
+                   for w in re.findall(r"[^\W\d_]+", t.lower())})
 
 
 def build_guardnet(root: Path, weights: Path | None, run_old: bool,
@@ -171,11 +185,14 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     gnet = GuardNet(out, threads=1)
     test_scores = evaluate.score_texts(gnet, [r.text for r in test])
     ind_rows = evaluate.independent_rows()
-    new, _ = evaluate.new_decisions(gnet, ind_rows)
-    independent = {"new": evaluate.tally(ind_rows, new)}
+    new, ind_scores = evaluate.new_decisions(gnet, ind_rows)
+    alone, _ = evaluate.new_decisions(gnet, ind_rows, ind_scores, with_followup_rule=False)
+    independent = {"new": evaluate.tally(ind_rows, new),
+                   "new_network_alone": evaluate.tally(ind_rows, alone)}
     if run_old:
         independent["old"] = evaluate.tally(ind_rows, evaluate.old_decisions(ind_rows))
     log.append(evaluate.format_independent(independent))
+    old_test = evaluate.old_split_figures(test) if run_old else {}
     metrics = {
         "data": data.summary(rows),
         "training": {"layers": train.LAYERS, "frozen_layers": train.FROZEN_LAYERS,
@@ -183,6 +200,7 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
                      **counts},
         "thresholds": thresholds,
         "test_split": evaluate.split_figures(test, test_scores, thresholds),
+        "test_split_old_heads": old_test,
         "independent": independent,
     }
     return metrics

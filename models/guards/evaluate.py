@@ -166,18 +166,26 @@ def tally(rows: Sequence[dict[str, Any]], blocked: Sequence[bool]) -> dict[str, 
 
 
 def new_decisions(net: GuardNet, rows: Sequence[dict[str, Any]],
-                  scores: np.ndarray | None = None) -> tuple[list[bool], np.ndarray]:
+                  scores: np.ndarray | None = None, with_followup_rule: bool = True
+                  ) -> tuple[list[bool], np.ndarray]:
+    """The clinic policy's rails, as ``GuardNet.check`` decides (``with_followup_rule``
+    False: the network alone, without the follow-up rule)."""
     scores = score_texts(net, [r["text"] for r in rows]) if scores is None else scores
     out = []
     for r, s in zip(rows, scores, strict=True):
         rail = "output" if r["role"] == "assistant" else "input"
         acts = net.config["rails"]["clinic"][rail]
-        out.append(any(s[net.labels.index(a)] >= net.thresholds[a] for a in acts))
+        fired = any(s[net.labels.index(a)] >= net.thresholds[a] for a in acts)
+        out.append(fired and not (with_followup_rule and rail == "input"
+                                  and net.is_followup(r["text"])))
     return out, scores
 
 
-def old_decisions(rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """The old heads through the appliance's loader; the old clinic output rail's rules."""
+OLD_EQUIVALENT = {"injection": "prompt-injection", "unsafe": "content-safety",
+                  "directive": "clinic output rules"}
+
+
+def _old_models() -> tuple[Any, Any, Any, list[re.Pattern[str]]]:
     from appliance.embed import Encoder
     from appliance.guards.classifier import load_guard_classifier
 
@@ -187,6 +195,42 @@ def old_decisions(rows: Sequence[dict[str, Any]]) -> list[bool]:
     policy = tomllib.loads((REPO / "appliance" / "guards" / "policies" / "clinic.toml")
                            .read_text(encoding="utf-8"))
     rules = [re.compile(r["pattern"], re.I) for r in policy["output"]["rules"]]
+    return encoder, inj, safe, rules
+
+
+def old_split_figures(rows: Sequence[data.Row]) -> dict[str, Any]:
+    """The old heads (and the old clinic output rules) on the test split, for the labels
+    they stand for: injection -> prompt-injection head, unsafe -> content-safety head,
+    directive -> the clinic policy's diagnosis/dose phrase rules."""
+    encoder, inj, safe, rules = _old_models()
+    flags = np.zeros((len(rows), 3), dtype=bool)
+    for i, r in enumerate(rows):
+        e = encoder.encode_one(r.text)
+        flags[i] = (inj.classify(r.text, e).flagged, safe.classify(r.text, e).flagged,
+                    any(rule.search(r.text) for rule in rules))
+    out: dict[str, Any] = {}
+    for j, label in enumerate(("injection", "unsafe", "directive")):
+        idx, y = _known(rows, label)
+        f = flags[idx, j]
+        kinds: dict[str, dict[str, Any]] = {}
+        for i, yi, fi in zip(idx, y, f, strict=True):
+            key = f"{_kind(rows[i])}/{'positive' if yi else 'negative'}"
+            d = kinds.setdefault(key, {"n": 0, "flagged": 0})
+            d["n"] += 1
+            d["flagged"] += int(fi)
+        for d in kinds.values():
+            d["rate"] = round(d["flagged"] / d["n"], 4)
+        out[label] = {"old_model": OLD_EQUIVALENT[label],
+                      "caught": round(float(np.mean(f[y == 1])), 4) if y.any() else None,
+                      "false_blocked": round(float(np.mean(f[y == 0])), 4)
+                      if (y == 0).any() else None,
+                      "by_kind": dict(sorted(kinds.items()))}
+    return out
+
+
+def old_decisions(rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """The old heads through the appliance's loader; the old clinic output rail's rules."""
+    encoder, inj, safe, rules = _old_models()
     out = []
     for r in rows:
         if r["role"] == "assistant":

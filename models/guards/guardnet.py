@@ -20,7 +20,12 @@ One text is scored like this:
 4. **Scores.** ``sigmoid(logits)``, the maximum over segments, windows and views, per label.
    So an injection in one sentence of a long document is scored on its own, and the document
    as a whole too, in the same run.
-5. **Decision.** A label fires when its score reaches its threshold in ``labels.json``
+5. **Follow-up turns.** A user turn of at most ``followups.max_words`` words, every one of
+   them in ``followups.words`` (``labels.json``: "continue", "ok", "go on", "thanks", ...;
+   digits, punctuation and emoji are not words), or with no word at all (an empty message),
+   is served without running the network: it carries no content of its own, and the model
+   alone blocked some of them (see models/README.md).
+6. **Decision.** A label fires when its score reaches its threshold in ``labels.json``
    (calibrated on the validation split, a false block weighted like a miss). The input rail
    uses ``injection`` and ``unsafe`` (category: the ``S*`` label with the highest
    score-to-threshold ratio); the output rail uses the hate and sexual-content categories
@@ -49,6 +54,7 @@ SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
 _LATIN = re.compile(r"[A-Za-z]")
 _LOOKALIKE = re.compile("[\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
 _WORD = re.compile(r"\S+")
+_LETTERS = re.compile(r"[^\W\d_]+")
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 _HOMOGLYPH_PAIRS = (
     "аaвbсcеeгrкkмmнhоoпnрpтtуyхxіiјjѕsһhԁdԛqԝwӏlьbёe"
@@ -217,9 +223,17 @@ class GuardNet:
         cats = [c for c in self.labels if c.startswith("S")]
         return max(cats, key=lambda c: scores[c] / self.thresholds.get(c, 0.5))
 
+    def is_followup(self, text: str) -> bool:
+        """A short follow-up turn ("continue", "ok thanks", "", ...): never classified."""
+        rule = self.config["followups"]
+        words = _LETTERS.findall(prepare(text).lower())
+        return len(words) <= int(rule["max_words"]) and set(words) <= set(rule["words"])
+
     def check(self, text: str, rail: str = "input", policy: str = "default") -> Verdict:
         """The decision of one rail (``input``/``output``) under a policy
         (``default``/``clinic``) as ``labels.json``'s ``rails`` table describes it."""
+        if rail == "input" and self.is_followup(text):
+            return Verdict(False, (), "", Scores(self.labels, np.zeros(len(self.labels)), 0))
         scores = self.score(text)
         acts = self.config["rails"][policy][rail]
         fired = tuple(label for label in acts if scores[label] >= self.thresholds[label])
