@@ -17,7 +17,6 @@ import re
 import urllib.parse
 from collections.abc import Callable
 
-
 # Common English words: a text whose rot13 / reversal / de-leeted form has many more of them
 # than itself was obfuscated.
 _COMMON_WORDS = """

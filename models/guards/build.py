@@ -143,10 +143,9 @@ def followup_words() -> list[str]:
 
 def build_guardnet(root: Path, weights: Path | None, run_old: bool,
                    log: list[str]) -> dict[str, Any]:
-    import torch
-
     import data
     import evaluate
+    import torch
     import train
     from guardnet import GuardNet
     from minilm import GuardNet as TorchNet

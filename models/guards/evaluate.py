@@ -32,9 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import data
+import numpy as np
 from _common import GUARDS, REPO
 from guardnet import GuardNet
 

@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
 from _views import views
 
 SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
@@ -118,7 +117,8 @@ def all_views(text: str) -> list[str]:
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    return [(m.start(), m.end()) for m in SENTENCE.finditer(text) if text[m.start():m.end()].strip()]
+    return [(m.start(), m.end()) for m in SENTENCE.finditer(text)
+            if text[m.start():m.end()].strip()]
 
 
 def windows(tokenizer: object, text: str, cls_id: int, sep_id: int,

@@ -19,10 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import data
 import numpy as np
 import torch
-
-import data
 from _common import package_dir
 from guardnet import all_views, windows
 from minilm import GuardNet, read_safetensors
