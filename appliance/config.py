@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0.001, flag_name="--queue-timeout"),
     Setting("drain_timeout", float, 30.0, "On SIGTERM/SIGINT: seconds in-flight requests "
             "may take to finish while new ones get 503, before the server stops.", minimum=0),
-    Setting("max_connections", int, 256, "Open client connections at most; a connection "
+    Setting("max_connections", int, 1024, "Open client connections at most; a connection "
             "beyond it is answered 503 server_overloaded and closed at once.", minimum=1),
     Setting("idle_timeout_s", float, 30.0, "Seconds a connection may hold no complete "
             "request (headers still arriving, or idle between requests) before it is "

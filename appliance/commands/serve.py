@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,19 @@ def run(args: argparse.Namespace) -> int:
     # Everything is built and checked (model pins, keys for a non-loopback bind) before the
     # event loop starts and before anything binds: a refusal is one line and exit code 2.
     app = make_app(settings)
+    _allow_descriptors(settings.max_connections)
     asyncio.run(_serve(settings, app))
     return 0
+
+
+def _allow_descriptors(max_connections: int) -> None:
+    # Each connection holds a descriptor; a default soft limit of 1024 would turn the
+    # connection cap into EMFILE errors before the cap's clean 503 is ever reached.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256  # the model, SQLite files, the index, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def _serve(settings: config.Settings, app: web.Application) -> None:
