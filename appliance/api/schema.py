@@ -51,7 +51,7 @@ def _integer(lo: int, hi: int | None = None) -> Schema:
 _BOOLEAN = _nullable({"type": "boolean"})
 _GIVEN = {"type": "string", "minLength": 1, "maxLength": 256}
 _NAME = {"type": "string", "maxLength": MAX_NAME_CHARS}
-_MODEL = {"type": "string", "minLength": 1,
+_MODEL = {"type": "string", "minLength": 1, "examples": ["default"],
           "description": "\"default\" names the served model; see GET /v1/models"}
 _TEXT_PART = {"type": "object", "required": ["type", "text"],
               "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}

@@ -59,10 +59,20 @@ def session_id(request: web.Request, body: Any) -> str | None:
         body.get("session_id") if isinstance(body, dict) else None)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_SESSION_CHARS:
-        raise InvalidRequest(f"'session_id' must be a string of at most {MAX_SESSION_CHARS} "
+    if not isinstance(value, str) or len(value) > MAX_SESSION_CHARS or not _is_text(value):
+        raise InvalidRequest(f"'session_id' must be UTF-8 text of at most {MAX_SESSION_CHARS} "
                              "characters", param="session_id")
     return value
+
+
+def _is_text(value: str) -> bool:
+    """False for a header that carried bytes that are not UTF-8 (aiohttp keeps them as lone
+    surrogates, which SQLite and the logs cannot store)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def cache_headers(trace: RequestTrace) -> dict[str, str]:
