@@ -105,7 +105,7 @@ def _prepare(case: Any, served_model: bool) -> None:
 def _code(response: schemathesis.Response) -> str:
     try:
         error = response.json()["error"]
-        return str(error["code"] or error["type"])
+        return f"{error['code'] or error['type']} ({error['param']})"
     except (ValueError, KeyError, TypeError):
         return "?"
 
