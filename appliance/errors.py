@@ -11,7 +11,9 @@ Nobody parses exception messages.
         ├── InvalidRequest             400 invalid_request_error
         │   ├── ContextLengthExceeded    400 code=context_length_exceeded
         │   ├── ChatTemplateMissing      400 code=chat_template_missing
-        │   └── ContentFiltered          400 code=content_filter (names the guard)
+        │   ├── ContentFiltered          400 code=content_filter (names the guard)
+        │   └── MalformedRequest         400 not HTTP/1.1 or an unreadable body (code says
+        │                                    which; the request's bytes are never echoed)
         ├── AuthenticationError        401
         ├── PermissionDenied           403
         ├── NotFound                   404
@@ -104,6 +106,13 @@ class ContentFiltered(InvalidRequest):
         error["guard"] = self.guard
         error["category"] = self.category
         return body
+
+
+class MalformedRequest(InvalidRequest):
+    """The request's framing, not its JSON, is wrong: aiohttp's parser refused the request
+    line, a header, the chunked encoding or the Content-Encoding."""
+
+    code = "malformed_request"
 
 
 class AuthenticationError(RequestError):

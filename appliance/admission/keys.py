@@ -57,6 +57,9 @@ __all__ = ["DEFAULT_SCOPES", "SECRET_PREFIX", "CreatedKey", "KeyRecord", "KeySto
 _SECRET_BYTES = 32
 _SECRET_LEN = len(SECRET_PREFIX) + len(secrets.token_urlsafe(_SECRET_BYTES))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# What token_urlsafe writes; anything else (a header carrying non-UTF-8 bytes, say) is not
+# a key, and is refused before it is hashed.
+_SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _NEGATIVE_CACHE_MAX = 4096
 
 
@@ -256,7 +259,8 @@ class KeyStore:
 
 
 def _digest(secret: str) -> str:
-    if len(secret) != _SECRET_LEN or not secret.startswith(SECRET_PREFIX):
+    if (len(secret) != _SECRET_LEN or not secret.startswith(SECRET_PREFIX)
+            or not _SECRET_CHARS.fullmatch(secret, len(SECRET_PREFIX))):
         raise AuthenticationError("Incorrect API key provided.")
     return _hash_secret(secret)
 

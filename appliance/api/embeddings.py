@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from appliance.api.requests import as_int
 from appliance.errors import InvalidRequest
 
 MAX_INPUTS = 2048
@@ -62,8 +63,9 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
     if fmt not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'",
                              param="encoding_format")
-    dims = body.get("dimensions")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)):
+    raw_dims = body.get("dimensions")
+    dims = as_int(raw_dims)
+    if raw_dims is not None and dims is None:
         raise InvalidRequest("'dimensions' must be an integer", param="dimensions")
     user = body.get("user")
     if user is not None and not isinstance(user, str):

@@ -10,6 +10,7 @@ from appliance.errors import InvalidRequest
 
 MAX_CONTENT_CHARS = 16_384
 MAX_NAME_CHARS = 256
+MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id names no row
 TIERS = ("session", "user", "global")
 Tier = Literal["session", "user", "global"]
 
@@ -86,10 +87,11 @@ def parse_user(source: Mapping[str, Any]) -> str:
 
 
 def parse_id(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"memory id {raw!r} is not an integer", param="id") from None
-    if value < 1:
-        raise InvalidRequest("memory ids are positive integers", param="id")
+    """A path's memory id: ASCII digits only (``int()`` would also take signs, spaces,
+    underscores and other scripts' digits), within SQLite's INTEGER."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_ID)):
+        raise InvalidRequest(f"memory id {raw[:32]!r} is not a positive integer", param="id")
+    value = int(raw)
+    if not 1 <= value <= MAX_ID:
+        raise InvalidRequest(f"memory ids are integers from 1 to {MAX_ID}", param="id")
     return value

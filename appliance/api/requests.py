@@ -16,8 +16,11 @@ from appliance.engine.chat import ChatMessage
 from appliance.engine.types import SamplingParams
 from appliance.errors import InvalidRequest
 
-_ROLES = {"system", "developer", "user", "assistant", "tool"}
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4
+TOP_K_MAX = 100_000
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+MAX_TOKEN_DIGITS = 18  # more digits: outside any vocabulary (and int64); see schema.py
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,24 @@ def _number(body: Mapping[str, Any], name: str, default: float, lo: float, hi: f
     return float(value)
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as an integer when JSON (and JSON Schema) call it one: ``5`` and ``5.0``
+    are the same JSON number; ``true`` is not a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _integer(body: Mapping[str, Any], name: str, lo: int | None = None,
              hi: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
+    raw = body.get(name)
+    if raw is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"'{name}' must be an integer, not {_type_name(value)}",
+    value = as_int(raw)
+    if value is None:
+        raise InvalidRequest(f"'{name}' must be an integer, not {_type_name(raw)}",
                              param=name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
@@ -111,28 +125,28 @@ def _logit_bias(body: Mapping[str, Any]) -> tuple[tuple[int, float], ...]:
                              param="logit_bias")
     out = []
     for key, bias in value.items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise InvalidRequest(f"'logit_bias' key {key!r} is not a token id",
-                                 param="logit_bias") from None
+        if not (key.isascii() and key.isdigit()) or len(key) > MAX_TOKEN_DIGITS:
+            raise InvalidRequest(f"'logit_bias' key {key[:32]!r} is not a token id",
+                                 param="logit_bias")
+        token = int(key)
         if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
             raise InvalidRequest("'logit_bias' values must be numbers in [-100, 100]",
-                                 param="logit_bias")
-        if token < 0:
-            raise InvalidRequest(f"'logit_bias' token id {token} is negative",
                                  param="logit_bias")
         out.append((token, float(bias)))
     return tuple(out)
 
 
+def _is_one(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and value == 1)
+
+
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
+    if not _is_one(body.get("n")):
         raise InvalidRequest("only n=1 is supported; send several requests instead "
                              "(they are batched together)", param="n",
                              code="unsupported_parameter")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
+    logprobs = body.get("logprobs")
+    if (logprobs is not None and logprobs is not False) or body.get("top_logprobs") is not None:
         raise InvalidRequest("logprobs are not supported", param="logprobs",
                              code="unsupported_parameter")
     if body.get("tools") or body.get("functions"):
@@ -142,7 +156,7 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise InvalidRequest("only response_format {\"type\": \"text\"} is supported",
                              param="response_format", code="unsupported_parameter")
-    if body.get("best_of") not in (None, 1):
+    if not _is_one(body.get("best_of")):
         raise InvalidRequest("best_of is not supported", param="best_of",
                              code="unsupported_parameter")
     if body.get("suffix") is not None:
@@ -164,11 +178,11 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
     max_tokens = _integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1)
-    seed = _integer(body, "seed", -(2**63), 2**64 - 1)
+    seed = _integer(body, "seed", SEED_MIN, SEED_MAX)
     sampling = SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-        top_k=_integer(body, "top_k", 0, 100_000) or 0,
+        top_k=_integer(body, "top_k", 0, TOP_K_MAX) or 0,
         min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
         seed=None if seed is None else seed & 0xFFFFFFFF,
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
@@ -227,8 +241,8 @@ def parse_chat(body: Any) -> ChatRequest:
         if not isinstance(m, dict):
             raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = m.get("role")
-        if role not in _ROLES:
-            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(_ROLES)}",
+        if not isinstance(role, str) or role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(ROLES)}",
                                  param=f"messages[{i}].role")
         name = m.get("name")
         if name is not None and not isinstance(name, str):
@@ -250,9 +264,8 @@ def parse_completion(body: Any) -> CompletionRequest:
     parsed: str | tuple[int, ...]
     if isinstance(prompt, str):
         parsed = prompt
-    elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        parsed = tuple(prompt)
+    elif isinstance(prompt, list) and prompt and all(as_int(t) is not None for t in prompt):
+        parsed = tuple(int(t) for t in prompt)
     elif isinstance(prompt, list):
         raise InvalidRequest("'prompt' must be a string, an array of token ids, or an array "
                              "holding one of those (several prompts: send several requests)",

@@ -18,8 +18,16 @@ from aiohttp import web
 
 from appliance.config import Settings
 from appliance.guards.rails import Guards
-from appliance.web import embedding_routes, guard_routes, memory_routes, observability, routes
+from appliance.web import (
+    embedding_routes,
+    guard_routes,
+    memory_routes,
+    observability,
+    openapi,
+    routes,
+)
 from appliance.web.middleware import auth_middleware, errors_middleware
+from appliance.web.protocol import Runner
 from appliance.web.site import BoundedSite
 from appliance.web.state import (
     AUDIT,
@@ -36,6 +44,7 @@ from appliance.web.state import (
     MEMORY_INDEX,
     METRICS,
     MODELS,
+    OPENAPI,
     PIPELINE,
     SERVED,
     SETTINGS,
@@ -46,9 +55,12 @@ from appliance.web.wiring import Components, build
 
 log = logging.getLogger("appliance.web")
 
-# Every route of the HTTP surface (the docs test reads this).
+# Every route of the HTTP surface (the docs test reads this), and the OpenAPI document's
+# operations, module by module: a test checks that the two describe the same surface.
 ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
-          memory_routes.routes)
+          memory_routes.routes, openapi.routes)
+OPERATIONS = (*routes.OPERATIONS, *guard_routes.OPERATIONS, *observability.OPERATIONS,
+              *embedding_routes.OPERATIONS, *memory_routes.OPERATIONS, *openapi.OPERATIONS)
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -67,6 +79,7 @@ def application(c: Components) -> web.Application:
     app[EMBEDDINGS], app[CACHE], app[CACHE_INDEX] = c.embeddings, c.cache, c.cache_index
     app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
     app[METRICS], app[AUDIT] = c.metrics, c.audit
+    app[OPENAPI] = openapi.render(OPERATIONS)
     app[STARTED_AT] = time.time()
     for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)
@@ -156,8 +169,8 @@ async def serve(settings: Settings, app: web.Application, *,
     set (or forever), then drain and clean up. Used by the CLI and by the tests."""
     # keepalive_timeout also runs from the moment a connection is made, so it bounds how
     # long a client may take to send its headers, not only idle keep-alive time.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           keepalive_timeout=settings.idle_timeout_s)
+    runner = Runner(app, handler_cancellation=True, access_log=None,
+                    keepalive_timeout=settings.idle_timeout_s)
     await runner.setup()
     site = BoundedSite(runner, settings.host, settings.port,
                        max_connections=settings.max_connections)

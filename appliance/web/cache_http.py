@@ -19,12 +19,24 @@ from appliance.admission.keys import Scope
 from appliance.cache.response import CacheDirectives
 from appliance.errors import InvalidRequest
 from appliance.observability.trace import RequestTrace
+from appliance.web.openapi import Param
 from appliance.web.state import KEY
 
 X_CACHE = "X-Cache"
 X_CACHE_SIMILARITY = "X-Cache-Similarity"
 X_CACHE_SCOPE = "X-Cache-Scope"
 X_SESSION_ID = "X-Session-Id"
+MAX_SESSION_CHARS = 256
+
+# The headers chat and completion requests read (for the OpenAPI document).
+GENERATION_HEADERS = (
+    Param("Cache-Control", "header", {"type": "string"},
+          description="no-cache: skip the cache lookup; no-store: do not store the answer"),
+    Param(X_CACHE_SCOPE, "header", {"enum": ["private", "global"]},
+          description="global: store for every key (admin keys only)"),
+    Param(X_SESSION_ID, "header", {"type": "string", "maxLength": MAX_SESSION_CHARS},
+          description="the memory session (or a session_id body field)"),
+)
 
 
 def cache_directives(request: web.Request) -> CacheDirectives:
@@ -47,10 +59,20 @@ def session_id(request: web.Request, body: Any) -> str | None:
         body.get("session_id") if isinstance(body, dict) else None)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > 256:
-        raise InvalidRequest("'session_id' must be a string of at most 256 characters",
-                             param="session_id")
+    if not isinstance(value, str) or len(value) > MAX_SESSION_CHARS or not _is_text(value):
+        raise InvalidRequest(f"'session_id' must be UTF-8 text of at most {MAX_SESSION_CHARS} "
+                             "characters", param="session_id")
     return value
+
+
+def _is_text(value: str) -> bool:
+    """False for a header that carried bytes that are not UTF-8 (aiohttp keeps them as lone
+    surrogates, which SQLite and the logs cannot store)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def cache_headers(trace: RequestTrace) -> dict[str, str]:

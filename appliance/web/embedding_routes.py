@@ -9,8 +9,10 @@ import orjson
 from aiohttp import web
 
 from appliance.admission.keys import Scope
+from appliance.api import schema
 from appliance.api.embeddings import parse_embeddings
 from appliance.pipeline.embeddings import Embeddings
+from appliance.web.openapi import Operation
 from appliance.web.routes import read_json
 from appliance.web.state import EMBEDDINGS, GATE, KEY, TRACE
 
@@ -38,3 +40,9 @@ async def embeddings(request: web.Request) -> web.Response:
     body = orjson.dumps(embeddings_body(result, req.encoding_format),
                         option=orjson.OPT_SERIALIZE_NUMPY)
     return web.Response(body=body, content_type="application/json")
+
+
+OPERATIONS = (
+    Operation("POST", "/v1/embeddings", "sentence embeddings (MiniLM-L6, 384-d)",
+              body=schema.EMBEDDINGS, errors=(404, 429, 503)),
+)

@@ -7,10 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from appliance.admission.keys import Scope
+from appliance.api import schema
 from appliance.api.guard import parse_guard
 from appliance.guards.pipeline import GuardVerdict
 from appliance.guards.policy import presets
 from appliance.guards.rails import TextReport
+from appliance.web.openapi import Operation
 from appliance.web.routes import json_response, read_json
 from appliance.web.state import GATE, GUARD_CHECK, KEY, TRACE
 
@@ -44,3 +46,9 @@ async def guard(request: web.Request) -> web.Response:
     else:
         body = report_body(reports[0])
     return json_response(body)
+
+
+OPERATIONS = (
+    Operation("POST", "/v1/guard", "run the guard rails on texts without generating",
+              body=schema.guard(presets()), errors=(503,)),
+)

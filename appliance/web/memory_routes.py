@@ -8,6 +8,7 @@ from aiohttp import web
 
 from appliance.admission.gate import Gate
 from appliance.admission.keys import KeyRecord, Scope
+from appliance.api import schema
 from appliance.api.memory import (
     parse_id,
     parse_memory_query,
@@ -17,6 +18,7 @@ from appliance.api.memory import (
 )
 from appliance.errors import InvalidRequest, NotFound
 from appliance.memory.memories import MemoryEntry
+from appliance.web.openapi import Operation, Param
 from appliance.web.routes import json_response, read_json
 from appliance.web.state import KEY, MEMORY
 
@@ -101,3 +103,21 @@ async def pin_memory(request: web.Request) -> web.Response:
     if entry is None:
         raise _not_found(entry_id)
     return json_response(entry_body(entry))
+
+
+_ID = Param("id", "path", schema.MEMORY_ID)
+_USER = Param("user", "query", schema.NAME)
+OPERATIONS = (
+    Operation("POST", "/v1/memory", "store a session, user or (admin) global memory",
+              body=schema.MEMORY_WRITE),
+    Operation("GET", "/v1/memory", "list memories of a scope",
+              params=(Param("scope", "query", schema.MEMORY_SCOPE, required=True), _USER,
+                      Param("session_id", "query", schema.NAME))),
+    Operation("DELETE", "/v1/memory/{id}", "delete one memory", params=(_ID, _USER),
+              errors=(404,)),
+    Operation("DELETE", "/v1/memory", "forget everything of a user under this key",
+              params=(Param("user", "query", {**schema.NAME, "minLength": 1},
+                            required=True),)),
+    Operation("PATCH", "/v1/memory/{id}", "pin or unpin a memory", params=(_ID,),
+              body=schema.MEMORY_PIN, errors=(404,)),
+)

@@ -17,6 +17,7 @@ from appliance.admission.keys import Scope
 from appliance.observability.logs import ACCESS_LOGGER, access_fields, redact_for_log
 from appliance.observability.metrics import CONTENT_TYPE, UNMATCHED
 from appliance.observability.trace import RequestTrace
+from appliance.web.openapi import Operation
 from appliance.web.state import AUDIT, GATE, METRICS, SETTINGS, TRACE
 from appliance.web.wiring import is_loopback
 
@@ -48,6 +49,12 @@ def endpoint_label(request: web.Request) -> str:
     """The route's canonical path (bounded), or one value for every unmatched path."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
+
+
+OPERATIONS = (
+    Operation("GET", "/metrics", "Prometheus metrics (see docs/METRICS.md)", auth="metrics",
+              media=(CONTENT_TYPE,)),
+)
 
 
 async def request_done(request: web.Request, trace: RequestTrace) -> None:

@@ -12,11 +12,14 @@ import orjson
 from aiohttp import web
 
 from appliance.admission.keys import Scope
+from appliance.api import schema
 from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from appliance.pipeline.job import Job, RequestContext
-from appliance.web.cache_http import cache_directives, session_id
+from appliance.web.cache_http import GENERATION_HEADERS, cache_directives, session_id
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
+from appliance.web.openapi import Operation
+from appliance.web.protocol import http_error
 from appliance.web.sse import ClientStalled, EventStream
 from appliance.web.state import (
     ENGINE,
@@ -42,6 +45,8 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"the request body exceeds {exc.text or 'the limit'}") from None
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    except web.RequestPayloadError as exc:  # bad gzip, bad chunks, a short body
+        raise http_error(exc) from None
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
@@ -142,3 +147,19 @@ async def ready(request: web.Request) -> web.Response:
     if engine.ready:
         body["backend"] = engine.backend
     return json_response(body, 200 if is_ready else 503)
+
+
+_GENERATED = ("application/json", "text/event-stream")
+OPERATIONS = (
+    Operation("POST", "/v1/chat/completions", "chat, streamed (SSE) or not",
+              body=schema.CHAT, params=GENERATION_HEADERS, errors=(404, 429, 503),
+              media=_GENERATED),
+    Operation("POST", "/v1/completions", "text completion, streamed (SSE) or not",
+              body=schema.COMPLETION, params=GENERATION_HEADERS, errors=(404, 429, 503),
+              media=_GENERATED),
+    Operation("GET", "/v1/models", "the manifest's models and the \"default\" alias"),
+    Operation("GET", "/health", "liveness: ok, or degraded while the queue is nearly full",
+              auth="none"),
+    Operation("GET", "/ready", "200 once the model and the guards are ready, else 503",
+              auth="none", errors=(503,)),
+)

@@ -43,6 +43,7 @@ MEMORY_INDEX = web.AppKey("memory_index", VectorIndex)
 SUMMARISER = web.AppKey("summariser", SessionSummariser)
 METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", Audit)
+OPENAPI = web.AppKey("openapi", bytes)  # the rendered document (see openapi.py)
 
 # Per request: the authenticated API key, the request id, the trace of what happened.
 KEY = web.RequestKey("api_key", KeyRecord)

@@ -1,0 +1,210 @@
+"""JSON Schema (2020-12, as OpenAPI 3.1 uses it) of every request the parsers in this
+package accept: the fields, types and ranges they enforce, built from the same constants.
+
+The schemas sit here, beside the parsers, so that a change to a parser is made next to the
+description of what it accepts; ``tests/unit/test_openapi.py`` generates bodies from them
+and checks that the parsers accept every conforming body (and refuse the mutated ones).
+Rules a schema cannot say without getting unreadable (``stream_options`` needs ``stream``,
+a memory's scope decides which of ``user``/``session_id`` it needs) are said in
+``description``; the parsers enforce them with a 400 naming the ``param``.
+
+Unknown fields are ignored by the chat, completion and embedding parsers (clients send
+many), so those objects allow additional properties; ``/v1/guard`` refuses them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.api.embeddings import MAX_INPUTS as MAX_EMBED_INPUTS
+from appliance.api.guard import MAX_INPUTS as MAX_GUARD_INPUTS
+from appliance.api.memory import MAX_CONTENT_CHARS, MAX_ID, MAX_NAME_CHARS, TIERS
+from appliance.api.requests import (
+    MAX_STOP,
+    MAX_TOKEN_DIGITS,
+    ROLES,
+    SEED_MAX,
+    SEED_MIN,
+    TOP_K_MAX,
+)
+
+Schema = dict[str, Any]
+
+
+def _nullable(schema: Schema) -> Schema:
+    """``schema`` or ``null``: the parsers treat a field sent as null as left out."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _number(lo: float, hi: float, *, lo_open: bool = False) -> Schema:
+    low = {"exclusiveMinimum": lo} if lo_open else {"minimum": lo}
+    return _nullable({"type": "number", **low, "maximum": hi})
+
+
+def _integer(lo: int, hi: int | None = None) -> Schema:
+    out: Schema = {"type": "integer", "minimum": lo}
+    if hi is not None:
+        out["maximum"] = hi
+    return _nullable(out)
+
+
+_BOOLEAN = _nullable({"type": "boolean"})
+_GIVEN = {"type": "string", "minLength": 1, "maxLength": 256}
+_NAME = {"type": "string", "maxLength": MAX_NAME_CHARS}
+_MODEL = {"type": "string", "minLength": 1, "examples": ["default"],
+          "description": "\"default\" names the served model; see GET /v1/models"}
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+
+_MESSAGE: Schema = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": sorted(ROLES)},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART},
+                              {"type": "null"}]},
+        "name": _nullable({"type": "string"}),
+    },
+}
+
+_OPTIONS: Schema = {
+    "model": _MODEL,
+    "max_tokens": _integer(1),
+    "max_completion_tokens": _integer(1),
+    "temperature": _number(0.0, 2.0),
+    "top_p": _number(0.0, 1.0, lo_open=True),
+    "top_k": _integer(0, TOP_K_MAX),
+    "min_p": _number(0.0, 1.0),
+    "seed": _integer(SEED_MIN, SEED_MAX),
+    "presence_penalty": _number(-2.0, 2.0),
+    "frequency_penalty": _number(-2.0, 2.0),
+    "repeat_penalty": _number(0.0, 10.0, lo_open=True),
+    "logit_bias": _nullable({
+        "type": "object", "description": "token id -> bias; ids must be in the vocabulary",
+        "propertyNames": {"pattern": f"^[0-9]{{1,{MAX_TOKEN_DIGITS}}}$"},
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}}),
+    "stop": {"anyOf": [{"type": "string"},
+                       {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP},
+                       {"type": "null"}]},
+    "stream": _BOOLEAN,
+    "stream_options": _nullable({
+        "type": "object", "description": "only with \"stream\": true",
+        "properties": {"include_usage": _BOOLEAN}}),
+    "user": _nullable({"type": "string"}),
+    "ignore_eos": _BOOLEAN,
+    # Refused with a 400 unsupported_parameter unless left at what the appliance does.
+    "n": {"enum": [1, None], "description": "only 1"},
+    "logprobs": {"enum": [False, None], "description": "not supported"},
+    "top_logprobs": {"type": "null", "description": "not supported"},
+    "response_format": _nullable({"type": "object", "required": ["type"],
+                                  "properties": {"type": {"const": "text"}}}),
+    "best_of": {"enum": [1, None], "description": "not supported"},
+    "suffix": {"type": "null", "description": "not supported"},
+}
+
+# "stream_options" (not null) only with "stream": true.
+_STREAM_RULE: Schema = {
+    "if": {"required": ["stream_options"],
+           "properties": {"stream_options": {"type": "object"}}},
+    "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+}
+
+CHAT: Schema = {
+    "type": "object",
+    "required": ["model", "messages"],
+    **_STREAM_RULE,
+    "properties": {
+        **_OPTIONS,
+        "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+        "session_id": _nullable({"type": "string", "maxLength": 256,
+                                 "description": "memory session (or X-Session-Id)"}),
+    },
+}
+
+_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
+           "description": "token ids of the served model's vocabulary"}
+
+COMPLETION: Schema = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    **_STREAM_RULE,
+    "properties": {
+        **_OPTIONS,
+        "prompt": {"anyOf": [
+            {"type": "string"}, _TOKENS,
+            {"type": "array", "minItems": 1, "maxItems": 1,
+             "items": {"anyOf": [{"type": "string"}, _TOKENS]}}]},
+        "echo": _BOOLEAN,
+    },
+}
+
+EMBEDDINGS: Schema = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "minItems": 1, "maxItems": MAX_EMBED_INPUTS,
+             "items": {"type": "string", "minLength": 1}}]},
+        "encoding_format": {"enum": ["float", "base64", None]},
+        "dimensions": _nullable({"type": "integer",
+                                 "description": "must be the encoder's own (384)"}),
+        "user": _nullable({"type": "string"}),
+    },
+}
+
+
+def guard(presets: tuple[str, ...]) -> Schema:
+    """``POST /v1/guard``'s body; ``presets``: the policy names it accepts."""
+    return {
+        "type": "object",
+        "required": ["input"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {"anyOf": [{"type": "string"},
+                                {"type": "array", "minItems": 1, "maxItems": MAX_GUARD_INPUTS,
+                                 "items": {"type": "string"}}]},
+            "role": {"enum": ["user", "assistant"]},
+            "policy": _nullable({"enum": list(presets)}),
+        },
+    }
+
+
+def _when_scope(tier: str, then: Schema) -> Schema:
+    return {"if": {"required": ["scope"], "properties": {"scope": {"const": tier}}},
+            "then": then}
+
+
+_ABSENT = {"enum": ["", None]}
+
+MEMORY_WRITE: Schema = {
+    "type": "object",
+    "required": ["scope", "content"],
+    "description": "scope 'session' needs a session_id, 'user' a user, 'global' neither "
+                   "(and an admin key)",
+    "allOf": [
+        _when_scope("session", {"required": ["session_id"],
+                                "properties": {"session_id": _GIVEN}}),
+        _when_scope("user", {"required": ["user"], "properties": {"user": _GIVEN}}),
+        _when_scope("global", {"properties": {"user": _ABSENT, "session_id": _ABSENT}}),
+    ],
+    "properties": {
+        "scope": {"enum": list(TIERS)},
+        "user": _nullable(_NAME),
+        "session_id": _nullable(_NAME),
+        "content": {"type": "string", "minLength": 1, "maxLength": MAX_CONTENT_CHARS,
+                    "pattern": "[^\\s\\x1c-\\x1f\\x85]"},
+        "pinned": {"type": "boolean"},
+    },
+}
+
+MEMORY_PIN: Schema = {
+    "type": "object",
+    "required": ["pinned"],
+    "properties": {"pinned": {"type": "boolean"}, "user": _nullable(_NAME)},
+}
+
+MEMORY_ID: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+MEMORY_SCOPE: Schema = {"enum": list(TIERS)}
+NAME: Schema = _NAME
