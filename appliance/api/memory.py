@@ -85,6 +85,10 @@ def parse_user(source: Mapping[str, Any]) -> str:
     return _name(source, "user")
 
 
+def parse_session_id(source: Mapping[str, Any]) -> str:
+    return _name(source, "session_id")
+
+
 def parse_id(raw: str) -> int:
     try:
         value = int(raw)

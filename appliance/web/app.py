@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from appliance.config import Settings
 from appliance.guards.rails import Guards
@@ -33,9 +34,12 @@ from appliance.web.state import (
     GUARDS,
     MEMORY,
     MEMORY_INDEX,
+    MEMORY_WRITER,
     METRICS,
     MODELS,
     PIPELINE,
+    PSEUDONYMS,
+    SCRUBBER,
     SERVED,
     SETTINGS,
     STARTED_AT,
@@ -66,6 +70,8 @@ def application(c: Components) -> web.Application:
     app[EMBEDDINGS], app[CACHE], app[CACHE_INDEX] = c.embeddings, c.cache, c.cache_index
     app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
     app[METRICS], app[AUDIT] = c.metrics, c.audit
+    app[MEMORY_WRITER], app[PSEUDONYMS], app[SCRUBBER] = (c.memory_writer, c.pseudonyms,
+                                                        c.scrubber)
     app[STARTED_AT] = time.time()
     for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)
@@ -149,10 +155,27 @@ async def _indexes_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[MEMORY_INDEX].aclose()
 
 
+class _WithholdRequestBytes(logging.Filter):
+    """aiohttp logs a request it cannot parse with the parser's error, and that error
+    quotes the request's bytes (PII included): log its kind and status, not the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = (f"{record.getMessage()}: {type(exc).__name__} ({exc.code}); the "
+                          "request's bytes are not logged")
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+_PARSER_ERRORS = _WithholdRequestBytes()
+
+
 async def serve(settings: Settings, app: web.Application, *,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve ``app`` (made by :func:`make_app` before the loop started) until ``stop`` is
     set (or forever), then drain and clean up. Used by the CLI and by the tests."""
+    logging.getLogger("aiohttp.server").addFilter(_PARSER_ERRORS)  # once: same instance
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
