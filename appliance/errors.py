@@ -94,8 +94,9 @@ class ContentFiltered(InvalidRequest):
 
     code = "content_filter"
 
-    def __init__(self, message: str, *, guard: str, category: str | None) -> None:
-        super().__init__(message, param="messages")
+    def __init__(self, message: str, *, guard: str, category: str | None,
+                 param: str = "messages") -> None:
+        super().__init__(message, param=param)
         self.guard = guard
         self.category = category
 

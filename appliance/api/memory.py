@@ -86,6 +86,10 @@ def parse_user(source: Mapping[str, Any]) -> str:
     return _name(source, "user")
 
 
+def parse_session_id(source: Mapping[str, Any]) -> str:
+    return _name(source, "session_id")
+
+
 def parse_id(raw: str) -> int:
     """A path's memory id: ASCII digits only (``int()`` would also take signs, spaces,
     underscores and other scripts' digits), within SQLite's INTEGER."""

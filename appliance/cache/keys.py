@@ -10,7 +10,8 @@
   context (same model, template, policy, system prompt, earlier turns and sampling) and an
   embedding of the last user turn within ``threshold`` cosine of the stored one.
 
-Scope: ``key:<api key id>/user:<OpenAI user>``, or ``global`` for an answer an admin shares.
+Scope: ``key:<api key id>/user:<OpenAI user>``, or ``global`` for an answer an admin shares;
+the user is the keyed hash the request's ``user`` is stored as (appliance.store.pseudonyms).
 """
 
 from __future__ import annotations

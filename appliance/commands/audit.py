@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
     from appliance.observability.audit import Audit
     from appliance.store.db import Database
+    from appliance.store.pseudonyms import Pseudonyms
 
     settings = config.load(args)
     if not settings.database.exists():
         raise ConfigError(f"no database at {settings.database}")
-    with Database(settings.database) as db:
+    ids = Pseudonyms.load_or_create(settings.data_dir)
+    with Database(settings.database, pseudonyms=ids) as db:
         log = Audit(db)
         if args.action == "verify":
             result = log.verify_sync(args.head)

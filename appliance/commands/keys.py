@@ -38,11 +38,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from appliance.admission.keys import KeyStore
     from appliance.store.db import Database
+    from appliance.store.pseudonyms import Pseudonyms
 
     name: str | None = args.key_name or args.positional_name
     settings = config.load(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with Database(settings.database) as db:
+    ids = Pseudonyms.load_or_create(settings.data_dir)
+    with Database(settings.database, pseudonyms=ids) as db:
         store = KeyStore(db)
         if args.action == "create":
             if not name:

@@ -14,7 +14,9 @@ Isolation. Every read and delete is filtered by the caller's API key and user: a
 sees another key's session or user memories, and under one key a user never sees another
 user's (an entry written without a user is only visible to requests without one). The
 vector index is partitioned the same way (``user:<key>/<user>`` and ``global``), so a
-similarity search cannot return another owner's rows.
+similarity search cannot return another owner's rows. Users and sessions arrive here as
+keyed hashes of the client's ids (:mod:`appliance.store.pseudonyms`); the store never sees
+the plain ones.
 
 Recall, for a chat request that names a user and/or a session: the most recent session
 turns verbatim (oldest first), then the user and global memories most similar to the last

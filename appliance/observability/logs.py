@@ -3,14 +3,17 @@
 ``setup_logging(level)`` puts a ``JsonFormatter`` on a stderr handler of the root logger.
 Every record becomes ``{"ts", "level", "logger", "msg", ...}``, plus the fields a caller
 passes as ``extra={"fields": {...}}`` (the access log does; see ``access_fields``) and the
-traceback as ``"exc"`` when there is one.
+traceback as ``"exc"`` when there is one, with any PII in it masked (an exception's message
+can quote a request's values).
 
 The access log (logger ``appliance.access``, one line per HTTP request) is built from the
 request's ``RequestTrace``: request id, key name (never the secret), route, status,
 latencies, token counts, cache result and guard actions. Prompt and response text are not
 in it unless content logging is on (setting ``log_content``); then both pass through the
-PII redaction of ``appliance.guards.pii`` first (``redact_for_log``), on the normalised
-text so that fullwidth digits or zero-width separators cannot carry PII past it.
+PII redaction of :mod:`appliance.observability.redaction` first (``redact_for_log`` here is
+its form without policy record patterns), on the normalised text so that fullwidth digits
+or zero-width separators cannot carry PII past it. Request ids are screened by the same
+module.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import IO, Any
 
 import orjson
 
-from appliance.guards.fold import normalize_text
 from appliance.guards.pii import find_pii, redact
+from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import RequestTrace
 
 ACCESS_LOGGER = "appliance.access"
 _FIELDS = "fields"
+_SCRUB = Scrubber()
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,7 +50,8 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, Mapping):
             out.update(fields)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            text = self.formatException(record.exc_info)
+            out["exc"] = redact(text, find_pii(text))  # layout kept: not normalised
         return orjson.dumps(out, default=str).decode()
 
 
@@ -64,8 +69,7 @@ def setup_logging(level: str, stream: IO[str] | None = None) -> logging.Handler:
 
 def redact_for_log(text: str) -> str:
     """``text`` normalised, with every PII and secret span replaced by its label."""
-    clean = normalize_text(text)
-    return redact(clean, find_pii(clean))
+    return _SCRUB.text(text)
 
 
 def access_fields(trace: RequestTrace, method: str, route: str, *,

@@ -49,8 +49,7 @@ class CacheStage:
         exact, context, text = request_keys(
             fingerprint(self._sha256, source, policy), job.kind, request.prompt_tokens,
             request.sampling, request.max_tokens, request.stop, messages)
-        return CacheQuery(scope=scope_for(ctx.key.id, job.options.user,
-                                          shared=ctx.directives.shared),
+        return CacheQuery(scope=scope_for(ctx.key.id, ctx.user, shared=ctx.directives.shared),
                           exact_key=exact, context=context,
                           fingerprint=fingerprint(self._sha256, source, ""), kind=job.kind,
                           text=text, directives=ctx.directives)

@@ -44,12 +44,13 @@ def not_a_verdict(verdicts: Sequence[GuardVerdict]) -> RequestError | None:
     return None
 
 
-def filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFiltered:
+def filtered(rails: PolicyRails, blocker: GuardVerdict | None,
+             param: str = "messages") -> ContentFiltered:
     guard = blocker.guard if blocker is not None else "rules"
     category = blocker.category if blocker is not None else None
     return ContentFiltered(f"The request was blocked by the {guard} guard"
                            f"{f' ({category})' if category else ''}. {rails.policy.refusal}",
-                           guard=guard, category=category)
+                           guard=guard, category=category, param=param)
 
 
 class InputStage:
@@ -63,21 +64,21 @@ class InputStage:
         return self._guards.get().rails(key.guard_policy)
 
     def rules(self, rails: PolicyRails, texts: Sequence[str], main: int,
-              trace: RequestTrace) -> RulesStage:
-        """The rules tier: redact, or block."""
+              trace: RequestTrace, *, param: str = "messages") -> RulesStage:
+        """The rules tier: redact, or block (an error naming ``param``)."""
         stage = self._guards.get().check_rules(texts, main, rails)
         trace.guard_s += stage.ms / 1000.0
         record_input(trace, stage.verdicts)
         if stage.blocker is not None:
-            raise filtered(rails, stage.blocker)
+            raise filtered(rails, stage.blocker, param)
         return stage
 
-    async def classify(self, rails: PolicyRails, stage: RulesStage,
-                       trace: RequestTrace) -> InputCheck:
+    async def classify(self, rails: PolicyRails, stage: RulesStage, trace: RequestTrace, *,
+                       param: str = "messages") -> InputCheck:
         """The classifier tiers and the topic rail; raises on a block."""
         check = await self._guards.get().check_classifiers(stage, rails)
         trace.guard_s += (check.ms - stage.ms) / 1000.0
         record_input(trace, tuple(v for v in check.verdicts if v.tier > TIER_RULES))
         if not check.allowed:
-            raise not_a_verdict(check.verdicts) or filtered(rails, check.blocker)
+            raise not_a_verdict(check.verdicts) or filtered(rails, check.blocker, param)
         return check

@@ -1,8 +1,8 @@
 """What the request pipeline hands between its stages and to the web layer.
 
 - :class:`RequestContext`: who asked and how (the API key, the trace that records what
-  happens, cache directives, the memory session): one object instead of parameters threaded
-  through every stage.
+  happens, cache directives, the OpenAI ``user`` and the memory session, both as keyed
+  hashes): one object instead of parameters threaded through every stage.
 - :class:`Job`: one prepared generation (tokens, limits, the guard rails and the rules-tier
   verdicts already taken, the cache query, the memory context).
 - :class:`Chunk`, :class:`Usage`, :class:`Generation`: what comes back.
@@ -34,7 +34,8 @@ class RequestContext:
     key: KeyRecord
     trace: RequestTrace
     directives: CacheDirectives = field(default_factory=CacheDirectives)
-    session_id: str | None = None
+    session_id: str | None = None  # keyed hash of the client's (appliance.store.pseudonyms)
+    user: str = ""  # keyed hash of the request's ``user`` ("": none)
 
     @classmethod
     def background(cls, what: str) -> RequestContext:

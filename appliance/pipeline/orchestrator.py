@@ -6,7 +6,8 @@
                          a block raises (400 content_filter), a topic answers instead
     semantic hit?     -> replay it, the sequence is cancelled
     release           -> the engine's text through the output rail, window by window
-    finish            -> a normal answer is stored in the cache and remembered
+    finish            -> a normal answer that passes the output rules as a whole is
+                         stored in the cache and remembered
 
 The sequence is cancelled whenever the consumer stops early (client gone), the request is
 cancelled, or the output rail ends the answer; the admission ticket is settled to the
@@ -157,9 +158,14 @@ class Pipeline:
 
     async def _cache_and_remember(self, job: Job, answer: str, final: Chunk,
                                   lookup: CacheResult | None, trace: RequestTrace) -> None:
+        """Keep what was released, checked as a whole (nothing if that check fails)."""
+        kept = self._output.storable(job.rails, answer)
+        if kept is None:
+            trace.memory_tokens = job.memory_tokens
+            return
         if self._cache is not None:
-            await self._cache.store(job, lookup, answer, final)
-        await self._remember(job, answer, trace)
+            await self._cache.store(job, lookup, kept, final)
+        await self._remember(job, kept, trace)
 
     async def _remember(self, job: Job, answer: str, trace: RequestTrace) -> None:
         if self._memory is not None and job.memory is not None:

@@ -6,7 +6,8 @@ an :class:`OutputGuard` that holds the engine's text back in an
 :class:`~appliance.guards.output.OutputRail`, and turns the verdicts into chunks: checked
 text, or the replacement that ends the answer with ``finish_reason="content_filter"`` (the
 caller stops at a chunk with a finish reason). :meth:`OutputStage.check_whole` checks a
-non-streamed answer once more as a whole (a pattern spanning many windows is caught too).
+non-streamed answer once more as a whole (a pattern spanning many windows is caught too);
+:meth:`OutputStage.storable` is the same check for what the cache and memory keep.
 Every verdict is recorded in the request's trace (metrics; blocks and redactions audited).
 """
 
@@ -95,6 +96,19 @@ class OutputStage:
             return None
         return OutputGuard(self._guards.get(), rails, prompt_tokens,
                            holdback_tokens=self._holdback, trace=trace)
+
+    @staticmethod
+    def storable(rails: PolicyRails | None, text: str) -> str | None:
+        """What the cache and memory may keep of a released answer: None when the whole
+        answer breaks an output rule (a non-streamed one is replaced then, and a streamed
+        one is not kept either), else the answer with any PII the windows could not see
+        whole masked."""
+        if rails is None:
+            return text
+        verdict = rails.output.check_text(text)
+        if verdict.replacement is not None:
+            return None
+        return verdict.redacted if verdict.redacted is not None else text
 
     @staticmethod
     def check_whole(rails: PolicyRails | None, answer: Generation,

@@ -51,8 +51,7 @@ class Preparer:
             rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace)
             messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
                              for m, text in zip(messages, rules.texts, strict=True))
-        injected = (await self._memory.inject(messages, ctx.key, req.options.user,
-                                              ctx.session_id)
+        injected = (await self._memory.inject(messages, ctx.key, ctx.user, ctx.session_id)
                     if self._memory is not None else Injected(messages, None, 0))
         tokens = await self._tokenize_chat(template.render_parts(injected.messages))
         job = dataclasses.replace(

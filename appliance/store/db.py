@@ -5,6 +5,10 @@
 returned survives ``kill -9`` and power loss. (``NORMAL`` in WAL mode can lose the last
 commits on power loss; admission and audit records must not.) It then applies the
 migrations of ``appliance.store.migrations`` on the writer thread before returning.
+``secure_delete`` is on: deleted and overwritten rows are zeroed in the file, so a forgotten
+memory or a converted id leaves no copy in free pages; after migrations the WAL is
+truncated for the same reason. ``pseudonyms`` (:mod:`appliance.store.pseudonyms`) gives the
+writer the SQL function ``pseudonym(text)`` that a migration uses to hash stored ids.
 
 Writes. One thread owns the only write connection and takes jobs from a queue, in order
 (an :class:`appliance.store.owner.Owner`). A job is a callable
@@ -47,6 +51,7 @@ import sqlite_utils
 
 from appliance.store.migrations import MIGRATIONS, Migration, apply_migrations
 from appliance.store.owner import Owner, refuse_in_event_loop
+from appliance.store.pseudonyms import SQL_FUNCTION, Pseudonyms
 
 T = TypeVar("T")
 
@@ -66,8 +71,10 @@ class Database:
         path: str | Path,
         *,
         migrations: Sequence[Migration] = MIGRATIONS,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self.path = Path(path)
+        self._pseudonyms = pseudonyms
         self._lock = threading.Lock()
         self._closed = False
         self._local = threading.local()
@@ -110,7 +117,12 @@ class Database:
             conn.enable_wal()
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA secure_delete=ON")
+            if self._pseudonyms is not None:
+                raw.create_function(SQL_FUNCTION, 1, self._pseudonyms.of, deterministic=True)
             applied = apply_migrations(conn, migrations)
+            if applied:  # the WAL's old frames may hold what a migration rewrote
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except BaseException:
             raw.close()
             raise

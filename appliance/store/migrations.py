@@ -27,6 +27,7 @@ Opening a database whose ``_migrations`` table names a migration this code does 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,33 @@ def _m006_memories(db: sqlite_utils.Database) -> None:
 # --- end memory and cache ------------------------------------------------------------------
 
 
+def _m007_pseudonymous_ids(db: sqlite_utils.Database) -> None:
+    # Client-named ids (``user``, session ids) are stored as keyed hashes
+    # (appliance.store.pseudonyms); rows written before are converted with the SQL function
+    # the database registers from the install key. Scopes embed the user, so they change
+    # too; the index files' records go, so every vector index is rebuilt from SQLite
+    # under its new scope names at the next open (the old files are then strays).
+    plain = db.execute(
+        "SELECT (SELECT count(*) FROM memories WHERE user != '' OR session_id != '') + "
+        "(SELECT count(*) FROM cache_entries WHERE scope LIKE 'key:%/user:_%')").fetchone()[0]
+    if not plain:
+        return
+    try:
+        db.execute("SELECT pseudonym('')")
+    except sqlite3.OperationalError:
+        raise ConfigError(
+            "this database holds plain user and session ids to convert to keyed hashes: "
+            "open it with its data directory's install key (the appliance does so)") from None
+    db.execute("UPDATE memories SET user = pseudonym(user) WHERE user != ''")
+    db.execute("UPDATE memories SET session_id = pseudonym(session_id) WHERE session_id != ''")
+    db.execute("UPDATE memories SET scope = 'user:' || key_id || '/' || user "
+               "WHERE tier = 'user'")
+    cut = "instr(scope, '/user:') + 6"
+    db.execute(f"UPDATE cache_entries SET scope = substr(scope, 1, {cut} - 1) || "
+               f"pseudonym(substr(scope, {cut})) WHERE scope LIKE 'key:%/user:_%'")
+    db.execute("DELETE FROM vector_index_files WHERE tbl IN ('memories', 'cache_entries')")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys", _m001_api_keys),
     Migration(2, "api_key_policy", _m002_api_key_policy),
@@ -184,6 +212,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "vector_index_files", _m004_vector_index_files),
     Migration(5, "cache_entries", _m005_cache_entries),
     Migration(6, "memories", _m006_memories),
+    Migration(7, "pseudonymous_ids", _m007_pseudonymous_ids),
 )
 
 

@@ -42,10 +42,13 @@ from appliance.web.state import (
     GUARDS,
     MEMORY,
     MEMORY_INDEX,
+    MEMORY_WRITER,
     METRICS,
     MODELS,
     OPENAPI,
     PIPELINE,
+    PSEUDONYMS,
+    SCRUBBER,
     SERVED,
     SETTINGS,
     STARTED_AT,
@@ -80,6 +83,8 @@ def application(c: Components) -> web.Application:
     app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
     app[METRICS], app[AUDIT] = c.metrics, c.audit
     app[OPENAPI] = openapi.render(OPERATIONS)
+    app[MEMORY_WRITER], app[PSEUDONYMS], app[SCRUBBER] = (c.memory_writer, c.pseudonyms,
+                                                        c.scrubber)
     app[STARTED_AT] = time.time()
     for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)

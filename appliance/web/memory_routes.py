@@ -1,7 +1,13 @@
-"""``/v1/memory``: write, list, delete and pin memories (parse, call the store, map)."""
+"""``/v1/memory``: write, list, delete and pin memories (parse, call the store, map).
+
+The ``user`` and ``session_id`` a request names are hashed (keyed, see
+:mod:`appliance.store.pseudonyms`) before the store sees them; answers echo the plain ids
+the request named, never the hashes (an id it did not name is ``null``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -14,20 +20,23 @@ from appliance.api.memory import (
     parse_memory_query,
     parse_memory_write,
     parse_pinned,
+    parse_session_id,
     parse_user,
 )
 from appliance.errors import InvalidRequest, NotFound
 from appliance.memory.memories import MemoryEntry
 from appliance.web.openapi import Operation, Param
 from appliance.web.routes import json_response, read_json
-from appliance.web.state import KEY, MEMORY
+from appliance.web.state import KEY, MEMORY, MEMORY_WRITER, PSEUDONYMS, TRACE
 
 routes = web.RouteTableDef()
 
 
-def entry_body(e: MemoryEntry) -> dict[str, Any]:
-    return {"id": e.id, "object": "memory", "scope": e.tier, "user": e.user or None,
-            "session_id": e.session_id or None, "content": e.content, "pinned": e.pinned,
+def entry_body(e: MemoryEntry, names: Mapping[str, str]) -> dict[str, Any]:
+    """An entry as the API shows it; ``names``: keyed hash -> the plain id the request
+    named."""
+    return {"id": e.id, "object": "memory", "scope": e.tier, "user": names.get(e.user),
+            "session_id": names.get(e.session_id), "content": e.content, "pinned": e.pinned,
             "kind": e.kind, "role": e.role, "tokens": e.tokens,
             "created_at": int(e.created_at), "last_accessed_at": int(e.last_accessed_at),
             "access_count": e.access_count}
@@ -37,6 +46,15 @@ def _caller(request: web.Request) -> KeyRecord:
     key = request[KEY]
     Gate.require(key, Scope.MEMORY)
     return key
+
+
+def _names(request: web.Request, *plain: str) -> dict[str, str]:
+    ids = request.app[PSEUDONYMS]
+    return {ids.of(name): name for name in plain if name}
+
+
+def _hashed(request: web.Request, name: str) -> str:
+    return request.app[PSEUDONYMS].of(name)
 
 
 def _is_admin(key: KeyRecord) -> bool:
@@ -53,19 +71,23 @@ async def create_memory(request: web.Request) -> web.Response:
     req = parse_memory_write(await read_json(request))
     if req.tier == "global":
         Gate.require(key, Scope.ADMIN)
-    entry = await request.app[MEMORY].add(key.id, req.tier,
-                                          req.content, user=req.user,
-                                          session_id=req.session_id, pinned=req.pinned)
-    return json_response(entry_body(entry))
+    written = await request.app[MEMORY_WRITER].add(
+        key, req.tier, req.content, user=_hashed(request, req.user),
+        session_id=_hashed(request, req.session_id), pinned=req.pinned,
+        trace=request[TRACE])
+    body = entry_body(written.entry, _names(request, req.user, req.session_id))
+    return json_response({**body, "redacted": written.redacted})
 
 
 @routes.get("/v1/memory")
 async def list_memory(request: web.Request) -> web.Response:
     key = _caller(request)
     q = parse_memory_query(request.query)
-    entries = await request.app[MEMORY].entries(key.id, q.tier,
-                                                user=q.user, session_id=q.session_id)
-    return json_response({"object": "list", "data": [entry_body(e) for e in entries]})
+    entries = await request.app[MEMORY].entries(
+        key.id, q.tier, user=_hashed(request, q.user),
+        session_id=_hashed(request, q.session_id))
+    names = _names(request, q.user, q.session_id)
+    return json_response({"object": "list", "data": [entry_body(e, names) for e in entries]})
 
 
 @routes.delete("/v1/memory/{id}")
@@ -73,7 +95,7 @@ async def delete_memory(request: web.Request) -> web.Response:
     key = _caller(request)
     entry_id = parse_id(request.match_info["id"])
     store = request.app[MEMORY]
-    deleted = await store.delete(key.id, entry_id, parse_user(request.query))
+    deleted = await store.delete(key.id, entry_id, _hashed(request, parse_user(request.query)))
     if not deleted and _is_admin(key):
         deleted = await store.delete_global(key.id, entry_id)
     if not deleted:
@@ -88,7 +110,7 @@ async def forget_user(request: web.Request) -> web.Response:
     if not user:
         raise InvalidRequest("DELETE /v1/memory needs ?user=... (everything for that user "
                              "under this key is deleted)", param="user")
-    deleted = await request.app[MEMORY].forget_user(key.id, user)
+    deleted = await request.app[MEMORY].forget_user(key.id, _hashed(request, user))
     return json_response({"object": "memory.deleted", "user": user, "deleted": deleted})
 
 
@@ -98,11 +120,12 @@ async def pin_memory(request: web.Request) -> web.Response:
     entry_id = parse_id(request.match_info["id"])
     body = await read_json(request)
     pinned = parse_pinned(body)
-    entry = await request.app[MEMORY].set_pinned(key.id, entry_id, parse_user(body), pinned,
-                                                 admin=_is_admin(key))
+    user = parse_user(body)
+    entry = await request.app[MEMORY].set_pinned(key.id, entry_id, _hashed(request, user),
+                                                 pinned, admin=_is_admin(key))
     if entry is None:
         raise _not_found(entry_id)
-    return json_response(entry_body(entry))
+    return json_response(entry_body(entry, _names(request, user, parse_session_id(body))))
 
 
 _ID = Param("id", "path", schema.MEMORY_ID)

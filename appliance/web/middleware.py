@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 
 import orjson
 from aiohttp import web
@@ -21,8 +20,8 @@ from appliance.errors import (
 )
 from appliance.observability.trace import RequestTrace
 from appliance.web.cache_http import cache_headers
-from appliance.web.observability import request_done
-from appliance.web.state import GATE, KEY, REQUEST_ID_KEY, SETTINGS, TRACE
+from appliance.web.observability import endpoint_label, logged_method, request_done
+from appliance.web.state import GATE, KEY, REQUEST_ID_KEY, SCRUBBER, SETTINGS, TRACE
 
 log = logging.getLogger("appliance.web")
 
@@ -67,9 +66,10 @@ def response_headers(request: web.Request) -> dict[str, str]:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place errors become OpenAI error bodies (outermost middleware)."""
-    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    # The client's id only when short and plain: it is logged, audited and sent back.
+    request_id = request.app[SCRUBBER].request_id(request.headers.get(REQUEST_ID))
     request[REQUEST_ID_KEY] = request_id
-    request[TRACE] = trace = RequestTrace(request_id, request.path)
+    request[TRACE] = trace = RequestTrace(request_id, endpoint_label(request))
     trace.keep_content = request.app[SETTINGS].log_content
     try:
         try:
@@ -88,7 +88,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             response = error_response(http_err)
         except Exception:
             trace.error_type = "server_error"
-            log.exception("unhandled error on %s %s", request.method, request.path)
+            log.exception("unhandled error on %s %s (request %s)", logged_method(request),
+                          trace.route, request_id)
             response = error_response(InternalError("internal error; see the server log "
                                                     "with this request id"))
         if not response.prepared:

@@ -14,14 +14,28 @@ import orjson
 from aiohttp import web
 
 from appliance.admission.keys import Scope
-from appliance.observability.logs import ACCESS_LOGGER, access_fields, redact_for_log
+from appliance.observability.logs import ACCESS_LOGGER, access_fields
 from appliance.observability.metrics import CONTENT_TYPE, UNMATCHED
+from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import RequestTrace
+from appliance.store.pseudonyms import Pseudonyms
 from appliance.web.openapi import Operation
-from appliance.web.state import AUDIT, GATE, METRICS, SETTINGS, TRACE
+from appliance.web.state import (
+    AUDIT,
+    GATE,
+    METRICS,
+    PSEUDONYMS,
+    SCRUBBER,
+    SETTINGS,
+    TRACE,
+)
 from appliance.web.wiring import is_loopback
 
 CLIENT_GONE = 499  # the status recorded for a request whose client went away (nginx's)
+# Methods logged as they are; any other token (a client may send "555-0132" as a method)
+# is logged as OTHER.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ID_FIELDS = ("user", "session_id")  # logged as their keyed hashes, as they are stored
 
 log = logging.getLogger("appliance.web")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -43,6 +57,10 @@ async def metrics(request: web.Request) -> web.Response:
         gate.require(key, Scope.ADMIN)
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def logged_method(request: web.Request) -> str:
+    return request.method if request.method in _METHODS else "OTHER"
 
 
 def endpoint_label(request: web.Request) -> str:
@@ -70,8 +88,9 @@ async def request_done(request: web.Request, trace: RequestTrace) -> None:
             metrics.observe_request(trace, endpoint)
         if access_log.isEnabledFor(logging.INFO):
             content = await _content(request, trace) if trace.keep_content else None
-            access_log.info("%s %s %s", request.method, endpoint, trace.status,
-                            extra={"fields": access_fields(trace, request.method, endpoint,
+            method = logged_method(request)
+            access_log.info("%s %s %s", method, endpoint, trace.status,
+                            extra={"fields": access_fields(trace, method, endpoint,
                                                            content=content)})
         audit = request.app.get(AUDIT)
         if audit is not None and trace.guard_actions:
@@ -88,6 +107,7 @@ async def request_done(request: web.Request, trace: RequestTrace) -> None:
 
 async def _content(request: web.Request, trace: RequestTrace) -> dict[str, str]:
     """The request body and response text, PII-redacted (content logging only)."""
+    scrub = request.app[SCRUBBER]
     out: dict[str, str] = {}
     if request.body_exists:
         try:
@@ -95,23 +115,32 @@ async def _content(request: web.Request, trace: RequestTrace) -> dict[str, str]:
         except Exception:
             raw = b""
         try:  # every JSON string redacted on its own: escapes cannot split or hide PII
-            text = orjson.dumps(_redact_json(orjson.loads(raw))).decode()
+            body = _pseudonymous(orjson.loads(raw), request.app[PSEUDONYMS])
+            text = orjson.dumps(_redact_json(body, scrub)).decode()
         except orjson.JSONDecodeError:
-            text = redact_for_log(raw.decode("utf-8", "replace"))
+            text = scrub.text(raw.decode("utf-8", "replace"))
         out["request_body"] = text
     if trace.response_parts:
-        out["response_text"] = redact_for_log("".join(trace.response_parts))
+        out["response_text"] = scrub.text("".join(trace.response_parts))
     return out
 
 
-def _redact_json(value: object) -> object:
+def _pseudonymous(body: object, ids: Pseudonyms) -> object:
+    """A JSON body with its ``user`` and ``session_id`` as stored: keyed hashes."""
+    if not isinstance(body, dict):
+        return body
+    return {k: ids.of(v) if k in _ID_FIELDS and isinstance(v, str) else v
+            for k, v in body.items()}
+
+
+def _redact_json(value: object, scrub: Scrubber) -> object:
     if isinstance(value, str):
-        return redact_for_log(value)
+        return scrub.text(value)
     if isinstance(value, list):
-        return [_redact_json(v) for v in value]
+        return [_redact_json(v, scrub) for v in value]
     if isinstance(value, dict):
-        return {redact_for_log(str(k)): _redact_json(v) for k, v in value.items()}
+        return {scrub.text(str(k)): _redact_json(v, scrub) for k, v in value.items()}
     if isinstance(value, int | float) and not isinstance(value, bool):
-        clean = redact_for_log(str(value))  # a card number sent as a JSON number
+        clean = scrub.text(str(value))  # a card number sent as a JSON number
         return value if clean == str(value) else clean
     return value

@@ -28,6 +28,7 @@ from appliance.web.state import (
     KEY,
     MODELS,
     PIPELINE,
+    PSEUDONYMS,
     SERVED,
     SETTINGS,
     STARTED_AT,
@@ -85,28 +86,37 @@ async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.S
     return out.response
 
 
-async def _admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:
+async def _admit_and_read(request: web.Request) -> Any:
     """Scope check and load shedding before the body is even read, then the JSON."""
     gate = request.app[GATE]
     gate.require(request[KEY], Scope.CHAT)
     gate.check_capacity()
-    body = await read_json(request)
-    ctx = RequestContext(request[KEY], request[TRACE], cache_directives(request),
-                         session_id(request, body))
-    return body, ctx
+    return await read_json(request)
+
+
+def _context(request: web.Request, body: Any, user: str | None) -> RequestContext:
+    """Who asks: the key, and the client's ``user`` and session as their keyed hashes
+    (hashed here, before any lookup or store)."""
+    ids = request.app[PSEUDONYMS]
+    return RequestContext(request[KEY], request[TRACE], cache_directives(request),
+                          ids.maybe(session_id(request, body)), ids.of(user or ""))
 
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body, ctx = await _admit_and_read(request)
-    job = await request.app[PIPELINE].prepare.chat(parse_chat(body), ctx)
+    body = await _admit_and_read(request)
+    req = parse_chat(body)
+    ctx = _context(request, body, req.options.user)
+    job = await request.app[PIPELINE].prepare.chat(req, ctx)
     return await _respond(request, job, ctx)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
-    body, ctx = await _admit_and_read(request)
-    job = await request.app[PIPELINE].prepare.completion(parse_completion(body), ctx)
+    body = await _admit_and_read(request)
+    req = parse_completion(body)
+    ctx = _context(request, body, req.options.user)
+    job = await request.app[PIPELINE].prepare.completion(req, ctx)
     return await _respond(request, job, ctx)
 
 

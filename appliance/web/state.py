@@ -17,11 +17,14 @@ from appliance.memory.memories import MemoryStore
 from appliance.memory.summarise import SessionSummariser
 from appliance.observability.audit import Audit
 from appliance.observability.metrics import Metrics
+from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.embeddings import EmbeddingService
 from appliance.pipeline.guard_check import GuardCheck
+from appliance.pipeline.memory_write import MemoryWriter
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.store.db import Database
+from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import VectorIndex
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -39,11 +42,14 @@ EMBEDDINGS = web.AppKey("embeddings", EmbeddingService)
 CACHE = web.AppKey("cache", ResponseCache)
 CACHE_INDEX = web.AppKey("cache_index", VectorIndex)
 MEMORY = web.AppKey("memory", MemoryStore)
+MEMORY_WRITER = web.AppKey("memory_writer", MemoryWriter)
 MEMORY_INDEX = web.AppKey("memory_index", VectorIndex)
 SUMMARISER = web.AppKey("summariser", SessionSummariser)
 METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", Audit)
 OPENAPI = web.AppKey("openapi", bytes)  # the rendered document (see openapi.py)
+PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)  # client-named ids -> keyed hashes
+SCRUBBER = web.AppKey("scrubber", Scrubber)  # PII out of logs and request ids
 
 # Per request: the authenticated API key, the request id, the trace of what happened.
 KEY = web.RequestKey("api_key", KeyRecord)

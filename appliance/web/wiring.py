@@ -1,8 +1,8 @@
 """The one place the appliance is put together: settings in, every component out.
 
 Each object is built once, with its collaborators passed in, in dependency order:
-model files (verified) -> encoder -> database -> gate -> engine and its tokenizer ->
-guards state -> cache and memory -> the pipeline's stages -> the pipeline. Nothing is
+model files (verified) -> encoder -> install key and database -> gate -> engine and its
+tokenizer -> guards state -> cache and memory -> the pipeline's stages -> the pipeline. Nothing is
 assigned onto a built object afterwards; what changes at run time (the engine loading its
 model, the guards loading theirs) is the state of an object made for it.
 """
@@ -25,22 +25,25 @@ from appliance.engine.engine import Engine, EngineConfig
 from appliance.engine.models import ModelStore, ServedModel
 from appliance.engine.tokenizer import Tokenizer
 from appliance.errors import ConfigError
-from appliance.guards.policy import load_policy
+from appliance.guards.policy import load_policy, presets
 from appliance.guards.readiness import GuardsState
 from appliance.memory.memories import DAY, MemoryConfig, MemoryStore
 from appliance.memory.memories import TABLE as MEMORY_TABLE
 from appliance.memory.summarise import SessionSummariser, SummaryConfig
 from appliance.observability.audit import Audit
 from appliance.observability.metrics import EngineGauges, Metrics
+from appliance.observability.redaction import Scrubber
 from appliance.pipeline.cache_stage import CacheStage
 from appliance.pipeline.embeddings import EmbeddingService
 from appliance.pipeline.guard_check import GuardCheck
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.memory_stage import MemoryStage
+from appliance.pipeline.memory_write import MemoryWriter
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.pipeline.output_stage import OutputStage
 from appliance.pipeline.prepare import Preparer
 from appliance.store.db import Database
+from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import IndexParams, VectorIndex
 
 
@@ -58,12 +61,15 @@ class Components:
     cache_index: VectorIndex
     memory: MemoryStore
     memory_index: VectorIndex
+    memory_writer: MemoryWriter
     pipeline: Pipeline
     summariser: SessionSummariser
     embeddings: EmbeddingService
     guard_check: GuardCheck
     metrics: Metrics
     audit: Audit
+    pseudonyms: Pseudonyms
+    scrubber: Scrubber
 
 
 def is_loopback(host: str) -> bool:
@@ -87,9 +93,10 @@ def build(settings: Settings) -> Components:
     turns = CpuTurns() if settings.cpu_turns and settings.n_gpu_layers == 0 else None
     encoder = Encoder.from_manifest(threads=settings.guard_threads, turns=turns)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database)
+    ids = Pseudonyms.load_or_create(settings.data_dir)
+    db = Database(settings.database, pseudonyms=ids)
     try:
-        return _build_on(settings, models, served, encoder, turns, db)
+        return _build_on(settings, models, served, encoder, turns, db, ids)
     except BaseException:
         db.close()
         raise
@@ -110,7 +117,7 @@ def _gate(settings: Settings, db: Database) -> Gate:
 
 
 def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encoder: Encoder,
-              turns: CpuTurns | None, db: Database) -> Components:
+              turns: CpuTurns | None, db: Database, ids: Pseudonyms) -> Components:
     gate = _gate(settings, db)
     engine = Engine(EngineConfig(
         model_path=served.model.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
@@ -150,12 +157,20 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
     return Components(
         settings=settings, models=models, served=served, encoder=encoder, database=db,
         gate=gate, engine=engine, guards=guards, cache=cache, cache_index=stores.cache_index,
-        memory=memory, memory_index=stores.memory_index, pipeline=pipeline,
-        summariser=summariser,
+        memory=memory, memory_index=stores.memory_index,
+        memory_writer=MemoryWriter(memory, inputs), pipeline=pipeline, summariser=summariser,
         embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id,
                                     max_tokens=settings.embeddings_max_tokens),
         guard_check=GuardCheck(guards, gate, encoder, max_tokens=settings.guard_max_tokens),
-        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit)
+        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit,
+        pseudonyms=ids, scrubber=_scrubber(settings))
+
+
+def _scrubber(settings: Settings) -> Scrubber:
+    """Log and request-id redaction with the record patterns of every preset and of the
+    server's policy (a key's own policy file is not known before its requests come)."""
+    policies = [*presets(), *([settings.guard_policy] if settings.guards else [])]
+    return Scrubber.for_policies(dict.fromkeys(policies))
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from appliance.errors import InvalidRequest
 from appliance.observability.audit import Audit
 from appliance.observability.logs import JsonFormatter
 from appliance.observability.metrics import Metrics
+from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import GuardAction
 from appliance.store.db import Database
 from appliance.web.middleware import errors_middleware
-from appliance.web.state import AUDIT, METRICS, SETTINGS, TRACE
+from appliance.web.state import AUDIT, METRICS, SCRUBBER, SETTINGS, TRACE
 from tests.conftest import RunningServer, free_port, make_settings, start_server
 from tests.unit.test_metrics import documented, exposed
 
@@ -297,7 +298,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = make_settings(tmp_path)
     db = Database(tmp_path / "guarded.db")
-    app[METRICS], app[AUDIT] = Metrics(), Audit(db)
+    app[METRICS], app[AUDIT], app[SCRUBBER] = Metrics(), Audit(db), Scrubber()
     app.router.add_post("/v1/blocked", blocked)
     app.router.add_post("/v1/redacted", redacted)
     app.router.add_post("/v1/slow", slow)

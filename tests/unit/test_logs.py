@@ -35,6 +35,25 @@ def test_every_record_is_one_json_line_with_fields_and_traceback() -> None:
     assert "ValueError: boom" in second["exc"]
 
 
+def test_pii_in_an_exception_message_is_masked_and_the_traceback_kept() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("appliance.test-logs-exc")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise KeyError("jane.roe@example.org")
+        except KeyError:
+            log.exception("lookup failed")
+    finally:
+        log.removeHandler(handler)
+    exc = orjson.loads(out.getvalue())["exc"]
+    assert "jane.roe" not in exc and "KeyError: '[EMAIL]'" in exc
+    assert exc.startswith("Traceback (most recent call last):\n  File ")
+
+
 def test_setup_logging_replaces_the_root_handlers() -> None:
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level

@@ -68,3 +68,17 @@ def test_the_whole_answer_check_and_guards_off(guards: GuardsState) -> None:
     assert cut.finish_reason == "content_filter" and "diabetes" not in cut.text
     assert stage.start(None, 3, trace) is None
     assert stage.check_whole(None, ok, trace) is ok
+
+
+def test_what_the_cache_and_memory_may_keep(guards: GuardsState) -> None:
+    rails = guards.get().rails("clinic")
+    ok = "Doses depend on weight; ask your pharmacist."
+    assert OutputStage.storable(rails, ok) == ok
+    # a whole answer that breaks an output rule is kept nowhere (a non-streamed one is
+    # replaced for the client; a streamed one was cut or is not kept either)
+    assert OutputStage.storable(rails, "I think you have diabetes.") is None
+    # PII that no single window saw whole is masked in what is kept
+    assert OutputStage.storable(rails, "Write to jane.roe@example.org today.") == \
+        "Write to [EMAIL] today."
+    assert OutputStage.storable(None, "I think you have diabetes.") == \
+        "I think you have diabetes."
