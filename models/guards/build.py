@@ -141,6 +141,30 @@ def followup_words() -> list[str]:
                    for w in re.findall(r"[^\W\d_]+", t.lower())})
 
 
+# The second phase continues training from the first phase's network: its int8 file as
+# committed (the commit that merged it), read from git history and checked by its sha256.
+WARM_START = ("9ae756e30f4cafe40dfb2eef242535386c5ebb4e", "models/guards/guardnet/model.onnx",
+              "7345321b2c3f4b1eaa52611718dd9fea541f5037733c90d48f4d202e3209f860")
+
+
+def warm_start_file(directory: Path) -> Path:
+    """The first phase's ``model.onnx``, from git history, verified against its pin."""
+    import subprocess
+
+    commit, path, sha256 = WARM_START
+    try:
+        blob = subprocess.run(["git", "-C", str(GUARDS), "show", f"{commit}:{path}"],
+                              check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"warm start: cannot read {path} at {commit} from git history "
+                         f"(a clone with history is needed): {exc}") from exc
+    out = directory / "phase1-model.onnx"
+    out.write_bytes(blob)
+    if sha256_file(out) != sha256:
+        raise SystemExit(f"warm start: {path} at {commit} fails its sha256 pin")
+    return out
+
+
 def build_guardnet(root: Path, weights: Path | None, run_old: bool,
                    log: list[str]) -> dict[str, Any]:
     import data
@@ -154,7 +178,11 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     torch.set_num_threads(2)
     rows = data.build()
     if weights is None:
-        net = train.train(rows, log)
+        from minilm import weights_of_int8_graph
+
+        with tempfile.TemporaryDirectory() as tmp:
+            start = weights_of_int8_graph(warm_start_file(Path(tmp)))
+        net = train.train(rows, log, steps=train.WARM_STEPS, start=start)
         train.save_torch(net, root / "guardnet-weights.pt")
     else:
         net = TorchNet(train.LAYERS, len(data.LABELS))
@@ -195,8 +223,11 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     metrics = {
         "data": data.summary(rows),
         "training": {"layers": train.LAYERS, "frozen_layers": train.FROZEN_LAYERS,
-                     "steps": train.STEPS, "batch": train.BATCH, "window": train.WINDOW,
-                     **counts},
+                     "warm_start": {"commit": WARM_START[0], "path": WARM_START[1],
+                                    "sha256": WARM_START[2], "phase1_steps": train.STEPS},
+                     "steps": train.WARM_STEPS, "lr": [train.WARM_LR_ENCODER,
+                                                       train.WARM_LR_HEAD],
+                     "batch": train.BATCH, "window": train.WINDOW, **counts},
         "thresholds": thresholds,
         "test_split": evaluate.split_figures(test, test_scores, thresholds),
         "test_split_old_heads": old_test,
