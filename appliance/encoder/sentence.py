@@ -169,6 +169,11 @@ class Encoder:
                    threads=threads, batch_size=batch_size, int8_matmuls=spec.int8_matmuls,
                    turns=turns)
 
+    @property
+    def turns(self) -> SideWork | None:
+        """The CPU turn-taking this encoder's runs join (other guard models share it)."""
+        return self._turns
+
     def encode(self, texts: Sequence[str]) -> Vectors:
         """``(len(texts), dim)`` float32, each row of unit length; read-only."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -12,30 +12,31 @@ by name (``load_policy("clinic")``), any other file by path::
     [rules.pii]
     email = "redact"
 
-    [embedding]                          # the shared embedding the classifier heads read
-    budget_ms = 1000
+    [network]                            # one guard-network pass over a text (all labels)
+    budget_ms = 1000                     # (``[embedding]``, its old name, is still read)
     on_timeout = "block"                 # "block" fails closed, "flag" fails open
     on_error = "block"
 
-    [classifiers.prompt-injection]       # and [classifiers.content-safety]
-    enabled = true
-    threshold = 0.8                      # optional; default the classifier's own
+    [classifiers.prompt-injection]       # the injection label (user, system and tool texts)
+    threshold = 0.8                      # optional; default labels.json's calibrated one
     action = "block"                     # on a flag: block | flag | allow
-    budget_ms = 250
-    on_timeout = "block"
-    on_error = "block"
-    [classifiers.content-safety.categories]
-    S6 = "allow"                         # per S-code; default: the classifier's action
+    budget_ms = 250                      # content-safety's: the output rail's window check
+    [classifiers.content-safety.categories]  # the unsafe label (the main text) by S-code
+    S6 = "allow"                         # default: the classifier's action
+    [classifiers.directive]              # output rail: diagnoses, dose instructions to the
+    enabled = true                       # reader (off unless named)
 
-    [[topics]]                           # topic rails: a canned answer, no model call
-    name = "emergency"
+    [[topics]]                           # a canned answer, no model call, for inputs within
+    name = "emergency"                   # cosine `threshold` of an example
     examples = ["I have crushing chest pain", "my child swallowed bleach"]
-    threshold = 0.72                     # cosine to the nearest example
+    threshold = 0.72
     answer = "Call your local emergency number now."
 
     [output]
     blocked_message = "..."              # replaces an answer that leaks a secret
-    classify = true                      # content-safety head on each output sentence
+    classify = true                      # the guard network on each output window
+    categories = ["S10", "S12"]          # the content-safety categories it stops there
+    directive_message = "..."            # replaces an answer the directive label stops
     [[output.rules]]
     name = "dose-instruction"
     pattern = "you should take \\d+ ?mg"  # case-insensitive, on normalised text
@@ -69,12 +70,13 @@ _ON_FLAG: tuple[OnFlag, ...] = ("block", "flag", "allow")
 _FAIL: tuple[FailMode, ...] = ("block", "flag")
 _CATEGORY = re.compile(r"S[0-9]{1,2}")
 
-_TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "embedding",
-                       "classifiers", "output", "topics"})
+_TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "network",
+                       "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
-_CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety"})
-_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify"})
+_CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
+_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify", "categories",
+                          "directive_message"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer"})
 _OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
@@ -117,7 +119,9 @@ class OutputRule:
 class OutputPolicy:
     rules: tuple[OutputRule, ...] = ()
     blocked_message: str = "The answer was withheld because it contained sensitive data."
-    classify: bool = True  # the content-safety head on each output sentence
+    classify: bool = True  # the guard network on each output window
+    categories: tuple[str, ...] = ("S10", "S12")  # content-safety categories stopped there
+    directive_message: str | None = None  # None: the policy's refusal
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ class Policy:
     rule_set: RuleSet  # compiled from rules_config at load time
     injection: ClassifierPolicy
     safety: ClassifierPolicy
-    embedding: Budget = Budget()
+    directive: ClassifierPolicy = ClassifierPolicy(enabled=False)
+    network: Budget = Budget()
     output: OutputPolicy = OutputPolicy()
     topics: tuple[Topic, ...] = ()
     refusal: str = "I can't help with that request."
@@ -243,9 +248,17 @@ def _output(raw: object) -> OutputPolicy:
     classify = table.get("classify", default.classify)
     if not isinstance(classify, bool):
         raise ConfigError(f"output.classify must be true or false, got {classify!r}")
+    categories = table.get("categories", list(default.categories))
+    if not isinstance(categories, list) or not all(
+            isinstance(c, str) and _CATEGORY.fullmatch(c) for c in categories):
+        raise ConfigError(f"output.categories must be an array of S-codes like \"S10\", got "
+                          f"{categories!r}")
+    message = table.get("directive_message")
     return OutputPolicy(tuple(rules),
                         _text(table, "blocked_message", "output", default.blocked_message),
-                        classify)
+                        classify, tuple(categories),
+                        None if message is None else _text(table, "directive_message",
+                                                           "output", ""))
 
 
 def _topics(raw: object) -> tuple[Topic, ...]:
@@ -270,6 +283,14 @@ def _topics(raw: object) -> tuple[Topic, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"topics: names must be unique, got {names}")
     return tuple(topics)
+
+
+def _network(top: Mapping[str, object]) -> Budget:
+    """The guard network's budget: ``[network]``, or ``[embedding]`` (its older name)."""
+    if "network" in top and "embedding" in top:
+        raise ConfigError("give [network] or [embedding] (its older name), not both")
+    key = "embedding" if "embedding" in top else "network"
+    return _budget(_table(top.get(key, {}), key, _BUDGET_KEYS), key, 1000.0)
 
 
 def _freeze(value: object) -> object:
@@ -304,8 +325,9 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
                                   "classifiers.prompt-injection"),
             safety=_classifier(classifiers.get("content-safety", {}),
                                "classifiers.content-safety"),
-            embedding=_budget(_table(top.get("embedding", {}), "embedding", _BUDGET_KEYS),
-                              "embedding", 1000.0),
+            directive=_classifier(classifiers.get("directive", {"enabled": False}),
+                                  "classifiers.directive"),
+            network=_network(top),
             output=_output(top.get("output", {})),
             topics=_topics(top.get("topics", [])),
             refusal=_text(top, "refusal", "policy", Policy.refusal),

