@@ -88,13 +88,14 @@ def input_verdicts(scores: GuardScores, policy: Policy, thresholds: Thresholds, 
 
 def output_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
                    ms: float) -> GuardVerdict:
-    """The first output label that fires (categories, then directive), else an allow."""
-    settings = policy.safety
-    if settings.enabled:
+    """The first output label that fires (categories, then directive), else an allow. The
+    output categories always stop the answer, whatever the input rail does with them (a
+    policy may let users discuss hateful text, flagged, and still never generate it)."""
+    if policy.safety.enabled:
         for category in policy.output.categories:
             if category in scores.labels and scores[category] >= thresholds.values[category]:
                 return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "unsafe", scores[category],
-                                    settings.action_for(category), ms, category)
+                                    "block", ms, category)
     if policy.directive.enabled:
         score = scores["directive"]
         if score >= thresholds.of("directive", policy.directive):

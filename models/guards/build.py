@@ -10,7 +10,8 @@
     --weights FILE                           skip the training: load the weights a previous
                                              build saved (``guardnet-weights.pt``, written
                                              next to the scratch copy with --keep DIR)
-    --keep DIR                               keep the scratch build (and its weights) in DIR
+    --keep DIR                               keep the scratch build (and its weights) in DIR;
+                                             with --update, move the weights there
     --legacy                                 also rebuild the old heads and nanoguard in a
                                              scratch directory (train_heads.py,
                                              export_nanoguard.py) for their figures; the
@@ -259,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(log))
         new_pins = pins(root)
         if args.update:
-            (root / "guardnet-weights.pt").unlink(missing_ok=True)
+            weights_file = root / "guardnet-weights.pt"
+            if args.keep and weights_file.is_file():  # kept for a later --weights rebuild
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.move(weights_file, args.keep / weights_file.name)
+            weights_file.unlink(missing_ok=True)
             if not args.no_latency:
                 import evaluate
                 metrics["latency"] = evaluate.latency(root / "guardnet")
