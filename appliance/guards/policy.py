@@ -49,7 +49,6 @@ never serves an answer checked under another policy. Bad files raise ConfigError
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,9 +56,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeGuard
 
-import regex
-
 from appliance.errors import ConfigError
+from appliance.guards.policy_output import CATEGORY, OutputPolicy, parse_output
+from appliance.guards.policy_output import table as _table
+from appliance.guards.policy_output import text as _text
 from appliance.guards.rules import RuleSet
 
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
@@ -68,17 +68,14 @@ OnFlag = Literal["block", "flag", "allow"]
 FailMode = Literal["block", "flag"]
 _ON_FLAG: tuple[OnFlag, ...] = ("block", "flag", "allow")
 _FAIL: tuple[FailMode, ...] = ("block", "flag")
-_CATEGORY = re.compile(r"S[0-9]{1,2}")
+_CATEGORY = CATEGORY
 
 _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "network",
                        "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
-_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify", "categories",
-                          "directive_message"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer"})
-_OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
 
 @dataclass(frozen=True)
@@ -106,25 +103,6 @@ class ClassifierPolicy:
 
 
 @dataclass(frozen=True)
-class OutputRule:
-    name: str
-    pattern: re.Pattern[str]
-    replacement: str
-    # The same pattern in the ``regex`` module, for partial matches: whether a streamed text
-    # ends in the beginning of a phrase the rule would catch once it is complete.
-    partial: regex.Pattern[str]
-
-
-@dataclass(frozen=True)
-class OutputPolicy:
-    rules: tuple[OutputRule, ...] = ()
-    blocked_message: str = "The answer was withheld because it contained sensitive data."
-    classify: bool = True  # the guard network on each output window
-    categories: tuple[str, ...] = ("S10", "S12")  # content-safety categories stopped there
-    directive_message: str | None = None  # None: the policy's refusal
-
-
-@dataclass(frozen=True)
 class Topic:
     """A topic rail: inputs close to one of ``examples`` get ``answer`` without the model."""
 
@@ -145,7 +123,7 @@ class Policy:
     safety: ClassifierPolicy
     directive: ClassifierPolicy = ClassifierPolicy(enabled=False)
     network: Budget = Budget()
-    output: OutputPolicy = OutputPolicy()
+    output: OutputPolicy = OutputPolicy()  # noqa: RUF009 (frozen: safe to share)
     topics: tuple[Topic, ...] = ()
     refusal: str = "I can't help with that request."
     description: str = ""
@@ -164,22 +142,6 @@ def _is_on_flag(value: object) -> TypeGuard[OnFlag]:
 
 def _is_fail(value: object) -> TypeGuard[FailMode]:
     return _is(value, _FAIL)
-
-
-def _table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
-    unknown = set(value) - keys if keys is not None else set()
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys or ())}")
-    return value
-
-
-def _text(table: Mapping[str, object], key: str, where: str, default: str) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
-    return value
 
 
 def _on_flag(value: object, where: str) -> OnFlag:
@@ -222,43 +184,6 @@ def _classifier(raw: object, where: str) -> ClassifierPolicy:
         enabled=enabled, threshold=None if threshold is None else float(threshold),
         action=_on_flag(table.get("action", "block"), f"{where}.action"),
         categories=MappingProxyType(categories), budget=_budget(table, where, 250.0))
-
-
-def _output(raw: object) -> OutputPolicy:
-    table = _table(raw, "output", _OUTPUT_KEYS)
-    rules_raw = table.get("rules", [])
-    if not isinstance(rules_raw, list):
-        raise ConfigError("output.rules must be an array of tables ([[output.rules]])")
-    rules = []
-    for i, entry in enumerate(rules_raw):
-        where = f"output.rules[{i}]"
-        row = _table(entry, where, _OUTPUT_RULE_KEYS)
-        pattern = _text(row, "pattern", where, "")
-        try:
-            compiled = re.compile(pattern, re.IGNORECASE)
-            partial = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
-        except (re.error, regex.error) as exc:
-            raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
-        rules.append(OutputRule(_text(row, "name", where, ""), compiled,
-                                _text(row, "replacement", where, ""), partial))
-    names = [r.name for r in rules]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"output.rules: names must be unique, got {names}")
-    default = OutputPolicy()
-    classify = table.get("classify", default.classify)
-    if not isinstance(classify, bool):
-        raise ConfigError(f"output.classify must be true or false, got {classify!r}")
-    categories = table.get("categories", list(default.categories))
-    if not isinstance(categories, list) or not all(
-            isinstance(c, str) and _CATEGORY.fullmatch(c) for c in categories):
-        raise ConfigError(f"output.categories must be an array of S-codes like \"S10\", got "
-                          f"{categories!r}")
-    message = table.get("directive_message")
-    return OutputPolicy(tuple(rules),
-                        _text(table, "blocked_message", "output", default.blocked_message),
-                        classify, tuple(categories),
-                        None if message is None else _text(table, "directive_message",
-                                                           "output", ""))
 
 
 def _topics(raw: object) -> tuple[Topic, ...]:
@@ -328,7 +253,7 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
             directive=_classifier(classifiers.get("directive", {"enabled": False}),
                                   "classifiers.directive"),
             network=_network(top),
-            output=_output(top.get("output", {})),
+            output=parse_output(top.get("output", {})),
             topics=_topics(top.get("topics", [])),
             refusal=_text(top, "refusal", "policy", Policy.refusal),
             description=str(top.get("description", "")), path=path)
