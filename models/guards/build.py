@@ -129,12 +129,14 @@ FOLLOWUP_MAX_WORDS = 6
 
 
 def followup_words() -> list[str]:
-    """The words of the hand-written follow-up turns (handwritten.FOLLOWUPS)."""
+    """The words of the hand-written follow-up turns (handwritten.FOLLOWUPS and
+    handwritten2.FOLLOWUPS)."""
     import re
 
     import handwritten
+    import handwritten2
 
-    return sorted({w for t in handwritten.FOLLOWUPS
+    return sorted({w for t in (*handwritten.FOLLOWUPS, *handwritten2.FOLLOWUPS)
                    for w in re.findall(r"[^\W\d_]+", t.lower())})
 
 
