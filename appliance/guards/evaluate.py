@@ -101,7 +101,9 @@ def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
 
 
 def _score(report: TextReport) -> float:
-    return max((v.score for v in report.verdicts if v.tier > 1), default=0.0)
+    """The highest guard score (a rule hit counts 1.0; the network's pass itself none)."""
+    return max((v.score for v in report.verdicts if v.guard not in ("guardnet", "embedding")),
+               default=0.0)
 
 
 def _caught(report: TextReport) -> bool:
