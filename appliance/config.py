@@ -115,12 +115,12 @@ SETTINGS: tuple[Setting, ...] = (
             "(default, clinic) or the path of a policy TOML file."),
     Setting("guard_holdback_tokens", int, 32, "Output rail: longest run of tokens held back "
             "before a window is checked and released when no sentence ends.", minimum=1),
-    Setting("guard_threads", int, 1, "CPU threads of the guard encoder (ONNX Runtime).",
-            minimum=1),
-    Setting("cpu_turns", bool, True, "The engine and the sentence encoder (guards, cache, "
-            "memory, embeddings) take turns on the CPU instead of running at once: on a few "
-            "cores, running both at once slows both far more than either costs. Off by itself "
-            "when layers are offloaded to a GPU (n_gpu_layers != 0)."),
+    Setting("guard_threads", int, 1, "CPU threads of the guard network and the sentence "
+            "encoder (ONNX Runtime).", minimum=1),
+    Setting("cpu_turns", bool, True, "The engine and the guard models (guard network; "
+            "encoder of cache, memory, embeddings) take turns on the CPU instead of running "
+            "at once: on a few cores, running both at once slows both far more than either "
+            "costs. Off by itself when layers are offloaded to a GPU (n_gpu_layers != 0)."),
     Setting("seed", int, -1, "Seed for requests that give none (-1: random per request).",
             minimum=-1),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error.",

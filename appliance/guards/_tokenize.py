@@ -1,4 +1,4 @@
-"""Text-side helpers of the classifiers: de-obfuscation views and hashed character n-grams.
+"""Text-side helper of the classifiers: de-obfuscation views.
 
 ``views(text)`` returns readable variants of an obfuscated text: encoded blobs (base64,
 base32, base85, Ascii85, hex, binary, Morse, URL and ``\\u`` escapes, Unicode tag
@@ -6,11 +6,6 @@ characters) decoded in place, and whole-text rot13, reversal and leetspeak undon
 makes the text read more like English. Ordinary text has no views, so it costs one regex
 pass. A classifier scores the text and its views and keeps the highest score, as it does for
 the windows of a long text.
-
-``char_ngrams(text)`` is the sparse feature vector of the lexical part of an embedding head:
-hashed, lower-cased character 2..5-grams, sublinear counts, L2-normalised. It is language
-agnostic, which the English sentence encoder is not. The build scripts use this same function,
-so training and serving featurise identically.
 """
 
 from __future__ import annotations
@@ -21,9 +16,6 @@ import codecs
 import re
 import urllib.parse
 from collections.abc import Callable
-
-import numpy as np
-import numpy.typing as npt
 
 # Common English words: a text whose rot13 / reversal / de-leeted form has many more of them
 # than itself was obfuscated.
@@ -157,29 +149,3 @@ def views(text: str) -> list[str]:
     for pattern, decode in _BLOBS:
         add(_decode_blobs(text, pattern, decode))
     return out
-
-
-CharFeatures = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
-_PRIME = np.uint64(1000003)
-
-
-def char_ngrams(text: str, n_features: int, sizes: tuple[int, ...] = (2, 3, 4, 5)
-                ) -> CharFeatures:
-    """Sorted feature indices and their values (sublinear counts, unit L2 norm)."""
-    padded = " " + " ".join(text.lower().split()) + " "
-    codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    parts = []
-    for n in sizes:
-        m = len(codes) - n + 1
-        if m <= 0:
-            continue
-        h = np.full(m, n, dtype=np.uint64)
-        for k in range(n):  # polynomial hash, wrapping modulo 2**64
-            h = h * _PRIME + codes[k:k + m]
-        parts.append(h % np.uint64(n_features))
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    index, counts = np.unique(np.concatenate(parts), return_counts=True)
-    values = (1.0 + np.log(counts)).astype(np.float32)
-    values /= np.float32(np.linalg.norm(values))
-    return index.astype(np.int64), values

@@ -3,11 +3,12 @@ cascade that composes two.
 
 Every classifier lives in a directory and answers ``classify(text, embedding=None)`` with a
 frozen :class:`ClassifierResult`; the score is the probability of the positive (unsafe)
-class, the highest over all windows and de-obfuscation views of the text. The runners:
-:class:`~appliance.guards.sequence_classifier.SequenceClassifier` (any BERT-style ONNX
-export) and :class:`~appliance.guards.embedding_head.EmbeddingHead` (a linear head on the
-shared sentence embedding); :mod:`appliance.guards.loader` loads either from its directory.
-``Cascade`` lets a cheap classifier decide the clear cases and a stronger one the rest.
+class, the highest over all windows and de-obfuscation views of the text. The runner
+:class:`~appliance.guards.sequence_classifier.SequenceClassifier` takes any BERT-style ONNX
+export (a user-placed Llama Prompt Guard 2, say); :mod:`appliance.guards.loader` loads it
+from its directory. ``Cascade`` lets a cheap classifier decide the clear cases and a stronger
+one the rest. The rails themselves run the guard network (:mod:`appliance.guards.guardnet`);
+these are for use from Python. :func:`read_json` and :func:`sigmoid` serve both.
 
 Threads: each classifier serialises calls with a lock; call them off the event loop.
 """

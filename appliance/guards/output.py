@@ -10,9 +10,10 @@ would be split between a released window and a held one.
 - the policy's output rules (diagnoses, dosing, ...) on the window together with the tail of
   the text already released, so a phrase split across two windows is still seen;
 - secrets (block) and PII (redact) on the window itself;
-- the content-safety classifier (when the policy asks for it) on the window with the rest
-  of its sentence released so far and the sentence before, through an async callable so it
-  runs off the event loop.
+- the guard network (when the policy asks for it: hate and sexual content, and in the clinic
+  policy diagnoses and dose instructions addressed to the reader) on the window with the
+  rest of its sentence released so far and the sentence before, through an async callable
+  so it runs off the event loop.
 
 A violation that replaces the answer ends the generation: nothing of the offending window is
 released, and the caller sends the replacement with ``finish_reason="content_filter"``. A
@@ -167,7 +168,10 @@ class OutputRail:
             # in pieces is judged whole at its last piece.
             label = await self._classify(_classifier_context(context) + text)
             if label is not None:
-                return WindowVerdict("", policy.refusal, label, "block")
+                message = policy.refusal
+                if label == "directive" and policy.output.directive_message is not None:
+                    message = policy.output.directive_message
+                return WindowVerdict("", message, label, "block")
         self._released += text
         if verdict.redacted is not None:
             return WindowVerdict(text, None, verdict.rule, "redact")
@@ -177,7 +181,7 @@ class OutputRail:
 def _classifier_context(released: str) -> str:
     """What the classifier sees before a window: the released part of the current sentence
     and the sentence before it, at most ``_CLASSIFY_CONTEXT`` characters from a word start.
-    (The encoder's cost grows with its input: a shorter context than the rules' keeps the
+    (The network's cost grows with its input: a shorter context than the rules' keeps the
     check of each window cheap.)"""
     ends = [m.end() for m in _BOUNDARY.finditer(released)]
     start = ends[-2] if len(ends) >= 2 else 0

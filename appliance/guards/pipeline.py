@@ -4,17 +4,21 @@
 the first block:
 
 1. rules: normalisation, regex rules, blocklists, PII (well under a millisecond, inline);
-2. the shared embedding, computed once in the executor (never on the event loop), then the
-   prompt-injection head and the content-safety head on that same vector (microseconds
-   each, plus the heads' own de-obfuscation views of an obfuscated text).
+2. the guard network (:mod:`appliance.guards.guardnet`) on the main text, in the executor
+   (never on the event loop): one pass gives the ``prompt-injection`` and
+   ``content-safety`` decisions (:mod:`appliance.guards.decide`); then the injection check
+   on each other untrusted text of the request (system prompts, tool results). A short
+   follow-up turn ("continue", "ok", "") is served without the network
+   (``labels.json``'s follow-up rule). When the policy has topic rails, the main text's
+   sentence embedding (for the topic match) is computed alongside.
 
-Each guard is timed and held to its policy budget; a guard that raises or runs over its
-budget yields a verdict labelled ``"error"``/``"timeout"`` whose action is the policy's
-``on_error``/``on_timeout`` (``"block"`` fails closed, ``"flag"`` fails open). When the rules
-redact, the classifiers and the embedding see the redacted text, which is what the model
-(and the semantic cache) will see. The answer is a frozen :class:`GuardDecision`.
+The network's pass is timed and held to the policy's ``[network]`` budget; a pass that
+raises or runs over it yields a verdict labelled ``"error"``/``"timeout"`` whose action is
+the budget's ``on_error``/``on_timeout`` (``"block"`` fails closed, ``"flag"`` fails open).
+When the rules redact, the network sees the redacted text, which is what the model (and the
+semantic cache) will see. The answer is a frozen :class:`GuardDecision`.
 
-A timed-out guard's thread is not interrupted (Python cannot); its result is dropped. In
+A timed-out pass's thread is not interrupted (Python cannot); its result is dropped. In
 ``check_sync`` budgets are checked after the call returns.
 
 ``OutputRules.check_text(window)`` is the output rail's pure check: the policy's output rules
@@ -27,40 +31,36 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from appliance.guards.classifier import Classifier, ClassifierResult
+from appliance.guards.decide import (
+    NETWORK,
+    TIER_CLASSIFIERS,
+    TIER_RULES,
+    GuardVerdict,
+    Thresholds,
+    input_verdicts,
+)
 from appliance.guards.fold import normalize_text
-from appliance.guards.policy import Budget, ClassifierPolicy, Policy
+from appliance.guards.guardnet import GuardNetwork, GuardScores
+from appliance.guards.policy import Budget, Policy
 from appliance.guards.rule_types import Action, strongest
 from appliance.guards.rules import RuleSet, RuleVerdict
 
 Vector = npt.NDArray[np.float32]
-
-TIER_RULES = 1
-TIER_CLASSIFIERS = 2
+__all__ = ["TIER_CLASSIFIERS", "TIER_RULES", "GuardDecision", "GuardVerdict", "InputPipeline",
+           "OutputRules", "OutputVerdict", "rules_verdict"]
 
 
 class Embedder(Protocol):
-    """What the pipeline needs of :class:`appliance.encoder.sentence.Encoder`."""
+    """What the topic rail needs of :class:`appliance.encoder.sentence.Encoder`."""
 
     def encode_one(self, text: str) -> Vector: ...
-
-
-@dataclass(frozen=True)
-class GuardVerdict:
-    guard: str  # "rules", "embedding" (timed like a guard), "prompt-injection", "content-safety"
-    tier: int
-    label: str  # a rule name, "clean", a classifier label, "error" or "timeout"
-    score: float  # 1.0 for a rule hit; the classifier's score; 0.0 for error/timeout
-    action: Action
-    ms: float
-    category: str | None = None  # "injection", "email", "S1" ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class GuardDecision:
     redacted: str | None  # the text the model should see when the rules redacted
     verdicts: tuple[GuardVerdict, ...]
     ms: float
-    embedding: Vector | None  # the shared embedding (of the redacted text if any)
+    embedding: Vector | None  # the main text's sentence embedding (topic rails only)
     message: str | None  # the policy's refusal when blocked
     category: str | None  # of the blocking verdict
 
@@ -98,40 +98,44 @@ def rules_verdict(verdict: RuleVerdict) -> GuardVerdict:
                         category)
 
 
-def _failure(guard: str, label: str, budget: Budget, ms: float) -> GuardVerdict:
+def failure(guard: str, label: str, budget: Budget, ms: float) -> GuardVerdict:
     action = budget.on_timeout if label == "timeout" else budget.on_error
     return GuardVerdict(guard, TIER_CLASSIFIERS, label, 0.0, action, ms, label)
 
 
-def _classifier_verdict(guard: str, settings: ClassifierPolicy, result: ClassifierResult,
-                        default_category: str | None, ms: float) -> GuardVerdict:
-    """A head's result under the policy: its threshold override, then the action for the top
-    S-category (content safety) or the head's action (``default_category``: injection)."""
-    threshold = result.threshold if settings.threshold is None else settings.threshold
-    if result.score < threshold:
-        label = result.label if not result.flagged else "below-threshold"
-        return GuardVerdict(guard, TIER_CLASSIFIERS, label, result.score, "allow", ms)
-    top = result.categories[0].code if result.categories else None
-    label = result.label if result.flagged else "flagged"
-    return GuardVerdict(guard, TIER_CLASSIFIERS, label, result.score, settings.action_for(top),
-                        ms, top or default_category)
-
-
 @dataclass(frozen=True)
-class _Outcome:
+class Outcome:
     value: object
     label: str  # "ok", "error", "timeout"
     ms: float
 
 
-def _timed(fn: Callable[[], object], budget_ms: float) -> _Outcome:
+def timed(fn: Callable[[], object], budget_ms: float) -> Outcome:
     start = time.perf_counter()
     try:
         value = fn()
     except Exception:  # a guard that raises is a verdict, not a crash
-        return _Outcome(None, "error", (time.perf_counter() - start) * 1000.0)
+        return Outcome(None, "error", (time.perf_counter() - start) * 1000.0)
     ms = (time.perf_counter() - start) * 1000.0
-    return _Outcome(value, "timeout" if ms > budget_ms else "ok", ms)
+    return Outcome(value, "timeout" if ms > budget_ms else "ok", ms)
+
+
+async def run_in(executor: concurrent.futures.Executor | None, fn: Callable[[], object],
+                 budget_ms: float) -> Outcome:
+    """``fn`` in the executor, held to ``budget_ms`` (its thread runs on, its result is
+    dropped)."""
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    try:
+        value = await asyncio.wait_for(loop.run_in_executor(executor, fn), budget_ms / 1000.0)
+    except TimeoutError:
+        return Outcome(None, "timeout", (time.perf_counter() - start) * 1000.0)
+    except Exception:  # a guard that raises is a verdict, not a crash
+        return Outcome(None, "error", (time.perf_counter() - start) * 1000.0)
+    return Outcome(value, "ok", (time.perf_counter() - start) * 1000.0)
+
+
+Runner = Callable[[Callable[[], object], float], Awaitable[Outcome]]
 
 
 # --- the input rail ----------------------------------------------------------------------------
@@ -139,109 +143,95 @@ def _timed(fn: Callable[[], object], budget_ms: float) -> _Outcome:
 class InputPipeline:
     """The input rail for one policy; thread-safe (the models lock themselves)."""
 
-    def __init__(self, policy: Policy, encoder: Embedder, injection_head: Classifier,
-                 safety_head: Classifier,
+    def __init__(self, policy: Policy, network: GuardNetwork,
                  executor: concurrent.futures.Executor | None = None, *,
-                 parallel_heads: bool = False) -> None:
+                 encoder: Embedder | None = None) -> None:
         self.policy = policy
-        self._encoder = encoder
-        self._heads: tuple[tuple[str, Classifier, ClassifierPolicy, str | None], ...] = tuple(
-            (guard, head, settings, default) for guard, head, settings, default in (
-                ("prompt-injection", injection_head, policy.injection, "injection"),
-                ("content-safety", safety_head, policy.safety, None))
-            if settings.enabled)
+        self._network = network
+        self._thresholds = Thresholds(network.thresholds, network.categories)
         self._executor = executor
-        self._parallel = parallel_heads
+        self._encoder = encoder  # set when the policy's topic rails need the embedding
 
-    # sync ------------------------------------------------------------------------------------
-    def check_sync(self, text: str) -> GuardDecision:
+    def check_sync(self, text: str, untrusted: Sequence[str] = ()) -> GuardDecision:
         """The same decision as :meth:`check`, run inline; budgets checked after each call."""
-        start = time.perf_counter()
-        rules, verdicts = self._tier1(text)
-        if rules.blocked:
-            return self._decide(verdicts, rules, None, start)
-        seen = rules.redacted if rules.redacted is not None else text
-        outcome = _timed(lambda: self._encoder.encode_one(seen),
-                         self.policy.embedding.budget_ms)
-        embedding = self._embedding_verdict(outcome, verdicts)
-        if embedding is not None:
-            for guard, head, settings, default in self._heads:
-                result = _timed(lambda h=head: h.classify(seen, embedding),  # type: ignore[misc]
-                                settings.budget.budget_ms)
-                verdicts.append(self._head_verdict(guard, settings, default, result))
-                if verdicts[-1].action == "block":
-                    break
-        return self._decide(verdicts, rules, embedding, start)
+        async def inline(fn: Callable[[], object], budget_ms: float) -> Outcome:
+            return timed(fn, budget_ms)
 
-    # async -----------------------------------------------------------------------------------
-    async def check(self, text: str) -> GuardDecision:
-        """Run the tiers; the embedding and the heads run in the executor."""
-        return await self.check_after_rules(text, self.policy.rule_set.check(text))
+        steps = self._decision(text, self.policy.rule_set.check(text), untrusted, inline,
+                               parallel=False)
+        try:  # nothing in it suspends: it runs to the end at the first step
+            steps.send(None)
+        except StopIteration as done:
+            result: GuardDecision = done.value
+            return result
+        steps.close()
+        raise RuntimeError("the inline input rail suspended")
 
-    async def check_after_rules(self, text: str, rules: RuleVerdict) -> GuardDecision:
+    async def check(self, text: str, untrusted: Sequence[str] = ()) -> GuardDecision:
+        """Run the tiers; the network (and the topic embedding) run in the executor."""
+        return await self.check_after_rules(text, self.policy.rule_set.check(text), untrusted)
+
+    async def check_after_rules(self, text: str, rules: RuleVerdict,
+                                untrusted: Sequence[str] = ()) -> GuardDecision:
         """Tiers 2+ for ``text`` whose rules tier gave ``rules`` (the caller ran it early,
-        e.g. before admission, so the model's prompt could be redacted)."""
+        e.g. before admission, so the model's prompt could be redacted); ``untrusted``: the
+        request's other texts that get the injection check (system prompts, tool results)."""
+        def in_executor(fn: Callable[[], object], budget_ms: float) -> Awaitable[Outcome]:
+            return run_in(self._executor, fn, budget_ms)
+
+        return await self._decision(text, rules, untrusted, in_executor, parallel=True)
+
+    async def _decision(self, text: str, rules: RuleVerdict, untrusted: Sequence[str],
+                        run: Runner, *, parallel: bool) -> GuardDecision:
         start = time.perf_counter() - rules.ms / 1000.0
         verdicts = [rules_verdict(rules)]
         if rules.blocked:
             return self._decide(verdicts, rules, None, start)
         seen = rules.redacted if rules.redacted is not None else text
-        outcome = await self._run(lambda: self._encoder.encode_one(seen),
-                                  self.policy.embedding.budget_ms)
-        embedding = self._embedding_verdict(outcome, verdicts)
-        if embedding is not None:
-            if self._parallel:
-                outcomes = await asyncio.gather(*(
-                    self._run(lambda h=head: h.classify(seen, embedding),  # type: ignore[misc]
-                              settings.budget.budget_ms)
-                    for _, head, settings, _ in self._heads))
-                verdicts.extend(self._head_verdict(guard, settings, default, result)
-                                for (guard, _, settings, default), result
-                                in zip(self._heads, outcomes, strict=True))
+        budget = self.policy.network
+        embedding: Vector | None = None
+        if self._network.followups.match(seen):
+            verdicts.append(GuardVerdict(NETWORK, TIER_CLASSIFIERS, "followup", 0.0, "allow",
+                                         0.0))
+        else:
+            scoring = run(lambda: self._network.score(seen), budget.budget_ms)
+            if self._encoder is not None:
+                encoder = self._encoder
+                embedding_run = run(lambda: encoder.encode_one(seen), budget.budget_ms)
+                if parallel:
+                    outcome, embedded = await asyncio.gather(scoring, embedding_run)
+                else:
+                    outcome, embedded = await scoring, await embedding_run
+                embedding = self._embedding(embedded, verdicts)
             else:
-                for guard, head, settings, default in self._heads:
-                    result = await self._run(
-                        lambda h=head: h.classify(seen, embedding),  # type: ignore[misc]
-                        settings.budget.budget_ms)
-                    verdicts.append(self._head_verdict(guard, settings, default, result))
-                    if verdicts[-1].action == "block":
-                        break
+                outcome = await scoring
+            if not self._scored(outcome, verdicts, main=True):
+                return self._decide(verdicts, rules, embedding, start)
+        for other in untrusted:
+            if not self.policy.injection.enabled or any(v.action == "block" for v in verdicts):
+                break
+            self._scored(await run(lambda t=other: self._network.score(t),  # type: ignore[misc]
+                                   budget.budget_ms), verdicts, main=False)
         return self._decide(verdicts, rules, embedding, start)
 
-    async def _run(self, fn: Callable[[], object], budget_ms: float) -> _Outcome:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        future = loop.run_in_executor(self._executor, fn)
-        try:
-            value = await asyncio.wait_for(future, budget_ms / 1000.0)
-        except TimeoutError:
-            return _Outcome(None, "timeout", (time.perf_counter() - start) * 1000.0)
-        except Exception:  # a guard that raises is a verdict, not a crash
-            return _Outcome(None, "error", (time.perf_counter() - start) * 1000.0)
-        return _Outcome(value, "ok", (time.perf_counter() - start) * 1000.0)
+    def _scored(self, outcome: Outcome, verdicts: list[GuardVerdict], *, main: bool) -> bool:
+        """Append the pass's verdict and its decisions; False when the pass failed."""
+        if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
+            label = "error" if outcome.label == "ok" else outcome.label
+            verdicts.append(failure(NETWORK, label, self.policy.network, outcome.ms))
+            return False
+        verdicts.append(GuardVerdict(NETWORK, TIER_CLASSIFIERS, "ok" if main else "untrusted",
+                                     0.0, "allow", outcome.ms))
+        verdicts.extend(input_verdicts(outcome.value, self.policy, self._thresholds,
+                                       main=main))
+        return True
 
-    # shared ----------------------------------------------------------------------------------
-    def _tier1(self, text: str) -> tuple[RuleVerdict, list[GuardVerdict]]:
-        rules = self.policy.rule_set.check(text)
-        return rules, [rules_verdict(rules)]
-
-    def _embedding_verdict(self, outcome: _Outcome,
-                           verdicts: list[GuardVerdict]) -> Vector | None:
-        """The embedding, or None after appending the failure verdict."""
+    def _embedding(self, outcome: Outcome, verdicts: list[GuardVerdict]) -> Vector | None:
         if outcome.label == "ok" and isinstance(outcome.value, np.ndarray):
-            verdicts.append(GuardVerdict("embedding", TIER_CLASSIFIERS, "ok", 0.0, "allow",
-                                         outcome.ms))
             return outcome.value
         label = "error" if outcome.label == "ok" else outcome.label
-        verdicts.append(_failure("embedding", label, self.policy.embedding, outcome.ms))
+        verdicts.append(failure("embedding", label, self.policy.network, outcome.ms))
         return None
-
-    def _head_verdict(self, guard: str, settings: ClassifierPolicy, default: str | None,
-                      outcome: _Outcome) -> GuardVerdict:
-        if outcome.label == "ok" and isinstance(outcome.value, ClassifierResult):
-            return _classifier_verdict(guard, settings, outcome.value, default, outcome.ms)
-        label = "error" if outcome.label == "ok" else outcome.label
-        return _failure(guard, label, settings.budget, outcome.ms)
 
     def _decide(self, verdicts: list[GuardVerdict], rules: RuleVerdict,
                 embedding: Vector | None, start: float) -> GuardDecision:

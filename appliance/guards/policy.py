@@ -12,30 +12,31 @@ by name (``load_policy("clinic")``), any other file by path::
     [rules.pii]
     email = "redact"
 
-    [embedding]                          # the shared embedding the classifier heads read
-    budget_ms = 1000
+    [network]                            # one guard-network pass over a text (all labels)
+    budget_ms = 1000                     # (``[embedding]``, its old name, is still read)
     on_timeout = "block"                 # "block" fails closed, "flag" fails open
     on_error = "block"
 
-    [classifiers.prompt-injection]       # and [classifiers.content-safety]
-    enabled = true
-    threshold = 0.8                      # optional; default the classifier's own
+    [classifiers.prompt-injection]       # the injection label (user, system and tool texts)
+    threshold = 0.8                      # optional; default labels.json's calibrated one
     action = "block"                     # on a flag: block | flag | allow
-    budget_ms = 250
-    on_timeout = "block"
-    on_error = "block"
-    [classifiers.content-safety.categories]
-    S6 = "allow"                         # per S-code; default: the classifier's action
+    budget_ms = 250                      # content-safety's: the output rail's window check
+    [classifiers.content-safety.categories]  # the unsafe label (the main text) by S-code
+    S6 = "allow"                         # default: the classifier's action
+    [classifiers.directive]              # output rail: diagnoses, dose instructions to the
+    enabled = true                       # reader (off unless named)
 
-    [[topics]]                           # topic rails: a canned answer, no model call
-    name = "emergency"
+    [[topics]]                           # a canned answer, no model call, for inputs within
+    name = "emergency"                   # cosine `threshold` of an example
     examples = ["I have crushing chest pain", "my child swallowed bleach"]
-    threshold = 0.72                     # cosine to the nearest example
+    threshold = 0.72
     answer = "Call your local emergency number now."
 
     [output]
     blocked_message = "..."              # replaces an answer that leaks a secret
-    classify = true                      # content-safety head on each output sentence
+    classify = true                      # the guard network on each output window
+    categories = ["S10", "S12"]          # the content-safety categories it stops there
+    directive_message = "..."            # replaces an answer the directive label stops
     [[output.rules]]
     name = "dose-instruction"
     pattern = "you should take \\d+ ?mg"  # case-insensitive, on normalised text
@@ -48,7 +49,6 @@ never serves an answer checked under another policy. Bad files raise ConfigError
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,9 +56,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeGuard
 
-import regex
-
 from appliance.errors import ConfigError
+from appliance.guards.policy_output import CATEGORY, OutputPolicy, parse_output
+from appliance.guards.policy_output import table as _table
+from appliance.guards.policy_output import text as _text
 from appliance.guards.rules import RuleSet
 
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
@@ -67,16 +68,14 @@ OnFlag = Literal["block", "flag", "allow"]
 FailMode = Literal["block", "flag"]
 _ON_FLAG: tuple[OnFlag, ...] = ("block", "flag", "allow")
 _FAIL: tuple[FailMode, ...] = ("block", "flag")
-_CATEGORY = re.compile(r"S[0-9]{1,2}")
+_CATEGORY = CATEGORY
 
-_TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "embedding",
-                       "classifiers", "output", "topics"})
+_TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "network",
+                       "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
-_CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety"})
-_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify"})
+_CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer"})
-_OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
 
 @dataclass(frozen=True)
@@ -104,23 +103,6 @@ class ClassifierPolicy:
 
 
 @dataclass(frozen=True)
-class OutputRule:
-    name: str
-    pattern: re.Pattern[str]
-    replacement: str
-    # The same pattern in the ``regex`` module, for partial matches: whether a streamed text
-    # ends in the beginning of a phrase the rule would catch once it is complete.
-    partial: regex.Pattern[str]
-
-
-@dataclass(frozen=True)
-class OutputPolicy:
-    rules: tuple[OutputRule, ...] = ()
-    blocked_message: str = "The answer was withheld because it contained sensitive data."
-    classify: bool = True  # the content-safety head on each output sentence
-
-
-@dataclass(frozen=True)
 class Topic:
     """A topic rail: inputs close to one of ``examples`` get ``answer`` without the model."""
 
@@ -139,8 +121,9 @@ class Policy:
     rule_set: RuleSet  # compiled from rules_config at load time
     injection: ClassifierPolicy
     safety: ClassifierPolicy
-    embedding: Budget = Budget()
-    output: OutputPolicy = OutputPolicy()
+    directive: ClassifierPolicy = ClassifierPolicy(enabled=False)
+    network: Budget = Budget()
+    output: OutputPolicy = OutputPolicy()  # noqa: RUF009 (frozen: safe to share)
     topics: tuple[Topic, ...] = ()
     refusal: str = "I can't help with that request."
     description: str = ""
@@ -159,22 +142,6 @@ def _is_on_flag(value: object) -> TypeGuard[OnFlag]:
 
 def _is_fail(value: object) -> TypeGuard[FailMode]:
     return _is(value, _FAIL)
-
-
-def _table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
-    unknown = set(value) - keys if keys is not None else set()
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys or ())}")
-    return value
-
-
-def _text(table: Mapping[str, object], key: str, where: str, default: str) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
-    return value
 
 
 def _on_flag(value: object, where: str) -> OnFlag:
@@ -219,35 +186,6 @@ def _classifier(raw: object, where: str) -> ClassifierPolicy:
         categories=MappingProxyType(categories), budget=_budget(table, where, 250.0))
 
 
-def _output(raw: object) -> OutputPolicy:
-    table = _table(raw, "output", _OUTPUT_KEYS)
-    rules_raw = table.get("rules", [])
-    if not isinstance(rules_raw, list):
-        raise ConfigError("output.rules must be an array of tables ([[output.rules]])")
-    rules = []
-    for i, entry in enumerate(rules_raw):
-        where = f"output.rules[{i}]"
-        row = _table(entry, where, _OUTPUT_RULE_KEYS)
-        pattern = _text(row, "pattern", where, "")
-        try:
-            compiled = re.compile(pattern, re.IGNORECASE)
-            partial = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
-        except (re.error, regex.error) as exc:
-            raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
-        rules.append(OutputRule(_text(row, "name", where, ""), compiled,
-                                _text(row, "replacement", where, ""), partial))
-    names = [r.name for r in rules]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"output.rules: names must be unique, got {names}")
-    default = OutputPolicy()
-    classify = table.get("classify", default.classify)
-    if not isinstance(classify, bool):
-        raise ConfigError(f"output.classify must be true or false, got {classify!r}")
-    return OutputPolicy(tuple(rules),
-                        _text(table, "blocked_message", "output", default.blocked_message),
-                        classify)
-
-
 def _topics(raw: object) -> tuple[Topic, ...]:
     if not isinstance(raw, list):
         raise ConfigError("topics must be an array of tables ([[topics]])")
@@ -270,6 +208,14 @@ def _topics(raw: object) -> tuple[Topic, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"topics: names must be unique, got {names}")
     return tuple(topics)
+
+
+def _network(top: Mapping[str, object]) -> Budget:
+    """The guard network's budget: ``[network]``, or ``[embedding]`` (its older name)."""
+    if "network" in top and "embedding" in top:
+        raise ConfigError("give [network] or [embedding] (its older name), not both")
+    key = "embedding" if "embedding" in top else "network"
+    return _budget(_table(top.get(key, {}), key, _BUDGET_KEYS), key, 1000.0)
 
 
 def _freeze(value: object) -> object:
@@ -304,9 +250,10 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
                                   "classifiers.prompt-injection"),
             safety=_classifier(classifiers.get("content-safety", {}),
                                "classifiers.content-safety"),
-            embedding=_budget(_table(top.get("embedding", {}), "embedding", _BUDGET_KEYS),
-                              "embedding", 1000.0),
-            output=_output(top.get("output", {})),
+            directive=_classifier(classifiers.get("directive", {"enabled": False}),
+                                  "classifiers.directive"),
+            network=_network(top),
+            output=parse_output(top.get("output", {})),
             topics=_topics(top.get("topics", [])),
             refusal=_text(top, "refusal", "policy", Policy.refusal),
             description=str(top.get("description", "")), path=path)

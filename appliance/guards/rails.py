@@ -1,14 +1,18 @@
-"""The guards as the server uses them: the shared models loaded once, a set of rails per policy.
+"""The guards as the server uses them: the models loaded once, a set of rails per policy.
 
-``Guards.load`` opens the shared MiniLM encoder and the two classifier heads (each file checked
-against its sha256 pin) and a thread pool the slow tiers run in. ``rails(name)`` gives the
-input pipeline, output rules and topic rail of a policy (a preset name or a TOML path), built
-once and kept. ``check_input`` runs the tiered input rail over a request's texts:
+``Guards.load`` opens the guard network (every file checked against its sha256 pin), takes
+the shared MiniLM encoder (for the topic rails) and makes a thread pool the slow tiers run
+in. ``rails(name)`` gives the input pipeline, output rules and topic rail of a policy (a
+preset name or a TOML path), built once and kept. ``check_input`` runs the tiered input rail
+over a request's texts:
 
 - the *main* text (the last user turn, or a completion prompt) goes through every tier:
-  normalisation and rules, then the classifiers on the shared embedding, then the topic rail;
-- the other texts (system prompt, earlier turns) go through the rules tier only (sub-millisecond),
-  so PII anywhere is redacted and a rule block anywhere blocks.
+  normalisation and rules, then the guard network (injection and harmful content), then
+  the topic rail;
+- the *untrusted* texts (system prompts, tool results: named by the caller) go through the
+  rules and the network's injection check, scored sentence by sentence and as a whole;
+- the other texts (earlier turns) go through the rules tier only (sub-millisecond), so PII
+  anywhere is redacted and a rule block anywhere blocks.
 
 ``output_rail`` makes the per-response streamed output rail (see ``output.py``), and
 ``check_text`` answers ``POST /v1/guard`` and ``appliance guard check``.
@@ -16,24 +20,25 @@ once and kept. ``check_input`` runs the tiered input rail over a request's texts
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.classifier import Classifier, ClassifierResult
-from appliance.guards.loader import load_guard_classifier
+from appliance.guards.decide import DIRECTIVE, SAFETY, Thresholds, output_verdict
+from appliance.guards.guardnet import GuardNetwork, GuardScores
+from appliance.guards.loader import load_guard_network
 from appliance.guards.output import OutputRail
 from appliance.guards.pipeline import (
-    TIER_CLASSIFIERS,
     TIER_RULES,
     GuardDecision,
     GuardVerdict,
     InputPipeline,
     OutputRules,
+    failure,
     rules_verdict,
+    run_in,
 )
 from appliance.guards.policy import Policy, load_policy
 from appliance.guards.rule_types import strongest
@@ -75,6 +80,7 @@ class RulesStage:
     verdicts: tuple[GuardVerdict, ...]  # the main text's first, then other texts' non-allow
     blocker: GuardVerdict | None
     ms: float
+    untrusted: tuple[int, ...] = ()  # texts that also get the injection check
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,11 @@ class TextReport:
 class Guards:
     """The loaded guard models and the rails of every policy in use; thread-safe reads."""
 
-    def __init__(self, encoder: Encoder, injection: Classifier, safety: Classifier, *,
+    def __init__(self, encoder: Encoder, network: GuardNetwork, *,
                  default_policy: str = "default", workers: int = 2) -> None:
         self.encoder = encoder
-        self._injection = injection
-        self._safety = safety
+        self.network = network
+        self._thresholds = Thresholds(network.thresholds, network.categories)
         self.default_policy = default_policy
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="guard")
@@ -107,12 +113,12 @@ class Guards:
     @classmethod
     def load(cls, *, default_policy: str = "default", threads: int = 1,
              encoder: Encoder | None = None) -> Guards:
-        """Load the pinned models (ModelError naming the file on a bad pin); ``encoder``:
-        a shared one already loaded (else one is loaded with ``threads``)."""
+        """Load the pinned guard network (ModelError naming the file on a bad pin);
+        ``encoder``: the shared one already loaded (else one is loaded with ``threads``),
+        whose CPU turns the network's runs join."""
         encoder = encoder or Encoder.from_manifest(threads=threads)
-        return cls(encoder, load_guard_classifier("prompt-injection", encoder=encoder),
-                   load_guard_classifier("content-safety", encoder=encoder),
-                   default_policy=default_policy)
+        network = load_guard_network(threads=threads, turns=encoder.turns)
+        return cls(encoder, network, default_policy=default_policy)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -125,8 +131,8 @@ class Guards:
             policy = load_policy(key)
             rails = PolicyRails(
                 policy,
-                InputPipeline(policy, self.encoder, self._injection, self._safety,
-                              self._executor, parallel_heads=True),
+                InputPipeline(policy, self.network, self._executor,
+                              encoder=self.encoder if policy.topics else None),
                 OutputRules(policy), TopicRail(policy.topics, self.encoder))
             self._rails[key] = rails
         return rails
@@ -141,10 +147,12 @@ class Guards:
                                f"({broken[0].label})")
 
     # --- input --------------------------------------------------------------------------
-    def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails) -> RulesStage:
+    def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails,
+                    untrusted: Sequence[int] = ()) -> RulesStage:
         """The rules tier on every text (sub-millisecond, inline): redactions, and a block
         that needs no classifier. Run before admission, so the prompt is built from the
-        redacted texts; the classifiers follow in :meth:`check_classifiers`."""
+        redacted texts; the classifiers follow in :meth:`check_classifiers` (on the main
+        text, and the injection check on the ``untrusted`` ones)."""
         start = time.perf_counter()
         out = list(texts)
         verdicts: list[GuardVerdict] = []
@@ -164,7 +172,7 @@ class Guards:
                 blocker = verdict
         assert main_rules is not None
         return RulesStage(tuple(texts), tuple(out), main, main_rules, tuple(verdicts), blocker,
-                          _ms(start))
+                          _ms(start), tuple(i for i in untrusted if i != main))
 
     async def check_classifiers(self, stage: RulesStage, rails: PolicyRails) -> InputCheck:
         """The classifier tiers and the topic rail on the main text, after the rules."""
@@ -175,7 +183,8 @@ class Guards:
                               stage.verdicts, stage.ms)
         start = time.perf_counter()
         main = stage.main
-        decision = await rails.input.check_after_rules(stage.originals[main], stage.main_rules)
+        decision = await rails.input.check_after_rules(
+            stage.originals[main], stage.main_rules, [stage.texts[i] for i in stage.untrusted])
         blocker = next((v for v in decision.verdicts if v.action == "block"), None)
         # A topic's answer is fixed text and never reaches the model, so it may answer even
         # what a classifier blocked (an emergency phrased as self-harm gets the emergency
@@ -197,29 +206,25 @@ class Guards:
     # --- output -------------------------------------------------------------------------
     def output_rail(self, rails: PolicyRails) -> OutputRail:
         classify = None
-        if rails.policy.output.classify and rails.policy.safety.enabled:
+        policy = rails.policy
+        if policy.output.classify and (policy.safety.enabled or policy.directive.enabled):
             async def classify_async(text: str) -> str | None:
-                verdict = await self._classify_output(text, rails)
+                verdict = await self.classify_output(text, rails)
                 return (verdict.category or verdict.label) if verdict.action == "block" \
                     else None
             classify = classify_async
         return OutputRail(rails.output, classify=classify)
 
-    async def _classify_output(self, text: str, rails: PolicyRails) -> GuardVerdict:
-        settings = rails.policy.safety
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        try:
-            result = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self._safety.classify, text),
-                settings.budget.budget_ms / 1000.0)
-        except TimeoutError:
-            return GuardVerdict("content-safety", TIER_CLASSIFIERS, "timeout", 0.0,
-                                settings.budget.on_timeout, _ms(start), "timeout")
-        except Exception:  # a guard that raises is a verdict, not a crash
-            return GuardVerdict("content-safety", TIER_CLASSIFIERS, "error", 0.0,
-                                settings.budget.on_error, _ms(start), "error")
-        return _safety_verdict(result, rails.policy, _ms(start))
+    async def classify_output(self, text: str, rails: PolicyRails) -> GuardVerdict:
+        """The guard network on one output window (with its context), within the policy's
+        content-safety budget."""
+        budget = rails.policy.safety.budget
+        outcome = await run_in(self._executor, lambda: self.network.score(text),
+                               budget.budget_ms)
+        if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
+            label = "error" if outcome.label == "ok" else outcome.label
+            return failure(SAFETY, label, budget, outcome.ms)
+        return output_verdict(outcome.value, rails.policy, self._thresholds, outcome.ms)
 
     # --- one text, as /v1/guard sees it ------------------------------------------------------
     async def check_text(self, text: str, role: str, rails: PolicyRails) -> TextReport:
@@ -238,11 +243,14 @@ class Guards:
             "block" if verdict.replacement else "redact" if verdict.redacted else "allow",
             _ms(start))]
         message = verdict.replacement
-        if message is None and rails.policy.output.classify and rails.policy.safety.enabled:
-            safety = await self._classify_output(verdict.redacted or text, rails)
-            verdicts.append(safety)
-            if safety.action == "block":
-                message = rails.policy.refusal
+        policy = rails.policy
+        if message is None and policy.output.classify and (policy.safety.enabled
+                                                           or policy.directive.enabled):
+            network = await self.classify_output(verdict.redacted or text, rails)
+            verdicts.append(network)
+            if network.action == "block":
+                message = (policy.output.directive_message or policy.refusal
+                           if network.guard == DIRECTIVE else policy.refusal)
         return TextReport(message is None, strongest(v.action for v in verdicts),
                           verdict.redacted if message is None else None, tuple(verdicts),
                           _ms(start), None, message)
@@ -250,14 +258,3 @@ class Guards:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-
-
-def _safety_verdict(result: ClassifierResult, policy: Policy, ms: float) -> GuardVerdict:
-    settings = policy.safety
-    threshold = result.threshold if settings.threshold is None else settings.threshold
-    if result.score < threshold:
-        return GuardVerdict("content-safety", TIER_CLASSIFIERS, "safe", result.score, "allow",
-                            ms)
-    top = result.categories[0].code if result.categories else None
-    return GuardVerdict("content-safety", TIER_CLASSIFIERS, result.label, result.score,
-                        settings.action_for(top), ms, top)

@@ -3,7 +3,8 @@ lookups, the replay of a hit, and storing a finished answer.
 
 An exact hit is served before admission: the identical request passed the input rail under
 the same policy when it was stored. The semantic tier is asked only after the input
-classifiers passed, and reuses their embedding when they embedded exactly the cache's text.
+classifiers passed; it embeds the cache's text itself (the guard network needs no sentence
+embedding), unless the policy's topic rail already embedded exactly that text.
 A replay is charged to the key's buckets like a generation of that size.
 """
 
@@ -64,7 +65,8 @@ class CacheStage:
 
     async def semantic(self, job: Job, check: InputCheck | None,
                        trace: RequestTrace) -> CacheResult | None:
-        """Both tiers, after the input classifiers passed (their embedding reused)."""
+        """Both tiers, after the input classifiers passed (the topic rail's embedding
+        reused when there is one)."""
         if job.cache is None:
             return None
         return await self._lookup(job.cache, self._guard_vector(job, check), trace)
@@ -79,7 +81,8 @@ class CacheStage:
 
     @staticmethod
     def _guard_vector(job: Job, check: InputCheck | None) -> Vector | None:
-        """The input rail's embedding, when it embedded exactly the cache's text."""
+        """The topic rail's embedding, when it embedded exactly the cache's text (None
+        otherwise: the cache embeds for itself, only when it is consulted)."""
         if (check is None or check.decision.embedding is None or job.cache is None
                 or job.rules is None):
             return None

@@ -3,7 +3,8 @@
 - :meth:`InputStage.rules`: the rules tier on every text of a request (normalisation, rules,
   PII, secrets; sub-millisecond), inline while the job is prepared, so the prompt is built
   from redacted text and a rule block costs nothing else.
-- :meth:`InputStage.classify`: the classifiers and the topic rail on the main text, after
+- :meth:`InputStage.classify`: the guard network and the topic rail on the main text, and the
+  network's injection check on the untrusted texts (system prompts, tool results), after
   admission (the bounded queue limits how many run at once), while the engine prefills.
 
 A block raises :class:`~appliance.errors.ContentFiltered`; every verdict is recorded in the
@@ -64,9 +65,11 @@ class InputStage:
         return self._guards.get().rails(key.guard_policy)
 
     def rules(self, rails: PolicyRails, texts: Sequence[str], main: int,
-              trace: RequestTrace, *, param: str = "messages") -> RulesStage:
-        """The rules tier: redact, or block (an error naming ``param``)."""
-        stage = self._guards.get().check_rules(texts, main, rails)
+              trace: RequestTrace, untrusted: Sequence[int] = (), *,
+              param: str = "messages") -> RulesStage:
+        """The rules tier: redact, or block (an error naming ``param``); ``untrusted``: the
+        texts the classifier tier also checks for injections."""
+        stage = self._guards.get().check_rules(texts, main, rails, untrusted)
         trace.guard_s += stage.ms / 1000.0
         record_input(trace, stage.verdicts)
         if stage.blocker is not None:

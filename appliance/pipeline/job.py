@@ -36,13 +36,18 @@ class RequestContext:
     directives: CacheDirectives = field(default_factory=CacheDirectives)
     session_id: str | None = None  # keyed hash of the client's (appliance.store.pseudonyms)
     user: str = ""  # keyed hash of the request's ``user`` ("": none)
+    # The texts were built by the server from text its rails already passed (a session
+    # transcript to summarise): the input classifiers are skipped (a transcript's "user:"
+    # and "assistant:" lines read like a spoofed chat); the rules and the output rail run.
+    inputs_checked: bool = False
 
     @classmethod
     def background(cls, what: str) -> RequestContext:
         """Work the server does for itself (session summaries): the unlimited internal key,
-        a trace nobody reads, and no cache (its prompts hold other people's words)."""
+        a trace nobody reads, no cache (its prompts hold other people's words), and texts
+        that already passed the input rail."""
         return cls(ANONYMOUS, RequestTrace(what, what),
-                   CacheDirectives(no_cache=True, no_store=True))
+                   CacheDirectives(no_cache=True, no_store=True), inputs_checked=True)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class Pipeline:
             trace.queue_wait_s = time.perf_counter() - queued_at
             handle = self._engine.submit(job.request)
             try:
-                check = await self._classify(job, trace)  # while the engine prefills
+                check = await self._classify(job, ctx)  # while the engine prefills
                 if check is not None and check.topic is not None:
                     ticket.use(0)  # answered without the model
                     trace.released(check.topic.answer, 0)
@@ -117,10 +117,10 @@ class Pipeline:
         return (await self.complete(await self.prepare.chat(request, ctx), ctx)).text
 
     # --- the stages' seams ---------------------------------------------------------------
-    async def _classify(self, job: Job, trace: RequestTrace) -> InputCheck | None:
-        if job.rails is None or job.rules is None:
+    async def _classify(self, job: Job, ctx: RequestContext) -> InputCheck | None:
+        if job.rails is None or job.rules is None or ctx.inputs_checked:
             return None
-        return await self._inputs.classify(job.rails, job.rules, trace)
+        return await self._inputs.classify(job.rails, job.rules, ctx.trace)
 
     async def _release(self, handle: Stream, job: Job, ticket: Ticket,
                        trace: RequestTrace) -> AsyncGenerator[Chunk, None]:

@@ -1,7 +1,8 @@
 """Prepare a request into a :class:`~appliance.pipeline.job.Job`, before admission.
 
-In order: the model check; the input rail's rules tier (so everything after it, the model,
-memory, the cache and the logs, sees the redacted text; a rule block costs nothing more);
+In order: the model check; the input rail's rules tier on every message (so everything after
+it, the model, memory, the cache and the logs, sees the redacted text; a rule block costs
+nothing more), naming the system and tool messages for the injection check that follows;
 memory injection; the chat template; the prompt's tokens; the length limits; the cache
 query. Nothing here waits for a decoding slot.
 """
@@ -26,6 +27,9 @@ from appliance.pipeline.job import Job, Kind, RequestContext
 from appliance.pipeline.memory_stage import Injected, MemoryStage
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
+# Texts the input rail checks for injections besides the last user turn: a system prompt
+# may hold pasted documents, a tool result is whatever the tool fetched.
+UNTRUSTED_ROLES = frozenset({"system", "tool"})
 
 
 class Preparer:
@@ -48,7 +52,9 @@ class Preparer:
         if rails is not None:
             users = [i for i, m in enumerate(messages) if m.role == "user"]
             main = users[-1] if users else len(messages) - 1
-            rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace)
+            untrusted = [i for i, m in enumerate(messages) if m.role in UNTRUSTED_ROLES]
+            rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace,
+                                       untrusted)
             messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
                              for m, text in zip(messages, rules.texts, strict=True))
         injected = (await self._memory.inject(messages, ctx.key, ctx.user, ctx.session_id)

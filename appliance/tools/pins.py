@@ -17,7 +17,7 @@ from appliance.resources import GUARDS_MANIFEST, locate_part, sha256_file
 
 @dataclass(frozen=True)
 class PinnedPath:
-    label: str  # "model smollm2-135m-instruct", "encoder model", "guard nanoguard/head.npz"
+    label: str  # "model smollm2-135m-instruct", "encoder model", "guard guardnet/model.onnx"
     path: Path | None  # None when it cannot even be located (package missing)
     sha256: str
     problem: str = ""  # why it could not be located

@@ -106,7 +106,8 @@ async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
     task = None
     if state.enabled:
         def load() -> Guards:
-            guards = Guards.load(default_policy=settings.guard_policy, encoder=encoder)
+            guards = Guards.load(default_policy=settings.guard_policy, encoder=encoder,
+                                 threads=settings.guard_threads)
             guards.self_test()
             return guards
 

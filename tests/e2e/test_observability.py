@@ -114,7 +114,7 @@ def test_requests_feed_the_metrics(server: RunningServer) -> None:
     assert delta("appliance_guard_seconds_count", guard="rules", direction="input") == 2
     assert delta("appliance_guard_seconds_count", guard="output-rail",
                  direction="output") >= 2
-    assert delta("appliance_guard_verdicts_total", guard="prompt-injection", label="BENIGN",
+    assert delta("appliance_guard_verdicts_total", guard="prompt-injection", label="benign",
                  action="allow", direction="input") == 2
     assert delta("appliance_tokens_total", direction="completion") == 14
     assert delta("appliance_tokens_total", direction="prompt") > 8

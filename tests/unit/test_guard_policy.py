@@ -63,9 +63,22 @@ def test_version_is_declared_version_plus_content_hash(tmp_path: Path) -> None:
 def test_minimal_policy_has_fail_closed_defaults() -> None:
     p = parse_policy(b'name = "minimal"\n')
     assert p.injection.action == "block" and p.safety.action == "block"
-    assert p.embedding.on_timeout == "block" and p.embedding.on_error == "block"
+    assert p.network.on_timeout == "block" and p.network.on_error == "block"
     assert p.injection.threshold is None
     assert p.output.rules == ()
+    assert p.output.classify and p.output.categories == ("S10", "S12")
+    assert not p.directive.enabled and p.output.directive_message is None
+
+
+def test_presets_name_the_new_labels() -> None:
+    default, clinic = load_policy("default"), load_policy("clinic")
+    assert not default.directive.enabled
+    assert clinic.directive.enabled and clinic.directive.action == "block"
+    assert clinic.output.directive_message == REFERRAL
+    assert clinic.safety.action_for("S6") == "allow" and clinic.safety.action_for("S9") == "block"
+    assert default.network.budget_ms == clinic.network.budget_ms == 1000.0
+    old = parse_policy(b'name = "old"\n[embedding]\nbudget_ms = 250\n')  # its older name
+    assert old.network.budget_ms == 250.0
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -78,6 +91,10 @@ def test_minimal_policy_has_fail_closed_defaults() -> None:
     ('name = "x"\n[classifiers.nanoguard]\nenabled = true\n', "nanoguard"),
     ('name = "x"\n[embedding]\non_timeout = "allow"\n', "fail closed"),
     ('name = "x"\n[embedding]\nbudget_ms = 0\n', "budget_ms"),
+    ('name = "x"\n[network]\nbudget_ms = -1\n', "budget_ms"),
+    ('name = "x"\n[network]\n[embedding]\n', "not both"),
+    ('name = "x"\n[output]\ncategories = ["hate"]\n', "S-codes"),
+    ('name = "x"\n[classifiers.directive]\naction = "maybe"\n', "action"),
     ('name = "x"\n[rules.pii]\nemail = "shred"\n', "pii.email"),
     ('name = "x"\n[[output.rules]]\nname = "r"\npattern = "(["\nreplacement = "no"\n',
      "bad regex"),

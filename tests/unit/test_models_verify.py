@@ -19,7 +19,7 @@ def test_all_pins_cover_models_encoder_and_guards() -> None:
     labels = [p.label for p in pins]
     assert "model smollm2-135m-instruct" in labels
     assert {"encoder model", "encoder tokenizer"} <= set(labels)
-    assert any(label.startswith("guard prompt-injection/") for label in labels)
+    assert any(label.startswith("guard guardnet/") for label in labels)
     only = all_pins(ModelStore(s.manifest, s.models_dir), ["smollm2-135m-instruct"])
     assert [p.label for p in only] == ["model smollm2-135m-instruct"]
 
@@ -27,7 +27,7 @@ def test_all_pins_cover_models_encoder_and_guards() -> None:
 def test_a_tampered_file_fails_its_pin(tmp_path: Path) -> None:
     s = config.load(env={})
     pin = next(p for p in all_pins(ModelStore(s.manifest, s.models_dir))
-               if p.label == "guard prompt-injection/labels.json")
+               if p.label == "guard guardnet/labels.json")
     assert pin.path is not None
     assert check_pin(pin).ok
     copy = tmp_path / "labels.json"

@@ -52,8 +52,8 @@ def test_a_model_that_is_not_the_expected_export_is_refused(files: tuple[Path, P
         int8_rewrite(files[0].read_bytes(), expect=12)
     with pytest.raises(ModelError, match="cannot parse the ONNX model"):
         int8_rewrite(b"\x00not a model" * 10)
-    nanoguard = Path(__file__).parents[2] / "models" / "guards" / "nanoguard" / "model.onnx"
-    _, count = int8_rewrite(nanoguard.read_bytes())  # already MatMulInteger: nothing to do
+    guardnet = Path(__file__).parents[2] / "models" / "guards" / "guardnet" / "model.onnx"
+    _, count = int8_rewrite(guardnet.read_bytes())  # already DynamicQuantizeMatMul: nothing
     assert count == 0
 
 

@@ -1,4 +1,4 @@
-"""The input stage on its own: the shipped rules, encoder and heads."""
+"""The input stage on its own: the shipped rules, guard network and encoder."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def test_rules_redact_every_text_and_classifiers_pass_a_plain_question(
     rules = stage.rules(rails, ["Call me on +44 20 7946 0958", "When do you open?"], 1, trace)
     assert rules.texts[0] != "Call me on +44 20 7946 0958" and "[PHONE]" in rules.texts[0]
     check = await stage.classify(rails, rules, trace)
-    assert check.allowed and check.decision.embedding is not None
+    assert check.allowed and check.decision.embedding is None  # no topic rail by default
     guards_seen = {a.guard for a in trace.guard_checks}
     assert {"rules", "prompt-injection", "content-safety"} <= guards_seen
     assert [a.label for a in trace.guard_actions] == ["phone"]
@@ -59,10 +59,10 @@ def test_guards_off_means_no_rails_and_loading_or_failed_means_503() -> None:
 
 
 def _policy_file(tmp_path: Path, *, on_timeout: str) -> str:
-    """The default preset with an embedding budget no encoder run can meet."""
+    """The default preset with a network budget no pass can meet."""
     text = (POLICIES / "default.toml").read_text()
-    text = text.replace("[embedding]\nbudget_ms = 1000\non_timeout = \"block\"",
-                        f"[embedding]\nbudget_ms = 0.001\non_timeout = \"{on_timeout}\"")
+    text = text.replace("[network]\nbudget_ms = 1000\non_timeout = \"block\"",
+                        f"[network]\nbudget_ms = 0.001\non_timeout = \"{on_timeout}\"")
     assert "budget_ms = 0.001" in text
     path = tmp_path / f"slow-{on_timeout}.toml"
     path.write_text(text)

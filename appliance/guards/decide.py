@@ -1,0 +1,105 @@
+"""The guard network's scores under a policy: the verdicts each rail acts on. Pure functions.
+
+- input, the main text (last user turn or completion prompt): ``prompt-injection`` (the
+  ``injection`` label) and ``content-safety`` (the ``unsafe`` label; its category the S-code
+  with the highest score-to-threshold ratio, whose action the policy may override);
+- input, the other untrusted texts (system prompts, tool results): ``prompt-injection`` only;
+- output, one window with its context: the policy's output categories (hate ``S10`` and
+  sexual content ``S12`` by default) as ``content-safety``, and, where the policy enables it
+  (clinic), ``directive``: a diagnosis or dose instruction addressed to the reader.
+
+A label fires at ``score >= threshold``: the policy's ``threshold`` when it sets one, else the
+network's calibrated one (``labels.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from appliance.guards.guardnet import GuardScores
+from appliance.guards.policy import ClassifierPolicy, Policy
+from appliance.guards.rule_types import Action
+
+TIER_RULES = 1
+TIER_CLASSIFIERS = 2
+INJECTION = "prompt-injection"
+SAFETY = "content-safety"
+DIRECTIVE = "directive"
+NETWORK = "guardnet"
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    guard: str  # "rules", "guardnet" (the timed run), "prompt-injection", "content-safety", ...
+    tier: int
+    label: str  # a rule name, "clean", a classifier label, "error" or "timeout"
+    score: float  # 1.0 for a rule hit; the classifier's score; 0.0 for error/timeout
+    action: Action
+    ms: float
+    category: str | None = None  # "injection", "email", "S1" ...
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The network's calibrated thresholds and its category order (from labels.json)."""
+
+    values: Mapping[str, float]
+    categories: tuple[str, ...]
+
+    def of(self, label: str, settings: ClassifierPolicy) -> float:
+        return settings.threshold if settings.threshold is not None else self.values[label]
+
+    def category(self, scores: GuardScores) -> str:
+        return max(self.categories, key=lambda c: scores[c] / self.values.get(c, 0.5))
+
+
+def injection_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds
+                      ) -> GuardVerdict:
+    settings = policy.injection
+    score = scores["injection"]
+    if score < thresholds.of("injection", settings):
+        return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "benign", score, "allow", 0.0)
+    return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "injection", score, settings.action, 0.0,
+                        "injection")
+
+
+def safety_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds
+                   ) -> GuardVerdict:
+    settings = policy.safety
+    score = scores["unsafe"]
+    if score < thresholds.of("unsafe", settings):
+        return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "safe", score, "allow", 0.0)
+    category = thresholds.category(scores)
+    return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "unsafe", score,
+                        settings.action_for(category), 0.0, category)
+
+
+def input_verdicts(scores: GuardScores, policy: Policy, thresholds: Thresholds, *,
+                   main: bool) -> list[GuardVerdict]:
+    """The enabled input decisions on one text (``main``: the last user turn)."""
+    out = []
+    if policy.injection.enabled:
+        out.append(injection_verdict(scores, policy, thresholds))
+    if main and policy.safety.enabled:
+        out.append(safety_verdict(scores, policy, thresholds))
+    return out
+
+
+def output_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
+                   ms: float) -> GuardVerdict:
+    """The first output label that fires (categories, then directive), else an allow. The
+    output categories always stop the answer, whatever the input rail does with them (a
+    policy may let users discuss hateful text, flagged, and still never generate it)."""
+    if policy.safety.enabled:
+        for category in policy.output.categories:
+            if category in scores.labels and scores[category] >= thresholds.values[category]:
+                return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "unsafe", scores[category],
+                                    "block", ms, category)
+    if policy.directive.enabled:
+        score = scores["directive"]
+        if score >= thresholds.of("directive", policy.directive):
+            return GuardVerdict(DIRECTIVE, TIER_CLASSIFIERS, "directive", score,
+                                policy.directive.action, ms, "directive")
+    top = max((scores[c] for c in policy.output.categories if c in scores.labels), default=0.0)
+    return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "safe", top, "allow", ms)

@@ -1,0 +1,150 @@
+"""The guard network: one small fine-tuned transformer (``models/guards/guardnet/``) that scores
+prompt injection, harmful content with its Llama Guard 3 category, and (for the clinic output
+rail) diagnoses or dose instructions addressed to the reader.
+
+``GuardNetwork.score(text)`` reads the text as :mod:`appliance.guards.guardnet_text` cuts it
+(views, windows of whole sentences, segments), runs the ONNX graph once per window (inputs
+``input_ids``, ``attention_mask`` (1, T) and ``segments`` (1, S, T); output ``logits``
+(1, S, L)) and keeps, per label, the highest sigmoid over segments, windows and views: an
+injection in one sentence of a long document is scored on its own and with its document.
+Windows are never batched: the int8 graph quantises activations per run, so a batch would
+make a text's scores depend on its neighbours. ``labels.json`` gives the labels, their
+thresholds (calibrated on a held-out split, see models/README.md) and the follow-up rule.
+
+One session, one lock: calls are serialised (the guard threads call it off the event loop);
+with CPU turn-taking each run is side work the engine's next decode step waits for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.encoder.sentence import SideWork
+from appliance.errors import ModelError
+from appliance.guards.classifier import read_json, sigmoid
+from appliance.guards.guardnet_text import Window, all_views, prepare, windows
+
+_LETTERS = re.compile(r"[^\W\d_]+")
+CATEGORY_PREFIX = "S"
+
+
+@dataclass(frozen=True)
+class GuardScores:
+    """Per label, the highest score over the views, windows and segments of one text."""
+
+    labels: tuple[str, ...]
+    values: npt.NDArray[np.float64]
+    pieces: int  # views x windows run (0: not run, a follow-up turn)
+
+    def __getitem__(self, label: str) -> float:
+        return float(self.values[self.labels.index(label)])
+
+
+@dataclass(frozen=True)
+class Followups:
+    """A turn of at most ``max_words`` words, all in ``words`` (or with no word at all),
+    carries no content of its own ("continue", "ok thanks", "", an emoji)."""
+
+    max_words: int
+    words: frozenset[str]
+
+    def match(self, text: str) -> bool:
+        found = _LETTERS.findall(prepare(text).lower())
+        return len(found) <= self.max_words and set(found) <= self.words
+
+
+class GuardNetwork:
+    """``model.onnx``, ``tokenizer.json`` and ``labels.json`` of one directory."""
+
+    def __init__(self, directory: Path, *, threads: int = 1, id: str = "guardnet",
+                 turns: SideWork | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        config = read_json(directory / "labels.json")
+        try:
+            self.labels: tuple[str, ...] = tuple(config["labels"])
+            self.thresholds: Mapping[str, float] = MappingProxyType(
+                {k: float(v) for k, v in config["thresholds"].items()})
+            self.window_tokens = int(config["window_tokens"])
+            rule = config["followups"]
+            self.followups = Followups(int(rule["max_words"]), frozenset(rule["words"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{directory}/labels.json: not a guard network ({exc})") from exc
+        self.id = id
+        self.untrained = frozenset(config.get("untrained", ()))
+        self.category_names: Mapping[str, str] = MappingProxyType(
+            dict(config.get("category_names", {})))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise ModelError(f"cannot load tokenizer {directory}/tokenizer.json: {exc}") from exc
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        cls_id, sep_id = (self._tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]"))
+        if cls_id is None or sep_id is None:
+            raise ModelError(f"{directory}/tokenizer.json has no [CLS] or [SEP] token")
+        self._cls, self._sep = cls_id, sep_id
+        self._session = _session(directory / "model.onnx", threads)
+        self._lock = threading.Lock()
+        self._turns = turns
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(c for c in self.labels if c.startswith(CATEGORY_PREFIX))
+
+    def windows(self, text: str) -> list[Window]:
+        return windows(self._tokenizer, text, self._cls, self._sep, self.window_tokens)
+
+    def run(self, window: Window) -> npt.NDArray[np.float64]:
+        """Sigmoid scores (S, L) of one window's segments."""
+        ids = np.asarray([window.ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "segments": window.segments[None, :, :]}
+        turn = self._turns.side() if self._turns is not None else contextlib.nullcontext()
+        with self._lock, turn:
+            logits = self._session.run(["logits"], feeds)[0]
+        return sigmoid(np.asarray(logits[0], dtype=np.float64))
+
+    def score(self, text: str) -> GuardScores:
+        best = np.zeros(len(self.labels))
+        pieces = 0
+        for view in all_views(text):
+            for window in self.windows(view):
+                best = np.maximum(best, self.run(window).max(axis=0))
+                pieces += 1
+        return GuardScores(self.labels, best, pieces)
+
+    def category(self, scores: GuardScores) -> str:
+        """The S-category with the highest score relative to its threshold."""
+        return max(self.categories, key=lambda c: scores[c] / self.thresholds.get(c, 0.5))
+
+    def token_count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids) + 2
+
+
+def _session(model: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"cannot load ONNX model {model}: {exc}") from exc
+    names = {i.name for i in session.get_inputs()}
+    if names != {"input_ids", "attention_mask", "segments"}:
+        raise ModelError(f"{model}: not a guard network (inputs {sorted(names)})")
+    return session

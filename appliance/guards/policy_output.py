@@ -1,0 +1,89 @@
+"""The output rail's part of a guard policy: ``[output]`` and its ``[[output.rules]]``, and
+the small table readers every part of the policy parser shares. See ``policy.py``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import regex
+
+from appliance.errors import ConfigError
+
+CATEGORY = re.compile(r"S[0-9]{1,2}")
+_OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify", "categories",
+                          "directive_message"})
+_OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
+
+
+@dataclass(frozen=True)
+class OutputRule:
+    name: str
+    pattern: re.Pattern[str]
+    replacement: str
+    # The same pattern in the ``regex`` module, for partial matches: whether a streamed text
+    # ends in the beginning of a phrase the rule would catch once it is complete.
+    partial: regex.Pattern[str]
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    rules: tuple[OutputRule, ...] = ()
+    blocked_message: str = "The answer was withheld because it contained sensitive data."
+    classify: bool = True  # the guard network on each output window
+    categories: tuple[str, ...] = ("S10", "S12")  # content-safety categories stopped there
+    directive_message: str | None = None  # None: the policy's refusal
+
+
+def table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
+    unknown = set(value) - keys if keys is not None else set()
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(keys or ())}")
+    return value
+
+
+def text(table: Mapping[str, object], key: str, where: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_output(raw: object) -> OutputPolicy:
+    section = table(raw, "output", _OUTPUT_KEYS)
+    rules_raw = section.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError("output.rules must be an array of tables ([[output.rules]])")
+    rules = []
+    for i, entry in enumerate(rules_raw):
+        where = f"output.rules[{i}]"
+        row = table(entry, where, _OUTPUT_RULE_KEYS)
+        pattern = text(row, "pattern", where, "")
+        try:
+            compiled = re.compile(pattern, re.IGNORECASE)
+            partial = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+        except (re.error, regex.error) as exc:
+            raise ConfigError(f"{where}: bad regex {pattern!r}: {exc}") from exc
+        rules.append(OutputRule(text(row, "name", where, ""), compiled,
+                                text(row, "replacement", where, ""), partial))
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"output.rules: names must be unique, got {names}")
+    default = OutputPolicy()
+    classify = section.get("classify", default.classify)
+    if not isinstance(classify, bool):
+        raise ConfigError(f"output.classify must be true or false, got {classify!r}")
+    categories = section.get("categories", list(default.categories))
+    if not isinstance(categories, list) or not all(
+            isinstance(c, str) and CATEGORY.fullmatch(c) for c in categories):
+        raise ConfigError(f"output.categories must be an array of S-codes like \"S10\", got "
+                          f"{categories!r}")
+    message = section.get("directive_message")
+    return OutputPolicy(tuple(rules),
+                        text(section, "blocked_message", "output", default.blocked_message),
+                        classify, tuple(categories),
+                        None if message is None else text(section, "directive_message",
+                                                           "output", ""))
