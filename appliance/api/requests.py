@@ -8,6 +8,7 @@ clear 400 rather than silently dropped.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from appliance.errors import InvalidRequest
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP = 4
+MAX_N = 128  # what any server takes; the configured maximum (max_n) is checked later
+MAX_TOP_LOGPROBS = 20
+MAX_PROMPTS = 32  # prompts in one /v1/completions request
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class GenerationOptions:
     user: str | None
     logit_bias: tuple[tuple[int, float], ...]
     ignore_eos: bool = False
+    n: int = 1  # choices, each its own sequence of the one prompt
+    logprobs: int | None = None  # alternatives reported per token (None: no logprobs)
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,13 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
 
 
+Prompt = str | tuple[int, ...]  # text, or token ids of the served model
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     options: GenerationOptions
-    prompt: str | tuple[int, ...]
+    prompts: tuple[Prompt, ...]  # one or more: a choice (n choices) each
     echo: bool
 
 
@@ -127,14 +136,6 @@ def _logit_bias(body: Mapping[str, Any]) -> tuple[tuple[int, float], ...]:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise InvalidRequest("only n=1 is supported; send several requests instead "
-                             "(they are batched together)", param="n",
-                             code="unsupported_parameter")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
-        raise InvalidRequest("logprobs are not supported", param="logprobs",
-                             code="unsupported_parameter")
     if body.get("tools") or body.get("functions"):
         raise InvalidRequest("tools and function calling are not supported", param="tools",
                              code="unsupported_parameter")
@@ -192,7 +193,29 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
     return GenerationOptions(model=model, max_tokens=max_tokens, sampling=sampling,
                              stop=_stop(body), stream=stream, include_usage=include_usage,
                              user=user, logit_bias=sampling.logit_bias,
-                             ignore_eos=_boolean(body, "ignore_eos"))
+                             ignore_eos=_boolean(body, "ignore_eos"),
+                             n=_integer(body, "n", 1, MAX_N) or 1)
+
+
+def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Chat: ``logprobs: true`` and ``top_logprobs`` alternatives (0..20)."""
+    top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if not _boolean(body, "logprobs"):
+        if top:
+            raise InvalidRequest("'top_logprobs' needs 'logprobs': true",
+                                 param="top_logprobs")
+        return None
+    return top or 0
+
+
+def _text_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Completions: ``logprobs`` is the number of alternatives (0..20), null for none."""
+    top = _integer(body, "logprobs", 0, MAX_TOP_LOGPROBS)
+    if top is not None and _boolean(body, "echo"):
+        raise InvalidRequest("'echo' with 'logprobs' (log-probabilities of the prompt) is "
+                             "not supported; leave one out", param="echo",
+                             code="unsupported_parameter")
+    return top
 
 
 def _content(value: Any, i: int) -> str:
@@ -216,6 +239,7 @@ def _content(value: Any, i: int) -> str:
 
 def parse_chat(body: Any) -> ChatRequest:
     options = _options(body)
+    options = dataclasses.replace(options, logprobs=_chat_logprobs(body))
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("'messages' is required", param="messages",
@@ -239,25 +263,41 @@ def parse_chat(body: Any) -> ChatRequest:
     return ChatRequest(options=options, messages=tuple(out))
 
 
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _prompts(prompt: Any) -> tuple[Prompt, ...]:
+    """A string, an array of token ids, or an array of several of those."""
+    if isinstance(prompt, str):
+        return (prompt,)
+    if _token_ids(prompt):
+        return (tuple(prompt),)
+    if not isinstance(prompt, list) or not prompt:
+        raise InvalidRequest("'prompt' must be a string, an array of token ids, or a "
+                             "non-empty array of those", param="prompt")
+    if len(prompt) > MAX_PROMPTS:
+        raise InvalidRequest(f"'prompt' takes at most {MAX_PROMPTS} prompts per request",
+                             param="prompt")
+    out: list[Prompt] = []
+    for i, item in enumerate(prompt):
+        if isinstance(item, str):
+            out.append(item)
+        elif _token_ids(item):
+            out.append(tuple(item))
+        else:
+            raise InvalidRequest(f"prompt[{i}] must be a string or a non-empty array of "
+                                 f"token ids, not {_type_name(item)}", param="prompt")
+    return tuple(out)
+
+
 def parse_completion(body: Any) -> CompletionRequest:
     options = _options(body)
+    options = dataclasses.replace(options, logprobs=_text_logprobs(body))
     prompt = body.get("prompt")
     if prompt is None:
         raise InvalidRequest("'prompt' is required", param="prompt",
                              code="missing_required_parameter")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]
-    parsed: str | tuple[int, ...]
-    if isinstance(prompt, str):
-        parsed = prompt
-    elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        parsed = tuple(prompt)
-    elif isinstance(prompt, list):
-        raise InvalidRequest("'prompt' must be a string, an array of token ids, or an array "
-                             "holding one of those (several prompts: send several requests)",
-                             param="prompt")
-    else:
-        raise InvalidRequest(f"'prompt' must be a string, not {_type_name(prompt)}",
-                             param="prompt")
-    return CompletionRequest(options=options, prompt=parsed, echo=_boolean(body, "echo"))
+    return CompletionRequest(options=options, prompts=_prompts(prompt),
+                             echo=_boolean(body, "echo"))

@@ -2,8 +2,9 @@
 
 A token's piece may end inside a multi-byte UTF-8 character; ``Utf8Stream`` keeps the
 incomplete tail until the next piece completes it (invalid bytes become U+FFFD, never an
-exception). ``StopMatcher`` releases text only once it cannot be the start of a stop
-string, so a stop string split across tokens or chunks is still found and never shown.
+exception; a tail left incomplete when the generation ends is dropped). ``StopMatcher``
+releases text only once it cannot be the start of a stop string, so a stop string split
+across tokens or chunks is still found and never shown.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ class Utf8Stream:
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
+
+    def cut(self) -> str:
+        """The generation ends here (a length limit, the end of text): the bytes of a
+        character it did not finish are dropped, never shown as U+FFFD."""
+        self._decoder.reset()
+        return ""
 
 
 @dataclass(frozen=True)

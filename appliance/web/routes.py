@@ -12,10 +12,12 @@ from aiohttp import web
 
 from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, PayloadTooLarge
+from appliance.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from appliance.pipeline.choices import complete_jobs, stream_jobs
 from appliance.pipeline.job import Job, RequestContext
 from appliance.web.cache_http import cache_directives, session_id
-from appliance.web.formatting import ChunkFormatter, completion_body, models_body
+from appliance.web.choice_format import ChoicesFormatter, choices_body
+from appliance.web.formatting import models_body
 from appliance.web.sse import EventStream
 from appliance.web.state import (
     ENGINE,
@@ -51,18 +53,18 @@ def json_response(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.StreamResponse:
+async def _respond(request: web.Request, jobs: list[Job],
+                   ctx: RequestContext) -> web.StreamResponse:
     pipeline, served = request.app[PIPELINE], request.app[SERVED]
-    if not job.options.stream:
-        result = await pipeline.complete(job, ctx)
-        return json_response(completion_body(job, result, served.id, served.fingerprint))
-    fmt = ChunkFormatter(job, served.id, served.fingerprint)
+    if not jobs[0].options.stream:
+        results = await complete_jobs(pipeline, jobs, ctx)
+        return json_response(choices_body(jobs, results, served.id, served.fingerprint))
+    fmt = ChoicesFormatter(jobs, served.id, served.fingerprint)
     out = EventStream(request)
-    async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
+    async with contextlib.aclosing(stream_jobs(pipeline, jobs, ctx)) as chunks:
         first = await anext(chunks)  # errors before the first token are still plain JSON
         await out.open()
-        opening = fmt.first()
-        await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
+        await out.send([*fmt.first(), *fmt.chunk(first)])
         async for chunk in chunks:
             await out.send(fmt.chunk(chunk))
         await out.done()
@@ -84,22 +86,36 @@ async def _admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body, ctx = await _admit_and_read(request)
     job = await request.app[PIPELINE].prepare.chat(parse_chat(body), ctx)
-    return await _respond(request, job, ctx)
+    return await _respond(request, [job], ctx)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     body, ctx = await _admit_and_read(request)
-    job = await request.app[PIPELINE].prepare.completion(parse_completion(body), ctx)
-    return await _respond(request, job, ctx)
+    jobs = await request.app[PIPELINE].prepare.completions(parse_completion(body), ctx)
+    return await _respond(request, jobs, ctx)
+
+
+def _models(request: web.Request) -> dict[str, Any]:
+    store, served = request.app[MODELS], request.app[SERVED]
+    available = {s.id for s in store.specs if store.is_available(s)}
+    return models_body(store.specs, served.model.spec, available, int(request.app[STARTED_AT]))
 
 
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
-    store, served = request.app[MODELS], request.app[SERVED]
-    available = {s.id for s in store.specs if store.is_available(s)}
-    return json_response(models_body(store.specs, served.model.spec, available,
-                                     int(request.app[STARTED_AT])))
+    return json_response(_models(request))
+
+
+@routes.get("/v1/models/{model_id:.+}")
+async def model(request: web.Request) -> web.Response:
+    """One row of /v1/models (``default`` names the served model)."""
+    model_id = request.match_info["model_id"]
+    for row in _models(request)["data"]:
+        if row["id"] == model_id:
+            return json_response(row)
+    raise ModelNotFound(f"the model {model_id!r} does not exist; GET /v1/models lists them",
+                        param="model")
 
 
 @routes.get("/health")

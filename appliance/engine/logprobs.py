@@ -1,0 +1,157 @@
+"""Log-probabilities of sampled tokens, for the sequences that ask for them.
+
+Which distribution: the model's next-token distribution after the request's logit bias and
+repetition penalties, before temperature and the top-k / top-p / min-p cut; that is,
+``log_softmax(logits + bias - penalties)`` at temperature 1. So a log-probability does not
+change with the temperature (as OpenAI's do not), a token a ``logit_bias`` of -100 banned
+shows it, and at temperature 0 the sampled token is the most likely one. (llama.cpp's server
+reports the softmax of the raw logits by default, before bias and penalties.)
+
+How, in the engine thread: the sequence's own sampler chain runs in two parts over one
+token-data array: its first ``SamplerChain.n_pre`` samplers (bias, penalties), then the
+log-softmax is read, then the rest (the cut, temperature, the draw) picks the token, and the
+whole chain accepts it. These are the steps ``llama_sampler_sample`` takes, so a seed draws
+the same tokens with or without log-probabilities. Sequences that did not ask never come
+here and pay nothing.
+
+``LogprobTrail`` hands each token's entry to the client with the text that token begins, so a
+chunk's log-probabilities match its text, and the tokens of a stop string are never reported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+from appliance.engine.native import LlamaContext, LlamaModel, SamplerChain
+from appliance.engine.types import TokenLogprob, TopLogprob
+
+MAX_TOP = 20  # alternatives per token, as OpenAI allows
+_FLOOR = -9999.0  # a probability of (nearly) zero, as OpenAI writes it (never -inf in JSON)
+
+# llama_token_data: {int32 id; float logit; float p}
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+class _Calls:
+    """The few C calls made per token, through a ``PyDLL`` handle: they keep the GIL (see
+    ``native._HotCalls`` for why that matters in the engine thread)."""
+
+    def __init__(self) -> None:
+        lib = ctypes.PyDLL(llama_cpp.llama_cpp._lib._name)
+        self.logits_ith = lib.llama_get_logits_ith
+        self.logits_ith.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.logits_ith.restype = ctypes.POINTER(ctypes.c_float)
+        self.chain_get = lib.llama_sampler_chain_get
+        self.chain_get.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.chain_get.restype = ctypes.c_void_p
+        self.chain_n = lib.llama_sampler_chain_n
+        self.chain_n.argtypes = [ctypes.c_void_p]
+        self.chain_n.restype = ctypes.c_int
+        self.apply = lib.llama_sampler_apply
+        self.apply.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.apply.restype = None
+        self.accept = lib.llama_sampler_accept
+        self.accept.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.accept.restype = None
+
+
+_calls = _Calls()
+
+
+def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    x = logits.astype(np.float64)
+    x -= x.max()
+    out: npt.NDArray[np.float64] = x - np.log(np.exp(x).sum())
+    return out
+
+
+def entry(model: LlamaModel, token: int, ids: npt.NDArray[np.int32],
+          logprobs: npt.NDArray[np.float64], top: int) -> TokenLogprob:
+    """The sampled ``token``'s entry with the ``top`` most likely candidates, most likely
+    first (``ids[i]`` has ``logprobs[i]``)."""
+    where = np.flatnonzero(ids == token)
+    own = float(logprobs[where[0]]) if where.size else float("-inf")
+    alternatives: tuple[TopLogprob, ...] = ()
+    if top > 0:
+        k = min(top, ids.size)
+        best = np.argpartition(-logprobs, k - 1)[:k]
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        alternatives = tuple(TopLogprob(int(ids[i]), model.piece(int(ids[i])),
+                                        max(float(logprobs[i]), _FLOOR)) for i in best)
+    return TokenLogprob(token, model.piece(token), max(own, _FLOOR), alternatives)
+
+
+class LogprobSampler:
+    """Samples a row like ``SamplerChain.sample`` and reports the token's log-probability.
+    Engine thread only (one token-data buffer, reused)."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self._model = model
+        self._data = np.zeros(model.n_vocab, dtype=_TOKEN_DATA)
+        self._ids = np.arange(model.n_vocab, dtype=np.int32)
+        self._array = llama_cpp.llama_token_data_array()
+        self._ref = ctypes.addressof(self._array)
+
+    def sample(self, chain: SamplerChain, ctx: LlamaContext, row: int,
+               top: int) -> tuple[int, TokenLogprob]:
+        n_vocab = self._model.n_vocab
+        data = self._data
+        data["id"] = self._ids
+        data["logit"] = np.ctypeslib.as_array(_calls.logits_ith(ctx.ptr, row), shape=(n_vocab,))
+        data["p"] = 0.0
+        array: Any = self._array
+        array.data = data.ctypes.data_as(llama_cpp.llama_token_data_p)
+        array.size, array.selected, array.sorted = n_vocab, -1, False
+        n_all = int(_calls.chain_n(chain.ptr))
+        for i in range(chain.n_pre):
+            _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
+        size = int(array.size)
+        ids = data["id"][:size].copy()
+        logprobs = log_softmax(data["logit"][:size])
+        for i in range(chain.n_pre, n_all):
+            _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
+        token = int(array.data[array.selected].id)
+        _calls.accept(chain.ptr, token)
+        return token, entry(self._model, token, ids, logprobs, top)
+
+
+class LogprobTrail:
+    """A sequence's entries not yet sent, released with the text their tokens begin.
+
+    Each token starts at a byte offset of the generated text; an entry goes out once the
+    text released reaches past its start. Text held back (half a character, a possible stop
+    string) holds back its tokens' entries too; at a stop string the entries of the tokens
+    after the cut are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[TokenLogprob] = []
+        self._starts: list[int] = []
+        self._sampled = 0  # bytes of every piece so far
+        self._released = 0  # bytes of the text released so far
+
+    def add(self, item: TokenLogprob) -> None:
+        self._entries.append(item)
+        self._starts.append(self._sampled)
+        self._sampled += len(item.piece)
+
+    def release(self, text: str) -> tuple[TokenLogprob, ...]:
+        """The entries of the tokens ``text`` (released now) begins."""
+        self._released += len(text.encode("utf-8"))
+        k = 0
+        while k < len(self._starts) and self._starts[k] < self._released:
+            k += 1
+        out = tuple(self._entries[:k])
+        del self._entries[:k], self._starts[:k]
+        return out
+
+    def rest(self) -> tuple[TokenLogprob, ...]:
+        """Every entry not yet sent (the generation ended without a cut)."""
+        out = tuple(self._entries)
+        self._entries, self._starts = [], []
+        return out
