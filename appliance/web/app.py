@@ -18,7 +18,15 @@ from aiohttp import web
 
 from appliance.config import Settings
 from appliance.guards.rails import Guards
-from appliance.web import embedding_routes, guard_routes, memory_routes, observability, routes
+from appliance.web import (
+    embedding_routes,
+    guard_routes,
+    memory_routes,
+    observability,
+    responses_routes,
+    routes,
+)
+from appliance.web.cors import CORS, CorsPolicy, cors_middleware
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.state import (
     AUDIT,
@@ -47,7 +55,7 @@ log = logging.getLogger("appliance.web")
 
 # Every route of the HTTP surface (the docs test reads this).
 ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
-          memory_routes.routes)
+          memory_routes.routes, responses_routes.routes)
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -57,8 +65,9 @@ def make_app(settings: Settings) -> web.Application:
 
 
 def application(c: Components) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[errors_middleware, cors_middleware, auth_middleware],
                           client_max_size=c.settings.max_body_bytes)
+    app[CORS] = CorsPolicy.parse(c.settings.cors_origins)
     app[SETTINGS], app[MODELS], app[SERVED] = c.settings, c.models, c.served
     app[ENGINE], app[PIPELINE], app[DATABASE], app[GATE] = (c.engine, c.pipeline, c.database,
                                                            c.gate)

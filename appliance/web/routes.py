@@ -71,7 +71,7 @@ async def _respond(request: web.Request, jobs: list[Job],
     return out.response
 
 
-async def _admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:
+async def admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:
     """Scope check and load shedding before the body is even read, then the JSON."""
     gate = request.app[GATE]
     gate.require(request[KEY], Scope.CHAT)
@@ -84,14 +84,14 @@ async def _admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body, ctx = await _admit_and_read(request)
+    body, ctx = await admit_and_read(request)
     job = await request.app[PIPELINE].prepare.chat(parse_chat(body), ctx)
     return await _respond(request, [job], ctx)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
-    body, ctx = await _admit_and_read(request)
+    body, ctx = await admit_and_read(request)
     jobs = await request.app[PIPELINE].prepare.completions(parse_completion(body), ctx)
     return await _respond(request, jobs, ctx)
 
@@ -107,7 +107,7 @@ async def models(request: web.Request) -> web.Response:
     return json_response(_models(request))
 
 
-@routes.get("/v1/models/{model_id:.+}")
+@routes.get("/v1/models/{model_id}")
 async def model(request: web.Request) -> web.Response:
     """One row of /v1/models (``default`` names the served model)."""
     model_id = request.match_info["model_id"]

@@ -1,4 +1,5 @@
-"""Server-sent events framing for OpenAI streams (``data: {json}`` ... ``data: [DONE]``)."""
+"""Server-sent events framing for OpenAI streams (``data: {json}`` ... ``data: [DONE]``; the
+Responses API names each event, ``event: <type>``, and ends without ``[DONE]``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ class EventStream:
         if data:
             await self.response.write(data)
 
+    async def send_typed(self, events: Iterable[dict[str, Any]]) -> None:
+        """Events named by their ``type`` (the Responses API's framing), in one write."""
+        data = b"".join(b"event: " + str(e["type"]).encode() + b"\ndata: " + orjson.dumps(e)
+                        + b"\n\n" for e in events)
+        if data:
+            await self.response.write(data)
+
     async def done(self) -> None:
         await self.response.write(_DONE)
+        await self.response.write_eof()
+
+    async def end(self) -> None:
+        """The end of a stream that has no ``[DONE]`` (the Responses API)."""
         await self.response.write_eof()
