@@ -4,13 +4,16 @@ A token's piece may end inside a multi-byte UTF-8 character; ``Utf8Stream`` keep
 incomplete tail until the next piece completes it (invalid bytes become U+FFFD, never an
 exception; a tail left incomplete when the generation ends is dropped). ``StopMatcher``
 releases text only once it cannot be the start of a stop string, so a stop string split
-across tokens or chunks is still found and never shown.
+across tokens or chunks is still found and never shown. ``LogprobTrail`` releases the
+log-probabilities of tokens with the text they begin.
 """
 
 from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
+
+from appliance.engine.types import TokenLogprob
 
 
 class Utf8Stream:
@@ -74,3 +77,40 @@ class StopMatcher:
                     best = k
                     break
         return best
+
+
+class LogprobTrail:
+    """A sequence's entries not yet sent, released with the text their tokens begin.
+
+    Each token starts at a byte offset of the generated text; an entry goes out once the
+    text released reaches past its start. Text held back (half a character, a possible stop
+    string) holds back its tokens' entries too; at a stop string the entries of the tokens
+    after the cut are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[TokenLogprob] = []
+        self._starts: list[int] = []
+        self._sampled = 0  # bytes of every piece so far
+        self._released = 0  # bytes of the text released so far
+
+    def add(self, item: TokenLogprob) -> None:
+        self._entries.append(item)
+        self._starts.append(self._sampled)
+        self._sampled += len(item.piece)
+
+    def release(self, text: str) -> tuple[TokenLogprob, ...]:
+        """The entries of the tokens ``text`` (released now) begins."""
+        self._released += len(text.encode("utf-8"))
+        k = 0
+        while k < len(self._starts) and self._starts[k] < self._released:
+            k += 1
+        out = tuple(self._entries[:k])
+        del self._entries[:k], self._starts[:k]
+        return out
+
+    def rest(self) -> tuple[TokenLogprob, ...]:
+        """Every entry not yet sent (the generation ended without a cut)."""
+        out = tuple(self._entries)
+        self._entries, self._starts = [], []
+        return out

@@ -14,8 +14,7 @@ whole chain accepts it. These are the steps ``llama_sampler_sample`` takes, so a
 the same tokens with or without log-probabilities. Sequences that did not ask never come
 here and pay nothing.
 
-``LogprobTrail`` hands each token's entry to the client with the text that token begins, so a
-chunk's log-probabilities match its text, and the tokens of a stop string are never reported.
+``detok.LogprobTrail`` hands each entry to the client with the text its token begins.
 """
 
 from __future__ import annotations
@@ -118,40 +117,3 @@ class LogprobSampler:
         token = int(array.data[array.selected].id)
         _calls.accept(chain.ptr, token)
         return token, entry(self._model, token, ids, logprobs, top)
-
-
-class LogprobTrail:
-    """A sequence's entries not yet sent, released with the text their tokens begin.
-
-    Each token starts at a byte offset of the generated text; an entry goes out once the
-    text released reaches past its start. Text held back (half a character, a possible stop
-    string) holds back its tokens' entries too; at a stop string the entries of the tokens
-    after the cut are dropped.
-    """
-
-    def __init__(self) -> None:
-        self._entries: list[TokenLogprob] = []
-        self._starts: list[int] = []
-        self._sampled = 0  # bytes of every piece so far
-        self._released = 0  # bytes of the text released so far
-
-    def add(self, item: TokenLogprob) -> None:
-        self._entries.append(item)
-        self._starts.append(self._sampled)
-        self._sampled += len(item.piece)
-
-    def release(self, text: str) -> tuple[TokenLogprob, ...]:
-        """The entries of the tokens ``text`` (released now) begins."""
-        self._released += len(text.encode("utf-8"))
-        k = 0
-        while k < len(self._starts) and self._starts[k] < self._released:
-            k += 1
-        out = tuple(self._entries[:k])
-        del self._entries[:k], self._starts[:k]
-        return out
-
-    def rest(self) -> tuple[TokenLogprob, ...]:
-        """Every entry not yet sent (the generation ended without a cut)."""
-        out = tuple(self._entries)
-        self._entries, self._starts = [], []
-        return out

@@ -23,8 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from appliance.engine.detok import StopMatcher, Utf8Stream
-from appliance.engine.logprobs import LogprobTrail
+from appliance.engine.detok import LogprobTrail, StopMatcher, Utf8Stream
 from appliance.engine.slots import Placement, Slot, place
 from appliance.engine.stream import Stream
 from appliance.engine.types import Event, Finished, FinishReason, GenerationRequest
@@ -217,7 +216,10 @@ class Scheduler:
 
     def finish(self, seq: Seq, reason: FinishReason, events: Events, *, text: str = "",
                error: str | None = None, at_stop_string: bool = False) -> None:
-        """Take ``seq`` out of the running set and queue its ``Finished`` event."""
+        """Take ``seq`` out of the running set and queue its ``Finished`` event (nothing
+        if it has finished already: a follower ends with a leader that ends before it)."""
+        if seq not in self.running:
+            return
         if reason in ("stop", "length") and not at_stop_string:
             # The end of text or the length limit: what was held back for a possible stop
             # string was not one; the bytes of an unfinished character are dropped.
@@ -226,8 +228,7 @@ class Scheduler:
         logprobs = () if seq.trail is None else (
             seq.trail.release(text) if at_stop_string else seq.trail.rest())
         for follower in seq.followers:  # never forked: they end with their leader
-            if follower in self.running:
-                self.finish(follower, reason, events, error=error)
+            self.finish(follower, reason, events, error=error)
         seq.followers = []
         seq.next_token = None
         seq.slot.busy = False

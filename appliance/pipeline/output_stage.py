@@ -7,8 +7,8 @@ an :class:`OutputGuard` that holds the engine's text back in an
 text, or the replacement that ends the answer with ``finish_reason="content_filter"`` (the
 caller stops at a chunk with a finish reason). :meth:`OutputStage.check_whole` checks a
 non-streamed answer once more as a whole (a pattern spanning many windows is caught too).
-Log-probabilities (when asked) are held back with their text and go out with the next chunk
-released; a replacement carries none.
+Log-probabilities (when asked) are held back with the text their tokens begin and go out with
+the chunk that releases it; a replacement carries none.
 Every verdict is recorded in the request's trace (metrics; blocks and redactions audited).
 """
 
@@ -18,6 +18,7 @@ import dataclasses
 import time
 from collections.abc import AsyncGenerator
 
+from appliance.engine.detok import LogprobTrail
 from appliance.engine.types import TokenLogprob
 from appliance.guards.output import OutputBuffer, OutputRail, Window
 from appliance.guards.rails import Guards, PolicyRails
@@ -44,29 +45,32 @@ class OutputGuard:
         self._trace = trace
         self._prompt_tokens = prompt_tokens
         self._n_tokens = 0
-        self._logprobs: list[TokenLogprob] = []  # of the text held back
+        self._trail = LogprobTrail()  # log-probabilities of the text held back
+        self._ready: list[TokenLogprob] = []  # of the text checked, for the next chunk
 
     async def feed(self, text: str, n_tokens: int,
                    logprobs: tuple[TokenLogprob, ...] = ()) -> AsyncGenerator[Chunk, None]:
         delta, self._n_tokens = n_tokens - self._n_tokens, n_tokens
-        self._logprobs.extend(logprobs)
+        for item in logprobs:
+            self._trail.add(item)
         for window in self._buffer.push(text, max(1, delta)):
             chunk = await self._check(window)
             if chunk is not None:
                 yield self._with_logprobs(chunk)
 
     def _with_logprobs(self, chunk: Chunk) -> Chunk:
-        if not self._logprobs or chunk.finish_reason == "content_filter":
+        if not self._ready or chunk.finish_reason == "content_filter":
             return chunk
-        out = dataclasses.replace(chunk, logprobs=(*chunk.logprobs, *self._logprobs))
-        self._logprobs.clear()
+        out = dataclasses.replace(chunk, logprobs=(*chunk.logprobs, *self._ready))
+        self._ready.clear()
         return out
 
     async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
         """The last windows (the final text included), then the final chunk."""
         if final.usage is not None:
             self._n_tokens = final.usage.completion_tokens
-        self._logprobs.extend(final.logprobs)
+        for item in final.logprobs:
+            self._trail.add(item)
         windows = self._buffer.push(final.text, 1)
         rest = self._buffer.flush()
         released: list[str] = []
@@ -79,6 +83,7 @@ class OutputGuard:
                 released.append(chunk.text)
         if not released:  # (windows recorded their own releases)
             self._trace.released("", self._n_tokens)
+        self._ready.extend(self._trail.rest())
         yield self._with_logprobs(Chunk("".join(released), final.finish_reason, final.usage))
 
     async def _check(self, window: Window) -> Chunk | None:
@@ -92,6 +97,7 @@ class OutputGuard:
             self._trace.released(verdict.replacement, self._n_tokens)
             return Chunk(verdict.replacement, "content_filter",
                          Usage(self._prompt_tokens, self._n_tokens, 0))
+        self._ready.extend(self._trail.release(window.text))
         if not verdict.text:
             return None
         self._trace.released(verdict.text, self._n_tokens)
