@@ -80,37 +80,46 @@ class StopMatcher:
 
 
 class LogprobTrail:
-    """A sequence's entries not yet sent, released with the text their tokens begin.
+    """A sequence's log-probability entries not yet sent, released with their text.
 
-    Each token starts at a byte offset of the generated text; an entry goes out once the
-    text released reaches past its start. Text held back (half a character, a possible stop
-    string) holds back its tokens' entries too; at a stop string the entries of the tokens
-    after the cut are dropped.
+    An entry goes out once the text released covers its token's last byte: text held back
+    (half a character, a possible stop string, a window the output rail has not passed yet)
+    holds its tokens back too, and a token cut by a stop string is never reported. Text that
+    is not shown as generated (redacted by the output rail) is ``discard``-ed: the entries
+    of every token with a byte in it are dropped, so none of them shows what it hid.
     """
 
     def __init__(self) -> None:
         self._entries: list[TokenLogprob] = []
-        self._starts: list[int] = []
+        self._ends: list[int] = []  # byte offset just past each pending token
         self._sampled = 0  # bytes of every piece so far
-        self._released = 0  # bytes of the text released so far
+        self._released = 0  # bytes of the text released (or discarded) so far
 
     def add(self, item: TokenLogprob) -> None:
-        self._entries.append(item)
-        self._starts.append(self._sampled)
         self._sampled += len(item.piece)
+        self._entries.append(item)
+        self._ends.append(self._sampled)
 
     def release(self, text: str) -> tuple[TokenLogprob, ...]:
-        """The entries of the tokens ``text`` (released now) begins."""
+        """The entries of the tokens whose text is now wholly released."""
         self._released += len(text.encode("utf-8"))
-        k = 0
-        while k < len(self._starts) and self._starts[k] < self._released:
-            k += 1
-        out = tuple(self._entries[:k])
-        del self._entries[:k], self._starts[:k]
-        return out
+        return self._take(sum(1 for end in self._ends if end <= self._released))
+
+    def discard(self, text: str) -> None:
+        """``text`` was replaced before release: drop every token it touches (the first
+        pending one, which ends past what was released before, and each that starts before
+        the end of ``text``)."""
+        if not text:
+            return
+        self._released += len(text.encode("utf-8"))
+        touched = 1 + sum(1 for end in self._ends if end < self._released)
+        self._take(min(touched, len(self._ends)))
 
     def rest(self) -> tuple[TokenLogprob, ...]:
         """Every entry not yet sent (the generation ended without a cut)."""
-        out = tuple(self._entries)
-        self._entries, self._starts = [], []
+        return self._take(len(self._entries))
+
+    def _take(self, k: int) -> tuple[TokenLogprob, ...]:
+        out = tuple(self._entries[:k])
+        del self._entries[:k], self._ends[:k]
         return out

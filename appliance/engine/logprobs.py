@@ -14,7 +14,7 @@ whole chain accepts it. These are the steps ``llama_sampler_sample`` takes, so a
 the same tokens with or without log-probabilities. Sequences that did not ask never come
 here and pay nothing.
 
-``detok.LogprobTrail`` hands each entry to the client with the text its token begins.
+``detok.LogprobTrail`` hands each entry to the client with the end of its token's text.
 """
 
 from __future__ import annotations

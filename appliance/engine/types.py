@@ -66,7 +66,7 @@ class TextDelta:
 
     text: str
     n_tokens: int  # completion tokens so far
-    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text begins
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text completes
 
 
 @dataclass(frozen=True)

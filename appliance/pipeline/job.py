@@ -89,7 +89,7 @@ class Chunk:
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text begins (if asked)
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text completes (if asked)
     index: int = 0
 
 

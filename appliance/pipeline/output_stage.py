@@ -7,8 +7,9 @@ an :class:`OutputGuard` that holds the engine's text back in an
 text, or the replacement that ends the answer with ``finish_reason="content_filter"`` (the
 caller stops at a chunk with a finish reason). :meth:`OutputStage.check_whole` checks a
 non-streamed answer once more as a whole (a pattern spanning many windows is caught too).
-Log-probabilities (when asked) are held back with the text their tokens begin and go out with
-the chunk that releases it; a replacement carries none.
+Log-probabilities (when asked) are held back with their tokens' text and go out with the
+chunk that releases its end; a replacement carries none, and the tokens touching a redacted
+window are dropped.
 Every verdict is recorded in the request's trace (metrics; blocks and redactions audited).
 """
 
@@ -97,7 +98,10 @@ class OutputGuard:
             self._trace.released(verdict.replacement, self._n_tokens)
             return Chunk(verdict.replacement, "content_filter",
                          Usage(self._prompt_tokens, self._n_tokens, 0))
-        self._ready.extend(self._trail.release(window.text))
+        if verdict.text == window.text:
+            self._ready.extend(self._trail.release(window.text))
+        else:  # redacted: its tokens would show what it hid
+            self._trail.discard(window.text)
         if not verdict.text:
             return None
         self._trace.released(verdict.text, self._n_tokens)

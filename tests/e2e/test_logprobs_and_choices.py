@@ -55,16 +55,16 @@ def test_chat_logprobs_streamed_and_not(client: openai.OpenAI) -> None:
     streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
                 for e in c.choices[0].logprobs.content or []]
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
-    # A token's log-probability comes with the chunk that releases the text it begins:
-    # never before, never later (the output rail releases text at word boundaries).
+    # A token's log-probability comes with the chunk that releases the end of its text:
+    # never before (the output rail releases text at word boundaries, not tokens').
     text, tokens = "", []
     for c in chunks:
         if c.choices:
             text += c.choices[0].delta.content or ""
             tokens += [e.token for e in (c.choices[0].logprobs.content or [])
                        ] if c.choices[0].logprobs else []
-            assert "".join(tokens).startswith(text)
-            assert text.startswith("".join(tokens[:-1]))
+            assert text.startswith("".join(tokens))
+    assert "".join(tokens) == text
     plain = client.chat.completions.create(model="default", messages=QUESTION, max_tokens=16,
                                            temperature=0)
     assert plain.choices[0].logprobs is None

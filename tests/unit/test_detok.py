@@ -85,13 +85,13 @@ def _entry(piece: str) -> TokenLogprob:
     return TokenLogprob(0, piece.encode(), -1.0)
 
 
-def test_logprobs_go_out_with_the_text_their_tokens_begin() -> None:
+def test_logprobs_go_out_once_their_tokens_text_is_released() -> None:
     trail = LogprobTrail()
     for piece in ("The", " rain", "bow", " is"):
         trail.add(_entry(piece))
-    assert [e.piece for e in trail.release("The ")] == [b"The", b" rain"]
+    assert [e.piece for e in trail.release("The ")] == [b"The"]  # " rain" is not all out
     assert trail.release("") == ()
-    assert [e.piece for e in trail.release("rainbow")] == [b"bow"]
+    assert [e.piece for e in trail.release("rainbow")] == [b" rain", b"bow"]
     assert [e.piece for e in trail.rest()] == [b" is"]
     assert trail.rest() == ()
 
@@ -104,3 +104,12 @@ def test_logprobs_wait_for_a_whole_character_and_drop_after_a_stop() -> None:
     trail.add(TokenLogprob(2, half[2:] + b"!", -0.5))
     trail.add(_entry("STOP"))
     assert [e.token for e in trail.release("語!")] == [1, 2]  # the stop string's token: never
+
+
+def test_a_discarded_text_drops_every_token_it_touches() -> None:
+    trail = LogprobTrail()
+    for piece in ("Mail", " ja", "ne@x", ".org", " now"):
+        trail.add(_entry(piece))
+    assert [e.piece for e in trail.release("Mail j")] == [b"Mail"]
+    trail.discard("ane@x.org")  # redacted: " ja" began before it, ".org" ends in it
+    assert [e.piece for e in trail.release(" now")] == [b" now"]

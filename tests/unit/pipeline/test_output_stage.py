@@ -105,3 +105,22 @@ async def test_logprobs_are_released_with_their_text_and_never_with_a_replacemen
     released = "".join(c.text for c in blocked[:-1])
     sent = [e.piece.decode() for c in blocked for e in c.logprobs]
     assert "AKIA" not in "".join(sent) and released.startswith("".join(sent[:-1]))
+
+
+async def test_a_redacted_window_sends_no_logprobs(guards: GuardsState) -> None:
+    from appliance.engine.types import TokenLogprob
+
+    stage = OutputStage(guards, holdback_tokens=8)
+    guard = stage.start(guards.get().rails("default"), 10, _trace())
+    assert guard is not None
+    pieces = ["Write", " to", " jane", ".", "doe", "@", "example", ".", "org", " today", "."]
+    out: list[Chunk] = []
+    for n, piece in enumerate(pieces, 1):
+        async for chunk in guard.feed(piece, n, (TokenLogprob(n, piece.encode(), -0.5),)):
+            out.append(chunk)
+    async for chunk in guard.finish(Chunk("", "stop", Usage(10, len(pieces), 0))):
+        out.append(chunk)
+    text = "".join(c.text for c in out)
+    assert "[EMAIL]" in text and "jane" not in text
+    sent = "".join(e.piece.decode() for c in out for e in c.logprobs)
+    assert "jane" not in sent and "example" not in sent
