@@ -207,6 +207,8 @@ def test_token_id_inputs_embed_as_their_text(keyed: tuple[RunningServer, dict[st
     from appliance.encoder.sentence import load_encoder_spec, locate_pinned
 
     tokenizer = Tokenizer.from_file(str(locate_pinned(load_encoder_spec().tokenizer, "tok")))
+    tokenizer.no_truncation()  # (the file's own settings: the server cuts at its max length,
+    tokenizer.no_padding()  # and ids are sent as they are)
     texts = ["The patient has a fever.", "Paris is the capital of France.",
              "word " * 400]  # longer than the encoder's 256 tokens: cut the same way
     framed = [tokenizer.encode(t).ids for t in texts]

@@ -22,7 +22,7 @@ JAPANESE = [{"role": "user", "content": "日本の首都はどこですか？日
 @pytest.fixture(scope="module")
 def client(server: RunningServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused",
-                       max_retries=0, timeout=120) as c:
+                       max_retries=0, timeout=300) as c:
         yield c
 
 
