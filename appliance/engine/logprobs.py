@@ -62,26 +62,29 @@ class _Calls:
 _calls = _Calls()
 
 
-def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    x = logits.astype(np.float64)
-    x -= x.max()
-    out: npt.NDArray[np.float64] = x - np.log(np.exp(x).sum())
-    return out
+def log_normaliser(logits: npt.NDArray[np.float32]) -> float:
+    """``log(sum(exp(logits)))``, computed stably: a logit minus it is a log-probability."""
+    top = float(logits.max())
+    return top + float(np.log(np.exp(logits - top, dtype=np.float32).sum(dtype=np.float64)))
 
 
 def entry(model: LlamaModel, token: int, ids: npt.NDArray[np.int32],
-          logprobs: npt.NDArray[np.float64], top: int) -> TokenLogprob:
+          logits: npt.NDArray[np.float32], top: int) -> TokenLogprob:
     """The sampled ``token``'s entry with the ``top`` most likely candidates, most likely
-    first (``ids[i]`` has ``logprobs[i]``)."""
-    where = np.flatnonzero(ids == token)
-    own = float(logprobs[where[0]]) if where.size else float("-inf")
+    first (``ids[i]`` has ``logits[i]``)."""
+    norm = log_normaliser(logits)
+    at = token if token < ids.size and ids[token] == token else None  # (usually in place)
+    if at is None:
+        where = np.flatnonzero(ids == token)
+        at = int(where[0]) if where.size else None
+    own = float(logits[at]) - norm if at is not None else _FLOOR
     alternatives: tuple[TopLogprob, ...] = ()
     if top > 0:
         k = min(top, ids.size)
-        best = np.argpartition(-logprobs, k - 1)[:k]
-        best = best[np.argsort(-logprobs[best], kind="stable")]
+        best = np.argpartition(logits, logits.size - k)[logits.size - k:]
+        best = best[np.argsort(-logits[best], kind="stable")]
         alternatives = tuple(TopLogprob(int(ids[i]), model.piece(int(ids[i])),
-                                        max(float(logprobs[i]), _FLOOR)) for i in best)
+                                        max(float(logits[i]) - norm, _FLOOR)) for i in best)
     return TokenLogprob(token, model.piece(token), max(own, _FLOOR), alternatives)
 
 
@@ -111,9 +114,9 @@ class LogprobSampler:
             _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
         size = int(array.size)
         ids = data["id"][:size].copy()
-        logprobs = log_softmax(data["logit"][:size])
+        logits = data["logit"][:size].copy()
         for i in range(chain.n_pre, n_all):
             _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
         token = int(array.data[array.selected].id)
         _calls.accept(chain.ptr, token)
-        return token, entry(self._model, token, ids, logprobs, top)
+        return token, entry(self._model, token, ids, logits, top)

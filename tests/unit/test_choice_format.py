@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.engine.logprobs import entry, log_softmax
+from appliance.engine.logprobs import entry, log_normaliser
 from appliance.engine.types import GenerationRequest, TokenLogprob, TopLogprob
 from appliance.pipeline.choices import total_usage
 from appliance.pipeline.job import Chunk, Generation, Job, Usage
@@ -47,12 +47,16 @@ def test_logprob_entries_from_a_distribution() -> None:
             return f"<{token}>".encode()
 
     logits = np.array([0.0, 2.0, 1.0, -1.0], dtype=np.float32)
-    lp = log_softmax(logits)
-    assert np.isclose(np.exp(lp).sum(), 1.0) and (lp <= 0).all()
-    e = entry(Vocab(), 2, np.arange(4, dtype=np.int32), lp, 3)  # type: ignore[arg-type]
+    lp = logits - np.log(np.exp(logits.astype(np.float64)).sum())
+    assert np.isclose(log_normaliser(logits + 500), np.log(np.exp(logits).sum()) + 500)
+    ids = np.arange(4, dtype=np.int32)
+    e = entry(Vocab(), 2, ids, logits, 3)  # type: ignore[arg-type]
     assert (e.token, e.piece) == (2, b"<2>") and np.isclose(e.logprob, lp[2])
     assert [t.token for t in e.top] == [1, 2, 0]
-    assert entry(Vocab(), 0, np.arange(4, dtype=np.int32), lp, 0).top == ()  # type: ignore[arg-type]
+    assert np.allclose([t.logprob for t in e.top], lp[[1, 2, 0]])
+    assert entry(Vocab(), 0, ids, logits, 0).top == ()  # type: ignore[arg-type]
+    shuffled = entry(Vocab(), 1, ids[::-1].copy(), logits[::-1].copy(), 1)  # type: ignore[arg-type]
+    assert np.isclose(shuffled.logprob, lp[1]) and shuffled.top[0].token == 1
 
 
 def test_chat_and_text_logprob_shapes() -> None:
