@@ -94,6 +94,20 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0.001, flag_name="--queue-timeout"),
     Setting("drain_timeout", float, 30.0, "On SIGTERM/SIGINT: seconds in-flight requests "
             "may take to finish while new ones get 503, before the server stops.", minimum=0),
+    Setting("max_connections", int, 256, "Open client connections at most; a connection "
+            "beyond it is answered 503 server_overloaded and closed at once.", minimum=1),
+    Setting("idle_timeout_s", float, 30.0, "Seconds a connection may hold no complete "
+            "request (headers still arriving, or idle between requests) before it is "
+            "closed.", minimum=0.1),
+    Setting("body_timeout_s", float, 30.0, "Seconds a client may take to send a request's "
+            "body once its headers arrived; slower gets 408.", minimum=0.1),
+    Setting("stream_stall_timeout_s", float, 30.0, "Seconds a streamed answer may wait for "
+            "a client that reads nothing; then its generation is cancelled and its slot "
+            "freed.", minimum=0.1),
+    Setting("embeddings_max_tokens", int, 32768, "Tokens (of the encoder) one "
+            "/v1/embeddings call may hold, all inputs together.", minimum=1),
+    Setting("guard_max_tokens", int, 16384, "Tokens (of the encoder) one /v1/guard call may "
+            "hold, all inputs together.", minimum=1),
     Setting("key_cache_ttl", float, 5.0, "Seconds an API-key lookup is cached in memory. "
             "Revocation is immediate in the server; a key revoked by another process is "
             "refused within this time.", minimum=0),
@@ -195,6 +209,12 @@ class Settings:
     queue_depth: int
     queue_timeout_s: float
     drain_timeout: float
+    max_connections: int
+    idle_timeout_s: float
+    body_timeout_s: float
+    stream_stall_timeout_s: float
+    embeddings_max_tokens: int
+    guard_max_tokens: int
     key_cache_ttl: float
     database: Path
     guards: bool
@@ -204,9 +224,11 @@ class Settings:
     cpu_turns: bool
     seed: int
     log_level: str
+    # -- observability --
     log_content: bool
     metrics_access: str
     metrics_key_labels: bool
+    # memory and cache
     cache_enabled: bool
     cache_ttl_s: float
     cache_threshold: float

@@ -17,6 +17,7 @@ Nobody parses exception messages.
         ├── NotFound                   404
         │   └── ModelNotFound            404 code=model_not_found
         ├── MethodNotAllowed           405
+        ├── RequestTimeout             408 (the body did not arrive in time)
         ├── PayloadTooLarge            413
         ├── UnsupportedMediaType       415
         ├── RateLimited                429 (carries Retry-After)
@@ -131,6 +132,12 @@ class MethodNotAllowed(RequestError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(RequestError):

@@ -142,6 +142,8 @@ class Encoder:
         self._tokenizer.no_padding()  # padding is done here, per batch
         self._splitter = Tokenizer.from_str(self._tokenizer.to_str())
         self._splitter.enable_truncation(window, stride=window_stride)
+        self._counter = Tokenizer.from_str(self._tokenizer.to_str())
+        self._counter.no_truncation()
         # What the tokenizer puts around a text's tokens ([CLS] ... [SEP]), for token ids.
         frame = self._tokenizer.encode("").ids
         self._head, self._tail = tuple(frame[:1]), tuple(frame[1:])
@@ -257,3 +259,9 @@ class Encoder:
         """Tokens each text is embedded from (special tokens included, after truncation)."""
         with self._lock:
             return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def full_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each whole text (no truncation): what scoring a long text in pieces
+        costs."""
+        with self._lock:
+            return [len(e.ids) for e in self._counter.encode_batch(list(texts))]

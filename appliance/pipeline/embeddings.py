@@ -28,10 +28,12 @@ class Embeddings:
 
 
 class EmbeddingService:
-    def __init__(self, encoder: Encoder, gate: Gate, model_id: str) -> None:
+    def __init__(self, encoder: Encoder, gate: Gate, model_id: str, *,
+                 max_tokens: int) -> None:
         self.encoder = encoder
         self.gate = gate
         self.model_id = model_id
+        self._max_tokens = max_tokens
 
     def check_model(self, name: str) -> None:
         if name not in ("default", self.model_id):
@@ -51,6 +53,10 @@ class EmbeddingService:
             tokens = sum(len(self.encoder.frame(ids)) for ids in req.token_ids)
         else:
             tokens = sum(await asyncio.to_thread(self.encoder.token_counts, req.inputs))
+        if tokens > self._max_tokens:
+            raise InvalidRequest(f"the input holds {tokens} tokens; one call may hold at "
+                                 f"most {self._max_tokens} (embeddings_max_tokens): split it",
+                                 param="input")
         queued_at = time.perf_counter()
         async with self.gate.admit(key, tokens, 0):
             trace.queue_wait_s = time.perf_counter() - queued_at

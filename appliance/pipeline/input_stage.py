@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from appliance.admission.keys import KeyRecord
-from appliance.errors import ContentFiltered
+from appliance.errors import ContentFiltered, Overloaded, RequestError, Unavailable
 from appliance.guards.pipeline import TIER_RULES, GuardVerdict
 from appliance.guards.rails import InputCheck, PolicyRails, RulesStage
 from appliance.guards.readiness import GuardsState
@@ -29,6 +29,19 @@ def record_input(trace: RequestTrace, verdicts: Sequence[GuardVerdict]) -> None:
         trace.guard_checks.append(action)
         if v.action != "allow":
             trace.guard_actions.append(action)
+
+
+def not_a_verdict(verdicts: Sequence[GuardVerdict]) -> RequestError | None:
+    """A block by a guard that timed out or failed is no verdict on the text: the client
+    gets a retryable 503, never a 400 content_filter it would take as final."""
+    for v in verdicts:
+        if v.action == "block" and v.label == "timeout":
+            return Overloaded(f"the {v.guard} guard could not finish in time because the "
+                              f"server is busy; retry shortly", retry_after=1)
+        if v.action == "block" and v.label == "error":
+            return Unavailable(f"the {v.guard} guard failed to run; retry shortly",
+                               retry_after=1)
+    return None
 
 
 def filtered(rails: PolicyRails, blocker: GuardVerdict | None) -> ContentFiltered:
@@ -66,5 +79,5 @@ class InputStage:
         trace.guard_s += (check.ms - stage.ms) / 1000.0
         record_input(trace, tuple(v for v in check.verdicts if v.tier > TIER_RULES))
         if not check.allowed:
-            raise filtered(rails, check.blocker)
+            raise not_a_verdict(check.verdicts) or filtered(rails, check.blocker)
         return check

@@ -28,6 +28,7 @@ from appliance.web import (
 )
 from appliance.web.cors import CORS, CorsPolicy, cors_middleware
 from appliance.web.middleware import auth_middleware, errors_middleware
+from appliance.web.site import BoundedSite
 from appliance.web.state import (
     AUDIT,
     CACHE,
@@ -162,9 +163,13 @@ async def serve(settings: Settings, app: web.Application, *,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve ``app`` (made by :func:`make_app` before the loop started) until ``stop`` is
     set (or forever), then drain and clean up. Used by the CLI and by the tests."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # keepalive_timeout also runs from the moment a connection is made, so it bounds how
+    # long a client may take to send its headers, not only idle keep-alive time.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           keepalive_timeout=settings.idle_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = BoundedSite(runner, settings.host, settings.port,
+                       max_connections=settings.max_connections)
     await site.start()
     log.info("listening on http://%s:%d (model %s)", settings.host, settings.port,
              app[SERVED].id)

@@ -12,7 +12,7 @@ from appliance.guards.pipeline import GuardVerdict
 from appliance.guards.policy import presets
 from appliance.guards.rails import TextReport
 from appliance.web.routes import json_response, read_json
-from appliance.web.state import GATE, GUARD_CHECK, KEY
+from appliance.web.state import GATE, GUARD_CHECK, KEY, TRACE
 
 routes = web.RouteTableDef()
 
@@ -31,10 +31,12 @@ def report_body(report: TextReport) -> dict[str, Any]:
 
 @routes.post("/v1/guard")
 async def guard(request: web.Request) -> web.Response:
-    key = request[KEY]
-    request.app[GATE].require(key, Scope.CHAT)
+    key, gate = request[KEY], request.app[GATE]
+    gate.require(key, Scope.CHAT)
+    gate.check_capacity()
     req = parse_guard(await read_json(request), presets())
-    reports = await request.app[GUARD_CHECK].check(req.inputs, req.role, key, req.policy)
+    reports = await request.app[GUARD_CHECK].check(req.inputs, req.role, key,
+                                                   request[TRACE], req.policy)
     if req.batch:
         body: dict[str, Any] = {"allowed": all(r.allowed for r in reports),
                                 "results": [report_body(r) for r in reports],

@@ -4,15 +4,12 @@ chat (guards, cache, memory, admission): parse, prepare the chat job, map the re
 
 from __future__ import annotations
 
-import contextlib
-
 from aiohttp import web
 
 from appliance.api.responses import parse_responses
 from appliance.pipeline.choices import complete_jobs
 from appliance.web.responses_format import ResponseEvents, ResponseShape
-from appliance.web.routes import admit_and_read, json_response
-from appliance.web.sse import EventStream
+from appliance.web.routes import admit_and_read, json_response, relay
 from appliance.web.state import PIPELINE, SERVED
 
 routes = web.RouteTableDef()
@@ -30,12 +27,6 @@ async def responses(request: web.Request) -> web.StreamResponse:
         return json_response(shape.body(text=answer.text, finish=answer.finish_reason,
                                         usage=answer.usage))
     events = ResponseEvents(shape)
-    out = EventStream(request)
-    async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
-        first = await anext(chunks)  # errors before the first token are still plain JSON
-        await out.open()
-        await out.send_typed([*events.opening(), *events.chunk(first)])
-        async for chunk in chunks:
-            await out.send_typed(events.chunk(chunk))
-        await out.end()
-    return out.response
+    return await relay(request, ctx, pipeline.stream(job, ctx),
+                       lambda chunk, first: [*events.opening(), *events.chunk(chunk)] if first
+                       else events.chunk(chunk), typed=True)

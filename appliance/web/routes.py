@@ -3,8 +3,10 @@ or SSE)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
@@ -12,13 +14,13 @@ from aiohttp import web
 
 from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from appliance.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
 from appliance.pipeline.choices import complete_jobs, stream_jobs
-from appliance.pipeline.job import Job, RequestContext
+from appliance.pipeline.job import Chunk, Job, RequestContext
 from appliance.web.cache_http import cache_directives, session_id
 from appliance.web.choice_format import ChoicesFormatter, choices_body
 from appliance.web.formatting import models_body
-from appliance.web.sse import EventStream
+from appliance.web.sse import ClientStalled, EventStream
 from appliance.web.state import (
     ENGINE,
     GATE,
@@ -27,6 +29,7 @@ from appliance.web.state import (
     MODELS,
     PIPELINE,
     SERVED,
+    SETTINGS,
     STARTED_AT,
     TRACE,
 )
@@ -35,10 +38,13 @@ routes = web.RouteTableDef()
 
 
 async def read_json(request: web.Request) -> Any:
+    timeout = request.app[SETTINGS].body_timeout_s
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), timeout)
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the request body exceeds {exc.text or 'the limit'}") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
@@ -60,14 +66,32 @@ async def _respond(request: web.Request, jobs: list[Job],
         results = await complete_jobs(pipeline, jobs, ctx)
         return json_response(choices_body(jobs, results, served.id, served.fingerprint))
     fmt = ChoicesFormatter(jobs, served.id, served.fingerprint)
-    out = EventStream(request)
-    async with contextlib.aclosing(stream_jobs(pipeline, jobs, ctx)) as chunks:
-        first = await anext(chunks)  # errors before the first token are still plain JSON
+    return await relay(request, ctx, stream_jobs(pipeline, jobs, ctx),
+                       lambda chunk, first: [*fmt.first(), *fmt.chunk(chunk)] if first
+                       else fmt.chunk(chunk))
+
+
+async def relay(request: web.Request, ctx: RequestContext,
+                chunks: AsyncGenerator[Chunk, None],
+                render: Callable[[Chunk, bool], list[dict[str, Any]]], *,
+                typed: bool = False) -> web.StreamResponse:
+    """``chunks`` as server-sent events, each rendered by ``render(chunk, is_first)``
+    (``typed``: the Responses API's named events, no ``[DONE]``)."""
+    out = EventStream(request, stall_timeout=request.app[SETTINGS].stream_stall_timeout_s)
+    send = out.send_typed if typed else out.send
+    async with contextlib.aclosing(chunks) as source:
+        first = await anext(source)  # errors before the first token are still plain JSON
         await out.open()
-        await out.send([*fmt.first(), *fmt.chunk(first)])
-        async for chunk in chunks:
-            await out.send(fmt.chunk(chunk))
-        await out.done()
+        try:
+            await send(render(first, True))
+            async for chunk in source:
+                await send(render(chunk, False))
+            await (out.end() if typed else out.done())
+        except ClientStalled:
+            # Leaving the block cancels the generation; the connection is of no more use.
+            ctx.trace.error_type = "client_stalled"
+            if request.transport is not None:
+                request.transport.close()
     return out.response
 
 

@@ -153,8 +153,9 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
         gate=gate, engine=engine, guards=guards, cache=cache, cache_index=stores.cache_index,
         memory=memory, memory_index=stores.memory_index, pipeline=pipeline,
         summariser=summariser,
-        embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id),
-        guard_check=GuardCheck(guards),
+        embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id,
+                                    max_tokens=settings.embeddings_max_tokens),
+        guard_check=GuardCheck(guards, gate, encoder, max_tokens=settings.guard_max_tokens),
         metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit)
 
 

