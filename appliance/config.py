@@ -81,6 +81,10 @@ SETTINGS: tuple[Setting, ...] = (
             "refuse chat requests with a clear error (completions still work)."),
     Setting("max_body_bytes", int, 4 * 1024 * 1024, "Largest accepted request body.",
             minimum=1024),
+    Setting("max_n", int, 8, "Most choices (`n`) one request may ask for; each is a sequence "
+            "of its own, so at most `parallel`.", minimum=1),
+    Setting("cors_origins", str, "", "Browser origins allowed to call the API (CORS), "
+            "comma-separated, e.g. `https://app.example.org`; `*` allows any. Empty: CORS off."),
     Setting("queue_depth", int, 64, "Requests that may wait for a decoding slot; beyond "
             "this, new requests get 503 with Retry-After.", minimum=0),
     Setting("queue_timeout_s", float, 120.0, "Longest a request waits for a decoding slot "
@@ -200,6 +204,8 @@ class Settings:
     prefix_reuse_min: int
     chat_template_fallback: str
     max_body_bytes: int
+    max_n: int
+    cors_origins: str
     queue_depth: int
     queue_timeout_s: float
     drain_timeout: float

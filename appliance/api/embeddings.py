@@ -1,9 +1,10 @@
 """The OpenAI embeddings request, parsed and validated at the edge.
 
-``input`` is a string or an array of strings (arrays of token ids are refused: the
-appliance's encoder has its own tokenizer); ``encoding_format`` is ``float`` (default) or
-``base64`` (little-endian float32, what the official client asks for); ``dimensions``, when
-given, must be the encoder's own.
+``input`` is a string, an array of strings, an array of token ids or an array of such
+arrays (as OpenAI takes them; the ids are of the encoder's own vocabulary, see
+``Encoder.frame``); ``encoding_format`` is ``float`` (default) or ``base64`` (little-endian
+float32, what the official client asks for); ``dimensions``, when given, must be the
+encoder's own.
 """
 
 from __future__ import annotations
@@ -27,24 +28,37 @@ class EmbeddingRequest:
     encoding_format: EncodingFormat
     dimensions: int | None
     user: str | None
+    token_ids: tuple[tuple[int, ...], ...] = ()  # the inputs given as token ids instead
 
 
-def _inputs(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _inputs(value: Any) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """The texts, or the token-id arrays (one kind per request)."""
+    if isinstance(value, str) or (_is_ids(value) and value):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise InvalidRequest("'input' must be a non-empty string or a non-empty array of "
-                             "strings", param="input")
+        raise InvalidRequest("'input' must be a non-empty string, array of strings, array "
+                             "of token ids or array of token-id arrays", param="input")
     if len(value) > MAX_INPUTS:
-        raise InvalidRequest(f"'input' takes at most {MAX_INPUTS} strings per request",
+        raise InvalidRequest(f"'input' takes at most {MAX_INPUTS} inputs per request",
                              param="input")
-    for i, text in enumerate(value):
-        if not isinstance(text, str):
-            raise InvalidRequest("'input' must hold strings (token-id arrays are not "
-                                 f"supported); input[{i}] is not a string", param="input")
-        if not text:
-            raise InvalidRequest(f"input[{i}] is an empty string", param="input")
-    return tuple(value)
+    if not isinstance(value[0], str | list):
+        raise InvalidRequest("'input' as token ids must hold integers only", param="input")
+    texts = isinstance(value[0], str)
+    kind = "a string" if texts else "an array of token ids"
+    for i, item in enumerate(value):
+        if isinstance(item, str) != texts or not (texts or _is_ids(item)):
+            raise InvalidRequest(f"input[{i}] must be {kind}, like input[0] (strings and "
+                                 f"token ids do not mix in one request)", param="input")
+        if not item:
+            raise InvalidRequest(f"input[{i}] is empty", param="input")
+        if not texts and min(item) < 0:
+            raise InvalidRequest(f"input[{i}] holds a negative token id", param="input")
+    return (tuple(value), ()) if texts else ((), tuple(tuple(ids) for ids in value))
 
 
 def parse_embeddings(body: Any) -> EmbeddingRequest:
@@ -70,6 +84,7 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string", param="user")
-    return EmbeddingRequest(model=model, inputs=_inputs(body["input"]),
+    texts, token_ids = _inputs(body["input"])
+    return EmbeddingRequest(model=model, inputs=texts, token_ids=token_ids,
                             encoding_format="base64" if fmt == "base64" else "float",
                             dimensions=dims, user=user)

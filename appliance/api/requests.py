@@ -8,6 +8,7 @@ clear 400 rather than silently dropped.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ MAX_STOP = 4
 TOP_K_MAX = 100_000
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 MAX_TOKEN_DIGITS = 18  # more digits: outside any vocabulary (and int64); see schema.py
+MAX_N = 128  # what any server takes; the configured maximum (max_n) is checked later
+MAX_TOP_LOGPROBS = 20
+MAX_PROMPTS = 32  # prompts in one /v1/completions request
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class GenerationOptions:
     user: str | None
     logit_bias: tuple[tuple[int, float], ...]
     ignore_eos: bool = False
+    n: int = 1  # choices, each its own sequence of the one prompt
+    logprobs: int | None = None  # alternatives reported per token (None: no logprobs)
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,13 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
 
 
+Prompt = str | tuple[int, ...]  # text, or token ids of the served model
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     options: GenerationOptions
-    prompt: str | tuple[int, ...]
+    prompts: tuple[Prompt, ...]  # one or more: a choice (n choices) each
     echo: bool
 
 
@@ -141,14 +150,6 @@ def _is_one(value: Any) -> bool:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if not _is_one(body.get("n")):
-        raise InvalidRequest("only n=1 is supported; send several requests instead "
-                             "(they are batched together)", param="n",
-                             code="unsupported_parameter")
-    logprobs = body.get("logprobs")
-    if (logprobs is not None and logprobs is not False) or body.get("top_logprobs") is not None:
-        raise InvalidRequest("logprobs are not supported", param="logprobs",
-                             code="unsupported_parameter")
     if body.get("tools") or body.get("functions"):
         raise InvalidRequest("tools and function calling are not supported", param="tools",
                              code="unsupported_parameter")
@@ -206,7 +207,29 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
     return GenerationOptions(model=model, max_tokens=max_tokens, sampling=sampling,
                              stop=_stop(body), stream=stream, include_usage=include_usage,
                              user=user, logit_bias=sampling.logit_bias,
-                             ignore_eos=_boolean(body, "ignore_eos"))
+                             ignore_eos=_boolean(body, "ignore_eos"),
+                             n=_integer(body, "n", 1, MAX_N) or 1)
+
+
+def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Chat: ``logprobs: true`` and ``top_logprobs`` alternatives (0..20)."""
+    top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if not _boolean(body, "logprobs"):
+        if top:
+            raise InvalidRequest("'top_logprobs' needs 'logprobs': true",
+                                 param="top_logprobs")
+        return None
+    return top or 0
+
+
+def _text_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Completions: ``logprobs`` is the number of alternatives (0..20), null for none."""
+    top = _integer(body, "logprobs", 0, MAX_TOP_LOGPROBS)
+    if top is not None and _boolean(body, "echo"):
+        raise InvalidRequest("'echo' with 'logprobs' (log-probabilities of the prompt) is "
+                             "not supported; leave one out", param="echo",
+                             code="unsupported_parameter")
+    return top
 
 
 def _content(value: Any, i: int) -> str:
@@ -230,6 +253,7 @@ def _content(value: Any, i: int) -> str:
 
 def parse_chat(body: Any) -> ChatRequest:
     options = _options(body)
+    options = dataclasses.replace(options, logprobs=_chat_logprobs(body))
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("'messages' is required", param="messages",
@@ -253,24 +277,40 @@ def parse_chat(body: Any) -> ChatRequest:
     return ChatRequest(options=options, messages=tuple(out))
 
 
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(as_int(t) is not None for t in value)
+
+
+def _prompts(prompt: Any) -> tuple[Prompt, ...]:
+    """A string, an array of token ids, or an array of several of those."""
+    if isinstance(prompt, str):
+        return (prompt,)
+    if _token_ids(prompt):
+        return (tuple(int(t) for t in prompt),)
+    if not isinstance(prompt, list) or not prompt:
+        raise InvalidRequest("'prompt' must be a string, an array of token ids, or a "
+                             "non-empty array of those", param="prompt")
+    if len(prompt) > MAX_PROMPTS:
+        raise InvalidRequest(f"'prompt' takes at most {MAX_PROMPTS} prompts per request",
+                             param="prompt")
+    out: list[Prompt] = []
+    for i, item in enumerate(prompt):
+        if isinstance(item, str):
+            out.append(item)
+        elif _token_ids(item):
+            out.append(tuple(int(t) for t in item))
+        else:
+            raise InvalidRequest(f"prompt[{i}] must be a string or a non-empty array of "
+                                 f"token ids, not {_type_name(item)}", param="prompt")
+    return tuple(out)
+
+
 def parse_completion(body: Any) -> CompletionRequest:
     options = _options(body)
+    options = dataclasses.replace(options, logprobs=_text_logprobs(body))
     prompt = body.get("prompt")
     if prompt is None:
         raise InvalidRequest("'prompt' is required", param="prompt",
                              code="missing_required_parameter")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]
-    parsed: str | tuple[int, ...]
-    if isinstance(prompt, str):
-        parsed = prompt
-    elif isinstance(prompt, list) and prompt and all(as_int(t) is not None for t in prompt):
-        parsed = tuple(int(t) for t in prompt)
-    elif isinstance(prompt, list):
-        raise InvalidRequest("'prompt' must be a string, an array of token ids, or an array "
-                             "holding one of those (several prompts: send several requests)",
-                             param="prompt")
-    else:
-        raise InvalidRequest(f"'prompt' must be a string, not {_type_name(prompt)}",
-                             param="prompt")
-    return CompletionRequest(options=options, prompt=parsed, echo=_boolean(body, "echo"))
+    return CompletionRequest(options=options, prompts=_prompts(prompt),
+                             echo=_boolean(body, "echo"))

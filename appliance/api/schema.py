@@ -20,8 +20,11 @@ from appliance.api.embeddings import MAX_INPUTS as MAX_EMBED_INPUTS
 from appliance.api.guard import MAX_INPUTS as MAX_GUARD_INPUTS
 from appliance.api.memory import MAX_CONTENT_CHARS, MAX_ID, MAX_NAME_CHARS, TIERS
 from appliance.api.requests import (
+    MAX_N,
+    MAX_PROMPTS,
     MAX_STOP,
     MAX_TOKEN_DIGITS,
+    MAX_TOP_LOGPROBS,
     ROLES,
     SEED_MAX,
     SEED_MIN,
@@ -92,10 +95,9 @@ _OPTIONS: Schema = {
         "properties": {"include_usage": _BOOLEAN}}),
     "user": _nullable({"type": "string"}),
     "ignore_eos": _BOOLEAN,
+    "n": {**_integer(1, MAX_N), "description": "choices per prompt; at most the server's "
+                                               "max_n (a 400 above it)"},
     # Refused with a 400 unsupported_parameter unless left at what the appliance does.
-    "n": {"enum": [1, None], "description": "only 1"},
-    "logprobs": {"enum": [False, None], "description": "not supported"},
-    "top_logprobs": {"type": "null", "description": "not supported"},
     "response_format": _nullable({"type": "object", "required": ["type"],
                                   "properties": {"type": {"const": "text"}}}),
     "best_of": {"enum": [1, None], "description": "not supported"},
@@ -116,6 +118,9 @@ CHAT: Schema = {
     "properties": {
         **_OPTIONS,
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+        "logprobs": _BOOLEAN,
+        "top_logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
+                         "description": "alternatives per token; needs \"logprobs\": true"},
         "session_id": _nullable({"type": "string", "maxLength": 256,
                                  "description": "memory session (or X-Session-Id)"}),
     },
@@ -132,11 +137,15 @@ COMPLETION: Schema = {
         **_OPTIONS,
         "prompt": {"anyOf": [
             {"type": "string"}, _TOKENS,
-            {"type": "array", "minItems": 1, "maxItems": 1,
+            {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
              "items": {"anyOf": [{"type": "string"}, _TOKENS]}}]},
         "echo": _BOOLEAN,
+        "logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
+                     "description": "alternatives per token (not with \"echo\")"},
     },
 }
+_EMBED_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
+                 "description": "token ids of the encoder's vocabulary"}
 
 EMBEDDINGS: Schema = {
     "type": "object",
@@ -146,7 +155,10 @@ EMBEDDINGS: Schema = {
         "input": {"anyOf": [
             {"type": "string", "minLength": 1},
             {"type": "array", "minItems": 1, "maxItems": MAX_EMBED_INPUTS,
-             "items": {"type": "string", "minLength": 1}}]},
+             "items": {"type": "string", "minLength": 1}},
+            _EMBED_TOKENS,
+            {"type": "array", "minItems": 1, "maxItems": MAX_EMBED_INPUTS,
+             "items": _EMBED_TOKENS}]},
         "encoding_format": {"enum": ["float", "base64", None]},
         "dimensions": _nullable({"type": "integer",
                                  "description": "must be the encoder's own (384)"}),
@@ -208,3 +220,36 @@ MEMORY_PIN: Schema = {
 MEMORY_ID: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 MEMORY_SCOPE: Schema = {"enum": list(TIERS)}
 NAME: Schema = _NAME
+
+_RESPONSE_PART = {"type": "object", "required": ["type", "text"],
+                  "properties": {"type": {"enum": ["input_text", "output_text", "text"]},
+                                 "text": {"type": "string"}}}
+_RESPONSE_ITEM = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "type": {"const": "message"},
+        "role": {"enum": ["user", "assistant", "system", "developer"]},
+        "content": {"anyOf": [{"type": "string"},
+                              {"type": "array", "items": _RESPONSE_PART}]},
+    },
+}
+
+RESPONSES: Schema = {
+    "type": "object",
+    "required": ["input"],
+    "description": "text turns only: tools, stored responses (previous_response_id, "
+                   "conversation), background runs, reasoning and 'include' are a 400",
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [{"type": "string"},
+                            {"type": "array", "minItems": 1, "items": _RESPONSE_ITEM}]},
+        "instructions": _nullable({"type": "string"}),
+        "max_output_tokens": _integer(1),
+        "temperature": _number(0.0, 2.0),
+        "top_p": _number(0.0, 1.0, lo_open=True),
+        "stream": _BOOLEAN,
+        "user": _nullable({"type": "string"}),
+        "metadata": _nullable({"type": "object", "additionalProperties": {"type": "string"}}),
+    },
+}

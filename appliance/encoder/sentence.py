@@ -145,6 +145,10 @@ class Encoder:
         self._splitter.enable_truncation(window, stride=window_stride)
         self._counter = Tokenizer.from_str(self._tokenizer.to_str())
         self._counter.no_truncation()
+        # What the tokenizer puts around a text's tokens ([CLS] ... [SEP]), for token ids.
+        frame = self._tokenizer.encode("").ids
+        self._head, self._tail = tuple(frame[:1]), tuple(frame[1:])
+        self.vocab_size = int(self._tokenizer.get_vocab_size())
         self._session = _session(model, threads, int8_matmuls)
         self._inputs = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._inputs
@@ -177,14 +181,36 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """``(len(texts), dim)`` float32, each row of unit length; read-only."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if texts:
-            with self._lock:
-                encodings = self._tokenizer.encode_batch(list(texts))
-                order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        if not texts:
+            return self._encode_ids([])
+        with self._lock:
+            encodings = self._tokenizer.encode_batch(list(texts))
+            return self._encode_ids([e.ids for e in encodings], locked=True)
+
+    def frame(self, ids: Sequence[int]) -> list[int]:
+        """Token ids of this encoder's vocabulary as the tokenizer would give them for their
+        text: between [CLS] and [SEP] (added where missing) and cut to ``max_length``, so the
+        ids of a text embed exactly as the text does."""
+        body = list(ids)
+        head, tail = list(self._head), list(self._tail)
+        if head and body[:len(head)] == head:
+            body = body[len(head):]
+        if tail and body[-len(tail):] == tail:
+            body = body[:-len(tail)]
+        return head + body[:max(self.max_length - len(head) - len(tail), 0)] + tail
+
+    def encode_ids(self, rows: Sequence[Sequence[int]]) -> Vectors:
+        """Like :meth:`encode`, from token ids (each row framed by :meth:`frame`)."""
+        return self._encode_ids([self.frame(row) for row in rows])
+
+    def _encode_ids(self, ids: list[list[int]], *, locked: bool = False) -> Vectors:
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if ids:
+            with contextlib.nullcontext() if locked else self._lock:
+                order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
                 for start in range(0, len(order), self.batch_size):
                     rows = order[start:start + self.batch_size]
-                    out[rows] = self._embed([encodings[i].ids for i in rows])
+                    out[rows] = self._embed([ids[i] for i in rows])
         out.flags.writeable = False
         return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 import queue
 import random
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.engine.cpu_turns import CpuTurns, engine_turn
+from appliance.engine.logprobs import LogprobSampler
 from appliance.engine.native import (
     Batch,
     ContextConfig,
@@ -39,7 +41,7 @@ from appliance.engine.native import (
 )
 from appliance.engine.scheduler import Events, Row, Scheduler
 from appliance.engine.stream import Stream
-from appliance.engine.types import Event, GenerationRequest, TextDelta
+from appliance.engine.types import Event, GenerationRequest, TextDelta, TokenLogprob
 from appliance.errors import ModelError
 
 log = logging.getLogger("appliance.engine")
@@ -72,6 +74,7 @@ class EngineStats:
     steps: int = 0  # llama_decode calls
     generated_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose KV cells were kept or copied, not decoded
+    prefilled_tokens: int = 0  # prompt tokens decoded
     kv_cells_used: int = 0
     kv_cells_total: int = 0
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))  # the last
@@ -99,6 +102,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._logprobs: LogprobSampler | None = None  # engine thread, made when first needed
 
     # --- life cycle (event loop side) ---------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -122,6 +126,26 @@ class Engine:
         stream = Stream(request)
         self._inbox.put(stream)
         return stream
+
+    def submit_n(self, request: GenerationRequest, n: int) -> list[Stream]:
+        """``n`` sequences of one prompt, started together: the prompt is decoded once and
+        its cache copied to the others. Each has its own seed: the request's (or the
+        server's default) plus 0, 1, ...; random ones when neither is set."""
+        if n == 1:
+            return [self.submit(request)]
+        if not 1 <= n <= self.cfg.parallel:
+            raise ValueError(f"n={n} sequences need as many slots (there are "
+                             f"{self.cfg.parallel})")
+        base = request.sampling.seed
+        if base is None and self.cfg.default_seed >= 0:
+            base = self.cfg.default_seed
+        streams = [Stream(dataclasses.replace(request, sampling=dataclasses.replace(
+            request.sampling, seed=None if base is None else (base + i) & 0xFFFFFFFF)))
+            for i in range(1, n)]
+        leader = Stream(dataclasses.replace(request, sampling=dataclasses.replace(
+            request.sampling, seed=base)), followers=tuple(streams))
+        self._inbox.put(leader)
+        return [leader, *streams]
 
     # --- engine thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -205,6 +229,7 @@ class Engine:
             # Gauges read by other threads, refreshed once per step whatever happened.
             self.stats.running = len(sched.running)
             self.stats.waiting = len(sched.waiting)
+            self.stats.prefilled_tokens = sched.prefilled
             sched.step += 1
 
     def _step(self, model: LlamaModel, ctx: LlamaContext, sched: Scheduler) -> bool:
@@ -264,24 +289,37 @@ class Engine:
         """Sample each row with logits; detokenise; check stops and limits."""
         ctx_size = self.cfg.ctx_size
         t_now = time.monotonic()
-        for seq, row in rows:
-            token = seq.sampler.sample(ctx, row)
+        sampled = sched.fork(rows)
+        self.stats.reused_tokens += sum(seq.cached for seq, _ in sampled[len(rows):])
+        for seq, row in sampled:
+            request = seq.stream.request
+            logprob: TokenLogprob | None = None
+            if seq.trail is None:
+                token = seq.sampler.sample(ctx, row)
+            else:
+                if self._logprobs is None:
+                    self._logprobs = LogprobSampler(model)
+                token, logprob = self._logprobs.sample(seq.sampler, ctx, row,
+                                                       request.logprobs or 0)
             if seq.n_gen == 0:
                 seq.t_first = t_now
             seq.n_gen += 1
             self.stats.generated_tokens += 1
-            if model.is_eog(token) and not seq.stream.request.ignore_eos:
+            if model.is_eog(token) and not request.ignore_eos:
                 sched.finish(seq, "stop", events)
                 continue
+            if seq.trail is not None and logprob is not None:
+                seq.trail.add(logprob)
             res = seq.stops.push(seq.detok.push(model.piece(token)))
             if res.stopped:
-                sched.finish(seq, "stop", events, text=res.text)
+                sched.finish(seq, "stop", events, text=res.text, at_stop_string=True)
                 continue
             seq.next_token = token
-            if seq.n_gen >= seq.stream.request.max_tokens or len(seq.slot.tokens) >= ctx_size:
+            if seq.n_gen >= request.max_tokens or len(seq.slot.tokens) >= ctx_size:
                 sched.finish(seq, "length", events, text=res.text)
             elif res.text:
-                events.setdefault(seq.stream, []).append(TextDelta(res.text, seq.n_gen))
+                events.setdefault(seq.stream, []).append(TextDelta(
+                    res.text, seq.n_gen, seq.trail.release(res.text) if seq.trail else ()))
         self.stats.kv_cells_used = sum(len(s.tokens) for s in sched.slots)
 
     def _seed(self, request: GenerationRequest) -> int:

@@ -311,6 +311,9 @@ class SamplerChain:
             add(chain, llama_cpp.llama_sampler_init_penalties(
                 model.n_vocab, params.penalty_last_n, params.repeat_penalty,
                 params.frequency_penalty, params.presence_penalty))
+        # The samplers so far reshape the distribution; log-probabilities are read after
+        # them and before the rest (engine/logprobs.py).
+        self.n_pre = int(llama_cpp.llama_sampler_chain_n(chain))
         if params.greedy:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return

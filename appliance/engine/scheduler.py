@@ -12,7 +12,8 @@ so tests drive it with fakes and no model. One step, as the engine runs it:
 3. ``admit`` waiting requests into free slots, oldest first (prefix reuse, see ``slots``);
 4. ``build_batch``: the next token of every decoding sequence and chunks of prompts;
 5. the engine decodes the batch (``fail_running`` if llama.cpp refuses it);
-6. the engine samples every row with logits and ``finish``-es the sequences that end.
+6. ``fork``: the n sequences of one prompt whose prefill just ended get its cache;
+7. the engine samples every row with logits and ``finish``-es the sequences that end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from appliance.engine.detok import StopMatcher, Utf8Stream
+from appliance.engine.detok import LogprobTrail, StopMatcher, Utf8Stream
 from appliance.engine.slots import Placement, Slot, place
 from appliance.engine.stream import Stream
 from appliance.engine.types import Event, Finished, FinishReason, GenerationRequest
@@ -49,8 +50,8 @@ class Seq:
     """One running sequence: its slot, what is left of its prompt, its output so far."""
 
     __slots__ = (
-        "cached", "detok", "n_gen", "next_token", "pending", "sampler", "slot",
-        "stops", "stream", "t_first", "t_sched",
+        "cached", "detok", "followers", "n_gen", "next_token", "pending", "sampler", "slot",
+        "stops", "stream", "t_first", "t_sched", "trail",
     )
 
     def __init__(self, stream: Stream, slot: Slot, sampler: SamplerChain, keep: int,
@@ -67,6 +68,8 @@ class Seq:
         self.stops = StopMatcher(req.stop)
         self.t_sched = t_sched  # when it got its slot
         self.t_first = 0.0  # when its first token was sampled
+        self.followers: list[Seq] = []  # n > 1: the others, until ``Scheduler.fork``
+        self.trail = LogprobTrail() if req.logprobs is not None else None
 
 
 class Scheduler:
@@ -86,6 +89,7 @@ class Scheduler:
         self._reuse_min = prefix_reuse_min  # 0: prefix reuse off
         self._clock = clock
         self._admitted = 0  # sequences given a slot so far: the clock of Slot.used
+        self.prefilled = 0  # prompt tokens put into batches (not reused) so far
 
     @property
     def idle(self) -> bool:
@@ -111,6 +115,8 @@ class Scheduler:
         while self.waiting:
             stream = self.waiting[0]
             prompt = stream.request.prompt_tokens
+            if len(stream.followers) >= sum(1 for s in self.slots if not s.busy):
+                break  # the n sequences of a prompt start together
             placement = place(self.slots, prompt, min_copy=self._reuse_min, can_copy=True,
                               reuse=reuse)
             if placement is None:
@@ -125,7 +131,41 @@ class Scheduler:
             seq = Seq(stream, slot, self._open_sampler(stream.request), keep, now)
             self.running.append(seq)
             admitted.append(seq)
+            seq.followers = [self._follower(f, len(prompt), now) for f in stream.followers]
         return admitted
+
+    def _follower(self, stream: Stream, n_prompt: int, now: float) -> Seq:
+        """A sequence that waits, in the lowest free slot, for its leader's prompt cache:
+        nothing of its own to decode (its slot keeps its old cells until the fork)."""
+        slot = min((s for s in self.slots if not s.busy), key=_seq_id_of_slot)
+        slot.busy = True
+        self._admitted += 1
+        slot.used = self._admitted
+        seq = Seq(stream, slot, self._open_sampler(stream.request), n_prompt, now)
+        self.running.append(seq)
+        return seq
+
+    def fork(self, rows: list[Row]) -> list[Row]:
+        """``rows``, then the followers of each leader whose prompt was just decoded, each
+        sampling from its leader's row: the leader's cells are copied into their slots
+        (prefill once, copy n-1 times). A follower whose copy failed decodes the prompt
+        itself instead. The rows added are exactly ``result[len(rows):]``."""
+        if not any(seq.followers for seq, _ in rows):
+            return rows
+        out = list(rows)
+        for seq, i in rows:
+            for follower in seq.followers:
+                if follower not in self.running:
+                    continue  # cancelled meanwhile
+                if self._cache.copy_seq(seq.slot.seq_id, follower.slot.seq_id):
+                    follower.slot.tokens = list(seq.slot.tokens)
+                    out.append((follower, i))
+                else:
+                    self._cache.seq_rm(follower.slot.seq_id)
+                    follower.slot.tokens, follower.cached = [], 0
+                    follower.pending = list(follower.stream.request.prompt_tokens)
+            seq.followers = []
+        return out
 
     def _prepare_cache(self, placement: Placement) -> int:
         """Leave the slot's KV cells holding the prompt's first ``keep`` tokens; returns
@@ -169,16 +209,27 @@ class Scheduler:
                 chunk, last = chunks[seq], not seq.pending
                 i = batch.add_span(chunk, len(slot.tokens), slot.seq_id, last)
                 slot.tokens.extend(chunk)
+                self.prefilled += len(chunk)
                 if last:
                     rows.append((seq, i))
         return rows
 
     def finish(self, seq: Seq, reason: FinishReason, events: Events, *, text: str = "",
-               error: str | None = None) -> None:
-        """Take ``seq`` out of the running set and queue its ``Finished`` event."""
-        if reason == "length":
-            # Release what was held back for a possible stop string: it was not one.
-            text += seq.stops.push(seq.detok.flush()).text + seq.stops.flush()
+               error: str | None = None, at_stop_string: bool = False) -> None:
+        """Take ``seq`` out of the running set and queue its ``Finished`` event (nothing
+        if it has finished already: a follower ends with a leader that ends before it)."""
+        if seq not in self.running:
+            return
+        if reason in ("stop", "length") and not at_stop_string:
+            # The end of text or the length limit: what was held back for a possible stop
+            # string was not one; the bytes of an unfinished character are dropped.
+            seq.detok.cut()
+            text += seq.stops.flush()
+        logprobs = () if seq.trail is None else (
+            seq.trail.release(text) if at_stop_string else seq.trail.rest())
+        for follower in seq.followers:  # never forked: they end with their leader
+            self.finish(follower, reason, events, error=error)
+        seq.followers = []
         seq.next_token = None
         seq.slot.busy = False
         seq.sampler.close()
@@ -187,7 +238,7 @@ class Scheduler:
         events.setdefault(seq.stream, []).append(Finished(
             reason=reason, text=text, prompt_tokens=len(seq.stream.request.prompt_tokens),
             completion_tokens=seq.n_gen, cached_tokens=seq.cached,
-            prefill_seconds=max(t_first - seq.t_sched, 0.0), error=error))
+            prefill_seconds=max(t_first - seq.t_sched, 0.0), error=error, logprobs=logprobs))
 
     def fail_running(self, error: str, events: Events) -> None:
         """Finish every running sequence with an error, its KV cells dropped."""
@@ -201,7 +252,7 @@ class Scheduler:
         events: Events = {}
         for seq in list(self.running):
             self.finish(seq, reason, events, error=error)
-        for stream in self.waiting:
+        for stream in [s for leader in self.waiting for s in (leader, *leader.followers)]:
             events[stream] = [Finished(
                 reason=reason, text="", prompt_tokens=len(stream.request.prompt_tokens),
                 completion_tokens=0, cached_tokens=0, prefill_seconds=0.0, error=error)]
@@ -231,3 +282,7 @@ def prefill_chunks(running: list[Seq], budget: int) -> dict[Seq, list[int]]:
 
 def _seq_id(seq: Seq) -> int:
     return seq.slot.seq_id
+
+
+def _seq_id_of_slot(slot: Slot) -> int:
+    return slot.seq_id

@@ -17,8 +17,12 @@ from appliance.engine.types import Event, Finished, GenerationRequest
 
 
 class Stream:
-    def __init__(self, request: GenerationRequest) -> None:
+    def __init__(self, request: GenerationRequest,
+                 followers: tuple[Stream, ...] = ()) -> None:
         self.request = request
+        # n sequences of one prompt: the others, which start from this one's prompt cache
+        # once it is decoded (see Scheduler.fork).
+        self.followers = followers
         self.cancelled = False  # read by the engine thread at every step
         self._events: deque[Event] = deque()
         self._wakeup = asyncio.Event()

@@ -37,6 +37,27 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # Log-probabilities of each sampled token and of this many alternatives (0..20);
+    # None: not asked, and nothing is computed.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: int
+    piece: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the most likely alternatives (see
+    ``engine.logprobs`` for which distribution)."""
+
+    token: int
+    piece: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,7 @@ class TextDelta:
 
     text: str
     n_tokens: int  # completion tokens so far
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text completes
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class Finished:
     cached_tokens: int  # prompt tokens whose KV was reused, not re-decoded
     prefill_seconds: float  # from getting a slot to the first token sampled
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # those not yet sent with a TextDelta
 
 
 Event = TextDelta | Finished

@@ -38,8 +38,11 @@ class CacheStage:
 
     def query(self, job: Job, ctx: RequestContext,
               messages: Sequence[ChatMessage]) -> CacheQuery | None:
-        """The job's cache keys, or None when it is not cacheable (sampling too random)."""
+        """The job's cache keys, or None when it is not cacheable (sampling too random;
+        several choices or log-probabilities, which a stored answer does not have)."""
         if not self._cache.cacheable(job.options.sampling):
+            return None
+        if job.options.n > 1 or job.options.logprobs is not None:
             return None
         source = self._tokenizer.template_source()
         # Entries made under another model file or template are deleted (adopt); the guard

@@ -2,7 +2,8 @@
 
 A request is scope-checked by the web layer; here it is charged to the key's buckets (1
 request, its input tokens) and waits for a slot of the same bounded, fair queue as the
-generations, then the encoder runs on a worker thread (never on the event loop).
+generations, then the encoder runs on a worker thread (never on the event loop). Token-id
+inputs are ids of the encoder's vocabulary, framed and cut like a text's tokens.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class EmbeddingService:
             raise InvalidRequest(f"this model's embeddings have {self.encoder.dim} "
                                  f"dimensions; 'dimensions' cannot change that",
                                  param="dimensions")
-        counts = await asyncio.to_thread(self.encoder.token_counts, req.inputs)
-        tokens = sum(counts)
+        if req.token_ids:
+            self._check_ids(req.token_ids)
+            tokens = sum(len(self.encoder.frame(ids)) for ids in req.token_ids)
+        else:
+            tokens = sum(await asyncio.to_thread(self.encoder.token_counts, req.inputs))
         if tokens > self._max_tokens:
             raise InvalidRequest(f"the input holds {tokens} tokens; one call may hold at "
                                  f"most {self._max_tokens} (embeddings_max_tokens): split it",
@@ -56,6 +60,17 @@ class EmbeddingService:
         queued_at = time.perf_counter()
         async with self.gate.admit(key, tokens, 0):
             trace.queue_wait_s = time.perf_counter() - queued_at
-            vectors = await asyncio.to_thread(self.encoder.encode, req.inputs)
+            if req.token_ids:
+                vectors = await asyncio.to_thread(self.encoder.encode_ids, req.token_ids)
+            else:
+                vectors = await asyncio.to_thread(self.encoder.encode, req.inputs)
         trace.prompt_tokens = tokens
         return Embeddings(vectors, tokens, self.model_id)
+
+    def _check_ids(self, rows: tuple[tuple[int, ...], ...]) -> None:
+        size = self.encoder.vocab_size
+        for i, ids in enumerate(rows):
+            if max(ids) >= size:
+                raise InvalidRequest(f"input[{i}] holds token id {max(ids)}, outside the "
+                                     f"vocabulary of {self.model_id!r} (0..{size - 1})",
+                                     param="input")

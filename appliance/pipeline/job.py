@@ -19,7 +19,7 @@ from appliance.admission.gate import ANONYMOUS
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import GenerationOptions
 from appliance.cache.response import CacheDirectives, CacheQuery
-from appliance.engine.types import GenerationRequest
+from appliance.engine.types import GenerationRequest, TokenLogprob
 from appliance.guards.rails import PolicyRails, RulesStage
 from appliance.memory.prompt import MemoryContext
 from appliance.observability.trace import RequestTrace
@@ -75,19 +75,28 @@ class Job:
     cache: CacheQuery | None = None  # None: the response cache is not consulted
     memory: MemoryContext | None = None  # None: nothing is remembered
     memory_tokens: int = 0
+    prompt_chars: int = 0  # completions: the prompt's length (where text_offset starts)
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.request.prompt_tokens)
 
+    @property
+    def n(self) -> int:
+        return self.options.n
+
 
 @dataclass(frozen=True)
 class Chunk:
-    """One piece of a streamed generation; the last has ``finish_reason`` and ``usage``."""
+    """One piece of a streamed generation; the last has ``finish_reason`` and ``usage``.
+    With n choices, ``index`` says whose (each choice has its own last chunk, its usage
+    that choice's)."""
 
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text completes (if asked)
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,3 +104,4 @@ class Generation:
     text: str
     finish_reason: FinishReason
     usage: Usage
+    logprobs: tuple[TokenLogprob, ...] = ()

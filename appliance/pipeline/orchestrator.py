@@ -12,6 +12,10 @@
 The sequence is cancelled whenever the consumer stops early (client gone), the request is
 cancelled, or the output rail ends the answer; the admission ticket is settled to the
 tokens actually used. Jobs come from :class:`~appliance.pipeline.prepare.Preparer`.
+
+A job of n choices (``n`` > 1) is admitted once and runs n sequences of its prompt (decoded
+once, see ``Engine.submit_n``), each through its own output rail; their chunks carry their
+``index``, and only the first choice is remembered (such jobs bypass the cache).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from appliance.cache.response import CachedResponse, CacheResult
 from appliance.engine.chat import ChatMessage
 from appliance.engine.engine import Engine
 from appliance.engine.stream import Stream
-from appliance.engine.types import Finished, SamplingParams, TextDelta
+from appliance.engine.types import Finished, SamplingParams, TextDelta, TokenLogprob
 from appliance.errors import InternalError, Unavailable
 from appliance.guards.rails import InputCheck
 from appliance.observability.trace import RequestTrace
@@ -35,6 +39,7 @@ from appliance.pipeline.cache_stage import CacheStage
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Generation, Job, RequestContext, Usage
 from appliance.pipeline.memory_stage import MemoryStage
+from appliance.pipeline.merge import merged
 from appliance.pipeline.output_stage import OutputStage
 from appliance.pipeline.prepare import Preparer
 
@@ -63,15 +68,17 @@ class Pipeline:
             return
         queued_at = time.perf_counter()
         async with self._gate.admit(ctx.key, job.prompt_tokens,
-                                    job.request.max_tokens) as ticket:
+                                    job.request.max_tokens * job.n) as ticket:
             trace.queue_wait_s = time.perf_counter() - queued_at
-            handle = self._engine.submit(job.request)
+            handles = self._engine.submit_n(job.request, job.n)
             try:
                 check = await self._classify(job, ctx)  # while the engine prefills
                 if check is not None and check.topic is not None:
                     ticket.use(0)  # answered without the model
                     trace.released(check.topic.answer, 0)
-                    yield Chunk(check.topic.answer, "stop", Usage(job.prompt_tokens, 0, 0))
+                    for i in range(job.n):
+                        yield Chunk(check.topic.answer, "stop", Usage(job.prompt_tokens, 0, 0),
+                                    index=i)
                     return
                 lookup = (await self._cache.semantic(job, check, trace)
                           if self._cache is not None else None)
@@ -80,29 +87,43 @@ class Pipeline:
                     async for chunk in self._replay(job, lookup.entry, ctx, charge=False):
                         yield chunk
                     return
-                answer: list[str] = []
-                async with contextlib.aclosing(self._release(handle, job, ticket,
-                                                             trace)) as chunks:
+                answer: list[str] = []  # the first choice's
+                async with contextlib.aclosing(self._release_all(handles, job, ticket,
+                                                                 trace)) as chunks:
                     async for chunk in chunks:
-                        answer.append(chunk.text)
-                        if chunk.finish_reason in ("stop", "length"):
+                        if chunk.index == 0:
+                            answer.append(chunk.text)
+                        if chunk.index == 0 and chunk.finish_reason in ("stop", "length"):
                             await self._cache_and_remember(job, "".join(answer), chunk,
                                                            lookup, trace)
                             chunk = _with_memory_tokens(chunk, job)
                         yield chunk
             finally:
-                handle.cancel()
+                for handle in handles:
+                    handle.cancel()
 
     async def complete(self, job: Job, ctx: RequestContext) -> Generation:
         """The whole answer (the stream collected), checked once more as a whole."""
-        parts = [job.echo_text] if job.echo_text else []
+        return (await self.complete_all(job, ctx))[0]
+
+    async def complete_all(self, job: Job, ctx: RequestContext) -> list[Generation]:
+        """Every choice's whole answer (the stream collected), each checked once more as a
+        whole, in index order."""
+        parts: list[list[str]] = [[job.echo_text] if job.echo_text else [] for _ in
+                                  range(job.n)]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(job.n)]
+        done: dict[int, Generation] = {}
         async with contextlib.aclosing(self.stream(job, ctx)) as chunks:
             async for chunk in chunks:
-                parts.append(chunk.text)
+                parts[chunk.index].append(chunk.text)
+                logprobs[chunk.index].extend(chunk.logprobs)
                 if chunk.finish_reason is not None and chunk.usage is not None:
-                    answer = Generation("".join(parts), chunk.finish_reason, chunk.usage)
-                    return self._output.check_whole(job.rails, answer, ctx.trace)
-        raise InternalError("the generation ended without a result")
+                    answer = Generation("".join(parts[chunk.index]), chunk.finish_reason,
+                                        chunk.usage, tuple(logprobs[chunk.index]))
+                    done[chunk.index] = self._output.check_whole(job.rails, answer, ctx.trace)
+        if len(done) < job.n:
+            raise InternalError("the generation ended without a result")
+        return [done[i] for i in range(job.n)]
 
     async def summarise(self, instruction: str, text: str) -> str:
         """One greedy generation for background work (session summaries), admitted through
@@ -122,30 +143,37 @@ class Pipeline:
             return None
         return await self._inputs.classify(job.rails, job.rules, ctx.trace)
 
-    async def _release(self, handle: Stream, job: Job, ticket: Ticket,
-                       trace: RequestTrace) -> AsyncGenerator[Chunk, None]:
-        """The engine's events as chunks that passed the output rail."""
+    def _release_all(self, handles: list[Stream], job: Job, ticket: Ticket,
+                     trace: RequestTrace) -> AsyncGenerator[Chunk, None]:
+        """Every choice's chunks (one each: its own output rail), as they come."""
+        spend = _Spend(ticket, job.prompt_tokens, len(handles))
+        sources = [self._release(h, job, spend, trace, i) for i, h in enumerate(handles)]
+        return sources[0] if len(sources) == 1 else merged(sources)
+
+    async def _release(self, handle: Stream, job: Job, spend: _Spend, trace: RequestTrace,
+                       index: int) -> AsyncGenerator[Chunk, None]:
+        """One sequence's events as chunks that passed the output rail."""
         guard = self._output.start(job.rails, job.prompt_tokens, trace)
         async for event in handle:
             if isinstance(event, TextDelta):
-                ticket.use(job.prompt_tokens + event.n_tokens)
+                spend.use(index, event.n_tokens)
                 if guard is None:
                     trace.released(event.text, event.n_tokens)
-                    yield Chunk(event.text)
+                    yield Chunk(event.text, logprobs=event.logprobs, index=index)
                     continue
-                async for chunk in guard.feed(event.text, event.n_tokens):
-                    yield chunk
+                async for chunk in guard.feed(event.text, event.n_tokens, event.logprobs):
+                    yield _indexed(chunk, index)
                     if chunk.finish_reason is not None:
                         return
             elif isinstance(event, Finished):
-                ticket.use(event.prompt_tokens + event.completion_tokens)
-                final = _final(event, trace)
+                spend.use(index, event.completion_tokens)
+                final = _final(event, trace, index)
                 if guard is None:
                     trace.released(final.text, event.completion_tokens)
                     yield final
                     return
                 async for chunk in guard.finish(final):
-                    yield chunk
+                    yield _indexed(chunk, index)
                 return
 
     async def _replay(self, job: Job, entry: CachedResponse, ctx: RequestContext, *,
@@ -180,15 +208,33 @@ def _with_memory_tokens(chunk: Chunk, job: Job) -> Chunk:
         chunk.usage, memory_tokens=job.memory_tokens))
 
 
-def _final(event: Finished, trace: RequestTrace) -> Chunk:
+class _Spend:
+    """The tokens a job's choices used so far, kept on its admission ticket."""
+
+    def __init__(self, ticket: Ticket, prompt_tokens: int, n: int) -> None:
+        self._ticket = ticket
+        self._prompt = prompt_tokens
+        self._used = [0] * n
+
+    def use(self, index: int, completion_tokens: int) -> None:
+        self._used[index] = completion_tokens
+        self._ticket.use(self._prompt + sum(self._used))
+
+
+def _indexed(chunk: Chunk, index: int) -> Chunk:
+    return chunk if chunk.index == index else dataclasses.replace(chunk, index=index)
+
+
+def _final(event: Finished, trace: RequestTrace, index: int) -> Chunk:
     """The engine's last event as the last chunk (an engine failure is an error)."""
     if event.reason == "error":
         raise InternalError(f"generation failed: {event.error}")
     if event.reason == "cancelled":
         raise Unavailable("the generation was cancelled because the server is stopping")
-    trace.prefill_s = event.prefill_seconds
-    trace.prompt_tokens = event.prompt_tokens
-    trace.completion_tokens = event.completion_tokens
-    trace.cached_tokens = event.cached_tokens
+    if index == 0:  # (the others' prompt is the first one's, copied)
+        trace.prefill_s = event.prefill_seconds
+        trace.prompt_tokens = event.prompt_tokens
+        trace.cached_tokens = event.cached_tokens
+    trace.completion_tokens += event.completion_tokens
     usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
-    return Chunk(event.text, event.reason, usage)
+    return Chunk(event.text, event.reason, usage, event.logprobs, index)

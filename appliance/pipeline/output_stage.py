@@ -8,14 +8,20 @@ text, or the replacement that ends the answer with ``finish_reason="content_filt
 caller stops at a chunk with a finish reason). :meth:`OutputStage.check_whole` checks a
 non-streamed answer once more as a whole (a pattern spanning many windows is caught too);
 :meth:`OutputStage.storable` is the same check for what the cache and memory keep.
+Log-probabilities (when asked) are held back with their tokens' text and go out with the
+chunk that releases its end; a replacement carries none, and the tokens touching a redacted
+window are dropped.
 Every verdict is recorded in the request's trace (metrics; blocks and redactions audited).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 
+from appliance.engine.detok import LogprobTrail
+from appliance.engine.types import TokenLogprob
 from appliance.guards.output import OutputBuffer, OutputRail, Window
 from appliance.guards.rails import Guards, PolicyRails
 from appliance.guards.readiness import GuardsState
@@ -41,18 +47,32 @@ class OutputGuard:
         self._trace = trace
         self._prompt_tokens = prompt_tokens
         self._n_tokens = 0
+        self._trail = LogprobTrail()  # log-probabilities of the text held back
+        self._ready: list[TokenLogprob] = []  # of the text checked, for the next chunk
 
-    async def feed(self, text: str, n_tokens: int) -> AsyncGenerator[Chunk, None]:
+    async def feed(self, text: str, n_tokens: int,
+                   logprobs: tuple[TokenLogprob, ...] = ()) -> AsyncGenerator[Chunk, None]:
         delta, self._n_tokens = n_tokens - self._n_tokens, n_tokens
+        for item in logprobs:
+            self._trail.add(item)
         for window in self._buffer.push(text, max(1, delta)):
             chunk = await self._check(window)
             if chunk is not None:
-                yield chunk
+                yield self._with_logprobs(chunk)
+
+    def _with_logprobs(self, chunk: Chunk) -> Chunk:
+        if not self._ready or chunk.finish_reason == "content_filter":
+            return chunk
+        out = dataclasses.replace(chunk, logprobs=(*chunk.logprobs, *self._ready))
+        self._ready.clear()
+        return out
 
     async def finish(self, final: Chunk) -> AsyncGenerator[Chunk, None]:
         """The last windows (the final text included), then the final chunk."""
         if final.usage is not None:
             self._n_tokens = final.usage.completion_tokens
+        for item in final.logprobs:
+            self._trail.add(item)
         windows = self._buffer.push(final.text, 1)
         rest = self._buffer.flush()
         released: list[str] = []
@@ -65,7 +85,8 @@ class OutputGuard:
                 released.append(chunk.text)
         if not released:  # (windows recorded their own releases)
             self._trace.released("", self._n_tokens)
-        yield Chunk("".join(released), final.finish_reason, final.usage)
+        self._ready.extend(self._trail.rest())
+        yield self._with_logprobs(Chunk("".join(released), final.finish_reason, final.usage))
 
     async def _check(self, window: Window) -> Chunk | None:
         start = time.perf_counter()
@@ -78,6 +99,10 @@ class OutputGuard:
             self._trace.released(verdict.replacement, self._n_tokens)
             return Chunk(verdict.replacement, "content_filter",
                          Usage(self._prompt_tokens, self._n_tokens, 0))
+        if verdict.text == window.text:
+            self._ready.extend(self._trail.release(window.text))
+        else:  # redacted: its tokens would show what it hid
+            self._trail.discard(window.text)
         if not verdict.text:
             return None
         self._trace.released(verdict.text, self._n_tokens)

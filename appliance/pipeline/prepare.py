@@ -14,7 +14,7 @@ import dataclasses
 import time
 import uuid
 
-from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions
+from appliance.api.requests import ChatRequest, CompletionRequest, GenerationOptions, Prompt
 from appliance.engine.chat import ChatMessage
 from appliance.engine.models import ServedModel
 from appliance.engine.tokenizer import Tokenizer
@@ -35,8 +35,9 @@ UNTRUSTED_ROLES = frozenset({"system", "tool"})
 class Preparer:
     def __init__(self, served: ServedModel, tokenizer: Tokenizer, inputs: InputStage, *,
                  ctx_size: int, memory: MemoryStage | None = None,
-                 cache: CacheStage | None = None) -> None:
+                 cache: CacheStage | None = None, max_n: int = 1) -> None:
         self._served = served
+        self._max_n = max_n  # choices per prompt (at most the decoding slots)
         self._tokenizer = tokenizer
         self._inputs = inputs
         self._ctx_size = ctx_size
@@ -65,14 +66,21 @@ class Preparer:
             memory=injected.context, memory_tokens=injected.tokens)
         return self._with_cache(job, ctx, injected.messages)
 
-    async def completion(self, req: CompletionRequest, ctx: RequestContext) -> Job:
+    async def completions(self, req: CompletionRequest, ctx: RequestContext) -> list[Job]:
+        """A job for each prompt, in order."""
+        return [await self.completion(req, ctx, prompt) for prompt in req.prompts]
+
+    async def completion(self, req: CompletionRequest, ctx: RequestContext,
+                         prompt: Prompt | None = None) -> Job:
+        """The job of ``prompt`` (default: the request's first)."""
         self._served.check(req.options.model)
+        prompt = req.prompts[0] if prompt is None else prompt
         ids: list[int] = []
-        if isinstance(req.prompt, str):
-            text: str | None = req.prompt
-            echo = req.prompt
+        if isinstance(prompt, str):
+            text: str | None = prompt
+            echo = prompt
         else:
-            ids = list(req.prompt)
+            ids = list(prompt)
             n_vocab = self._tokenizer.n_vocab
             bad = [t for t in ids if not 0 <= t < n_vocab]
             if bad:
@@ -87,8 +95,9 @@ class Preparer:
             if rules.texts[0] != echo:  # redacted: the model sees the masked text
                 text = echo = rules.texts[0]
         tokens = await self._tokenize(text) if text is not None else ids
-        job = self._job("text", tokens, req.options, echo_text=echo if req.echo else "",
-                        default_max=16, rails=rails, rules=rules)
+        job = dataclasses.replace(
+            self._job("text", tokens, req.options, echo_text=echo if req.echo else "",
+                      default_max=16, rails=rails, rules=rules), prompt_chars=len(echo))
         return self._with_cache(job, ctx, ())
 
     async def _tokenize_chat(self, parts: list[tuple[str, bool]]) -> list[int]:
@@ -112,11 +121,14 @@ class Preparer:
             if token >= n_vocab:
                 raise InvalidRequest(f"'logit_bias' token id {token} is outside the "
                                      f"vocabulary (0..{n_vocab - 1})", param="logit_bias")
+        if options.n > self._max_n:
+            raise InvalidRequest(f"'n' must be at most {self._max_n} on this server (the "
+                                 f"max_n setting, at most the parallel slots)", param="n")
         max_tokens = self._max_tokens(kind, n_prompt, options.max_tokens, default_max)
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         request = GenerationRequest(prompt_tokens=tuple(tokens), max_tokens=max_tokens,
                                     sampling=options.sampling, stop=options.stop,
-                                    ignore_eos=options.ignore_eos)
+                                    ignore_eos=options.ignore_eos, logprobs=options.logprobs)
         return Job(id=rid, created=int(time.time()), kind=kind, request=request,
                    options=options, echo_text=echo_text, rails=rails, rules=rules)
 

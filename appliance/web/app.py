@@ -24,8 +24,10 @@ from appliance.web import (
     memory_routes,
     observability,
     openapi,
+    responses_routes,
     routes,
 )
+from appliance.web.cors import CORS, CorsPolicy, cors_middleware
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.protocol import Runner
 from appliance.web.site import BoundedSite
@@ -61,9 +63,10 @@ log = logging.getLogger("appliance.web")
 # Every route of the HTTP surface (the docs test reads this), and the OpenAPI document's
 # operations, module by module: a test checks that the two describe the same surface.
 ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
-          memory_routes.routes, openapi.routes)
+          memory_routes.routes, responses_routes.routes, openapi.routes)
 OPERATIONS = (*routes.OPERATIONS, *guard_routes.OPERATIONS, *observability.OPERATIONS,
-              *embedding_routes.OPERATIONS, *memory_routes.OPERATIONS, *openapi.OPERATIONS)
+              *embedding_routes.OPERATIONS, *memory_routes.OPERATIONS,
+              *responses_routes.OPERATIONS, *openapi.OPERATIONS)
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -73,8 +76,9 @@ def make_app(settings: Settings) -> web.Application:
 
 
 def application(c: Components) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[errors_middleware, cors_middleware, auth_middleware],
                           client_max_size=c.settings.max_body_bytes)
+    app[CORS] = CorsPolicy.parse(c.settings.cors_origins)
     app[SETTINGS], app[MODELS], app[SERVED] = c.settings, c.models, c.served
     app[ENGINE], app[PIPELINE], app[DATABASE], app[GATE] = (c.engine, c.pipeline, c.database,
                                                            c.gate)

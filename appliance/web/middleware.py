@@ -20,6 +20,7 @@ from appliance.errors import (
 )
 from appliance.observability.trace import RequestTrace
 from appliance.web.cache_http import cache_headers
+from appliance.web.cors import CORS
 from appliance.web.observability import endpoint_label, logged_method, request_done
 from appliance.web.state import GATE, KEY, REQUEST_ID_KEY, SCRUBBER, SETTINGS, TRACE
 
@@ -54,8 +55,9 @@ def _from_http(exc: web.HTTPException) -> RequestError:
 
 
 def response_headers(request: web.Request) -> dict[str, str]:
-    """Headers every response carries: the request id and the caller's rate limits."""
+    """Headers every response carries: the request id, the caller's rate limits, CORS."""
     headers = {REQUEST_ID: request[REQUEST_ID_KEY]}
+    headers.update(request.app[CORS].headers(request.headers.get("Origin")))
     key = request.get(KEY)
     if key is not None:
         headers.update(request.app[GATE].rate_headers(key))

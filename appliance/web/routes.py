@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
@@ -14,11 +15,13 @@ from aiohttp import web
 from appliance.admission.keys import Scope
 from appliance.api import schema
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
-from appliance.pipeline.job import Job, RequestContext
+from appliance.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
+from appliance.pipeline.choices import complete_jobs, stream_jobs
+from appliance.pipeline.job import Chunk, Job, RequestContext
 from appliance.web.cache_http import GENERATION_HEADERS, cache_directives, session_id
-from appliance.web.formatting import ChunkFormatter, completion_body, models_body
-from appliance.web.openapi import Operation
+from appliance.web.choice_format import ChoicesFormatter, choices_body
+from appliance.web.formatting import models_body
+from appliance.web.openapi import Operation, Param
 from appliance.web.protocol import http_error
 from appliance.web.sse import ClientStalled, EventStream
 from appliance.web.state import (
@@ -62,22 +65,34 @@ def json_response(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.StreamResponse:
+async def _respond(request: web.Request, jobs: list[Job],
+                   ctx: RequestContext) -> web.StreamResponse:
     pipeline, served = request.app[PIPELINE], request.app[SERVED]
-    if not job.options.stream:
-        result = await pipeline.complete(job, ctx)
-        return json_response(completion_body(job, result, served.id, served.fingerprint))
-    fmt = ChunkFormatter(job, served.id, served.fingerprint)
+    if not jobs[0].options.stream:
+        results = await complete_jobs(pipeline, jobs, ctx)
+        return json_response(choices_body(jobs, results, served.id, served.fingerprint))
+    fmt = ChoicesFormatter(jobs, served.id, served.fingerprint)
+    return await relay(request, ctx, stream_jobs(pipeline, jobs, ctx),
+                       lambda chunk, first: [*fmt.first(), *fmt.chunk(chunk)] if first
+                       else fmt.chunk(chunk))
+
+
+async def relay(request: web.Request, ctx: RequestContext,
+                chunks: AsyncGenerator[Chunk, None],
+                render: Callable[[Chunk, bool], list[dict[str, Any]]], *,
+                typed: bool = False) -> web.StreamResponse:
+    """``chunks`` as server-sent events, each rendered by ``render(chunk, is_first)``
+    (``typed``: the Responses API's named events, no ``[DONE]``)."""
     out = EventStream(request, stall_timeout=request.app[SETTINGS].stream_stall_timeout_s)
-    async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
-        first = await anext(chunks)  # errors before the first token are still plain JSON
+    send = out.send_typed if typed else out.send
+    async with contextlib.aclosing(chunks) as source:
+        first = await anext(source)  # errors before the first token are still plain JSON
         await out.open()
-        opening = fmt.first()
         try:
-            await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
-            async for chunk in chunks:
-                await out.send(fmt.chunk(chunk))
-            await out.done()
+            await send(render(first, True))
+            async for chunk in source:
+                await send(render(chunk, False))
+            await (out.end() if typed else out.done())
         except ClientStalled:
             # Leaving the block cancels the generation; the connection is of no more use.
             ctx.trace.error_type = "client_stalled"
@@ -86,7 +101,7 @@ async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.S
     return out.response
 
 
-async def _admit_and_read(request: web.Request) -> Any:
+async def admit_and_read(request: web.Request) -> Any:
     """Scope check and load shedding before the body is even read, then the JSON."""
     gate = request.app[GATE]
     gate.require(request[KEY], Scope.CHAT)
@@ -94,7 +109,7 @@ async def _admit_and_read(request: web.Request) -> Any:
     return await read_json(request)
 
 
-def _context(request: web.Request, body: Any, user: str | None) -> RequestContext:
+def context(request: web.Request, body: Any, user: str | None) -> RequestContext:
     """Who asks: the key, and the client's ``user`` and session as their keyed hashes
     (hashed here, before any lookup or store)."""
     ids = request.app[PSEUDONYMS]
@@ -104,28 +119,42 @@ def _context(request: web.Request, body: Any, user: str | None) -> RequestContex
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await _admit_and_read(request)
+    body = await admit_and_read(request)
     req = parse_chat(body)
-    ctx = _context(request, body, req.options.user)
+    ctx = context(request, body, req.options.user)
     job = await request.app[PIPELINE].prepare.chat(req, ctx)
-    return await _respond(request, job, ctx)
+    return await _respond(request, [job], ctx)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
-    body = await _admit_and_read(request)
+    body = await admit_and_read(request)
     req = parse_completion(body)
-    ctx = _context(request, body, req.options.user)
-    job = await request.app[PIPELINE].prepare.completion(req, ctx)
-    return await _respond(request, job, ctx)
+    ctx = context(request, body, req.options.user)
+    jobs = await request.app[PIPELINE].prepare.completions(req, ctx)
+    return await _respond(request, jobs, ctx)
+
+
+def _models(request: web.Request) -> dict[str, Any]:
+    store, served = request.app[MODELS], request.app[SERVED]
+    available = {s.id for s in store.specs if store.is_available(s)}
+    return models_body(store.specs, served.model.spec, available, int(request.app[STARTED_AT]))
 
 
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
-    store, served = request.app[MODELS], request.app[SERVED]
-    available = {s.id for s in store.specs if store.is_available(s)}
-    return json_response(models_body(store.specs, served.model.spec, available,
-                                     int(request.app[STARTED_AT])))
+    return json_response(_models(request))
+
+
+@routes.get("/v1/models/{model_id}")
+async def model(request: web.Request) -> web.Response:
+    """One row of /v1/models (``default`` names the served model)."""
+    model_id = request.match_info["model_id"]
+    for row in _models(request)["data"]:
+        if row["id"] == model_id:
+            return json_response(row)
+    raise ModelNotFound(f"the model {model_id!r} does not exist; GET /v1/models lists them",
+                        param="model")
 
 
 @routes.get("/health")
@@ -168,6 +197,9 @@ OPERATIONS = (
               body=schema.COMPLETION, params=GENERATION_HEADERS, errors=(404, 429, 503),
               media=_GENERATED),
     Operation("GET", "/v1/models", "the manifest's models and the \"default\" alias"),
+    Operation("GET", "/v1/models/{model_id}", "one model (\"default\" names the served one)",
+              params=(Param("model_id", "path", {"type": "string"}, required=True),),
+              errors=(404,)),
     Operation("GET", "/health", "liveness: ok, or degraded while the queue is nearly full",
               auth="none"),
     Operation("GET", "/ready", "200 once the model and the guards are ready, else 503",

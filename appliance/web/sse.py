@@ -1,4 +1,5 @@
-"""Server-sent events framing for OpenAI streams (``data: {json}`` ... ``data: [DONE]``).
+"""Server-sent events framing for OpenAI streams (``data: {json}`` ... ``data: [DONE]``; the
+Responses API names each event, ``event: <type>``, and ends without ``[DONE]``).
 
 A write waits while the client's socket buffer is full (backpressure); a client that reads
 nothing for ``stall_timeout`` seconds is given up on (:class:`ClientStalled`): the caller
@@ -43,8 +44,19 @@ class EventStream:
         if data:
             await self._write(data)
 
+    async def send_typed(self, events: Iterable[dict[str, Any]]) -> None:
+        """Events named by their ``type`` (the Responses API's framing), in one write."""
+        data = b"".join(b"event: " + str(e["type"]).encode() + b"\ndata: " + orjson.dumps(e)
+                        + b"\n\n" for e in events)
+        if data:
+            await self._write(data)
+
     async def done(self) -> None:
         await self._write(_DONE)
+        await self.response.write_eof()
+
+    async def end(self) -> None:
+        """The end of a stream that has no ``[DONE]`` (the Responses API)."""
         await self.response.write_eof()
 
     async def _write(self, data: bytes) -> None:

@@ -138,7 +138,8 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
                    if settings.cache_enabled else None)
     memory_stage = MemoryStage(memory, tokenizer) if settings.memory_enabled else None
     prepare = Preparer(served, tokenizer, inputs, ctx_size=settings.ctx_size,
-                       memory=memory_stage, cache=cache_stage)
+                       memory=memory_stage, cache=cache_stage,
+                       max_n=min(settings.max_n, settings.parallel))
     pipeline = Pipeline(engine, gate, prepare, inputs,
                         OutputStage(guards, holdback_tokens=settings.guard_holdback_tokens),
                         cache=cache_stage, memory=memory_stage)

@@ -178,7 +178,11 @@ async def test_embeddings_raw_base64_and_bad_input(
         vec = np.frombuffer(base64.b64decode(got["data"][0]["embedding"]), dtype="<f4")
         assert float(vec @ encoder.encode_one("hello")) == pytest.approx(1.0, abs=1e-5)
         for body, param in (({"model": "default", "input": []}, "input"),
-                            ({"model": "default", "input": [1, 2, 3]}, "input"),
+                            ({"model": "default", "input": [1, "2", 3]}, "input"),
+                            ({"model": "default", "input": [[101, 2], "mixed"]}, "input"),
+                            ({"model": "default", "input": [[101, 10**6]]}, "input"),
+                            ({"model": "default", "input": [[101], []]}, "input"),
+                            ({"model": "default", "input": [[-1]]}, "input"),
                             ({"model": "default", "input": ["ok", ""]}, "input"),
                             ({"model": "default"}, "input"),
                             ({"model": "default", "input": "x", "encoding_format": "int8"},
@@ -192,3 +196,67 @@ async def test_embeddings_raw_base64_and_bad_input(
         assert status == 404 and got["error"]["code"] == "model_not_found"
         status, got = await post("chat-only", {"model": "default", "input": "x"})
         assert status == 403 and got["error"]["code"] == "insufficient_scope"
+
+
+def test_token_id_inputs_embed_as_their_text(keyed: tuple[RunningServer, dict[str, str]],
+                                             encoder: Encoder) -> None:
+    """Token ids of the encoder's own vocabulary (with or without [CLS]/[SEP], cut at its
+    max length like a text), one array or a list of them, as LangChain sends them."""
+    from tokenizers import Tokenizer
+
+    from appliance.encoder.sentence import load_encoder_spec, locate_pinned
+
+    tokenizer = Tokenizer.from_file(str(locate_pinned(load_encoder_spec().tokenizer, "tok")))
+    tokenizer.no_truncation()  # (the file's own settings: the server cuts at its max length,
+    tokenizer.no_padding()  # and ids are sent as they are)
+    texts = ["The patient has a fever.", "Paris is the capital of France.",
+             "word " * 400]  # longer than the encoder's 256 tokens: cut the same way
+    framed = [tokenizer.encode(t).ids for t in texts]
+    bare = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert framed[0][0] == 101 and bare[0][0] != 101 and len(bare[2]) > 256
+    srv, keys = keyed
+    with _client(srv, keys["a"]) as c:
+        by_text = c.embeddings.create(model="default", input=texts, encoding_format="float")
+        for ids in (framed, bare):
+            got = c.embeddings.create(model="default", input=ids, encoding_format="float")
+            assert got.usage.prompt_tokens == by_text.usage.prompt_tokens
+            for want, row in zip(by_text.data, got.data, strict=True):
+                assert np.allclose(want.embedding, row.embedding, atol=1e-6)
+        single = c.embeddings.create(model="default", input=bare[0], encoding_format="float")
+        assert np.allclose(single.data[0].embedding, by_text.data[0].embedding, atol=1e-6)
+
+
+def test_logprobs_and_n_bypass_the_cache(keyed: tuple[RunningServer, dict[str, str]]) -> None:
+    srv, keys = keyed
+    text = "Name a large city."
+    status, _, stored = ask(srv, keys["a"], text, user="lp")
+    assert status == "miss"
+    assert ask(srv, keys["a"], text, user="lp")[0] == "hit-exact"
+    status, _, with_logprobs = ask(srv, keys["a"], text, user="lp", logprobs=True,
+                                   top_logprobs=2)
+    assert status == "bypass"  # a stored answer has no log-probabilities
+    assert with_logprobs.choices[0].logprobs.content
+    assert with_logprobs.choices[0].message.content == stored.choices[0].message.content
+    status, _, several = ask(srv, keys["a"], text, user="lp", n=2)
+    assert status == "bypass" and len(several.choices) == 2
+    # Neither stored anything over the plain answer, which is still served.
+    status, _, again = ask(srv, keys["a"], text, user="lp")
+    assert status == "hit-exact"
+    assert again.choices[0].logprobs is None
+    assert again.choices[0].message.content == stored.choices[0].message.content
+
+
+def test_responses_go_through_the_cache(keyed: tuple[RunningServer, dict[str, str]]) -> None:
+    srv, keys = keyed
+    with _client(srv, keys["b"]) as c:
+        def respond() -> tuple[str, Any]:
+            raw = c.responses.with_raw_response.create(
+                model="default", input="What is two plus two?", instructions="Answer briefly.",
+                max_output_tokens=12, temperature=0, user="resp")
+            return raw.headers.get("x-cache", ""), raw.parse()
+
+        first_status, first = respond()
+        second_status, second = respond()
+    assert (first_status, second_status) == ("miss", "hit-exact")
+    assert second.output_text == first.output_text and first.output_text
+    assert second.id != first.id

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.engine.detok import StopMatcher, Utf8Stream
+from appliance.engine.detok import LogprobTrail, StopMatcher, Utf8Stream
+from appliance.engine.types import TokenLogprob
 
 
 def test_multibyte_character_split_across_pieces_is_held_back() -> None:
@@ -71,3 +72,44 @@ def test_text_that_might_start_a_stop_is_held_until_disambiguated() -> None:
     assert m.push("a#").text == "a"
     assert m.push("#").text == ""
     assert m.push("b").text == "##b"
+
+
+def test_a_cut_drops_an_unfinished_character() -> None:
+    stream = Utf8Stream()
+    assert stream.push("日".encode() + "本".encode()[:1]) == "日"
+    assert stream.cut() == ""
+    assert stream.push(b"x") == "x"  # nothing of the dropped bytes is left
+
+
+def _entry(piece: str) -> TokenLogprob:
+    return TokenLogprob(0, piece.encode(), -1.0)
+
+
+def test_logprobs_go_out_once_their_tokens_text_is_released() -> None:
+    trail = LogprobTrail()
+    for piece in ("The", " rain", "bow", " is"):
+        trail.add(_entry(piece))
+    assert [e.piece for e in trail.release("The ")] == [b"The"]  # " rain" is not all out
+    assert trail.release("") == ()
+    assert [e.piece for e in trail.release("rainbow")] == [b" rain", b"bow"]
+    assert [e.piece for e in trail.rest()] == [b" is"]
+    assert trail.rest() == ()
+
+
+def test_logprobs_wait_for_a_whole_character_and_drop_after_a_stop() -> None:
+    trail = LogprobTrail()
+    half = "語".encode()
+    trail.add(TokenLogprob(1, half[:2], -0.5))
+    assert trail.release("") == ()  # nothing of it is released yet
+    trail.add(TokenLogprob(2, half[2:] + b"!", -0.5))
+    trail.add(_entry("STOP"))
+    assert [e.token for e in trail.release("語!")] == [1, 2]  # the stop string's token: never
+
+
+def test_a_discarded_text_drops_every_token_it_touches() -> None:
+    trail = LogprobTrail()
+    for piece in ("Mail", " ja", "ne@x", ".org", " now"):
+        trail.add(_entry(piece))
+    assert [e.piece for e in trail.release("Mail j")] == [b"Mail"]
+    trail.discard("ane@x.org")  # redacted: " ja" began before it, ".org" ends in it
+    assert [e.piece for e in trail.release(" now")] == [b" now"]

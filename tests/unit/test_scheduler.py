@@ -262,3 +262,102 @@ def test_abort_finishes_running_and_waiting_and_reset_starts_afresh() -> None:
     assert late.error == "internal engine error"
     sched.reset()
     assert sched.idle and sched.slots == [Slot(0, [], busy=False, used=1)]
+
+
+def _group(prompt: list[int], n: int) -> tuple[Stream, list[Stream]]:
+    """The n streams of one prompt, as ``Engine.submit_n`` makes them."""
+    request = GenerationRequest(prompt_tokens=tuple(prompt), max_tokens=8)
+    followers = tuple(Stream(request) for _ in range(n - 1))
+    return Stream(request, followers=followers), list(followers)
+
+
+def test_n_sequences_start_together_and_fork_after_one_prefill() -> None:
+    cache = FakeCache()
+    sched = _scheduler(n_slots=4, batch=16, cache=cache)
+    sched.add(_stream([9, 9]))
+    sched.admit()  # slot 0 busy: three left
+    leader, followers = _group([1, 2, 3, 4, 5], 4)
+    sched.add(leader)
+    assert sched.admit() == []  # four sequences need four free slots
+    sched.finish(sched.running[0], "stop", {})
+    (seq,) = sched.admit()  # the leader alone counts as admitted (its reuse is its own)
+    assert seq.stream is leader
+    assert [s.slot.seq_id for s in sched.running] == [0, 1, 2, 3]
+    assert [s.stream for s in seq.followers] == followers
+    rows = sched.build_batch()
+    # Only the leader's prompt is decoded; the followers have nothing of their own.
+    assert _layout(sched.batch) == [(t, i, 0, int(i == 4)) for i, t in enumerate([1, 2, 3, 4, 5])]
+    assert sched.prefilled == 5  # once
+    assert rows == [(seq, 4)]
+    forked = sched.fork(rows)
+    assert forked[:1] == rows
+    assert [(f.stream, row) for f, row in forked[1:]] == [(s, 4) for s in followers]
+    assert [c for c in cache.calls if c[0] == "copy"] == [("copy", 0, i) for i in (1, 2, 3)]
+    for f, _ in forked[1:]:
+        assert f.slot.tokens == [1, 2, 3, 4, 5] and f.cached == 5 and not f.pending
+    assert seq.followers == [] and sched.fork(rows) == rows  # once
+    _sampled(forked)
+    sched.build_batch()
+    assert sched.batch.seq[: sched.batch.n].tolist() == [0, 1, 2, 3]
+    assert sched.batch.pos[: sched.batch.n].tolist() == [5, 5, 5, 5]
+
+
+def test_a_follower_whose_copy_failed_decodes_the_prompt_itself() -> None:
+    cache = FakeCache(copy_ok=False)
+    sched = _scheduler(n_slots=2, batch=16, cache=cache)
+    leader, (follower,) = _group([1, 2, 3], 2)
+    sched.add(leader)
+    (seq,) = sched.admit()
+    rows = sched.build_batch()
+    assert sched.fork(rows) == rows  # nothing to sample for it yet
+    (other,) = [s for s in sched.running if s.stream is follower]
+    assert other.pending == [1, 2, 3] and other.cached == 0 and other.slot.tokens == []
+    _sampled(rows)
+    assert sched.build_batch() == [(seq, 0), (other, 3)]
+
+
+def test_a_group_ends_together_if_its_leader_ends_before_the_fork() -> None:
+    sched = _scheduler(n_slots=3)
+    leader, followers = _group([1, 2, 3], 3)
+    sched.add(leader)
+    sched.admit()
+    followers[0].cancel()
+    events: Events = {}
+    sched.drop_cancelled(events)  # a follower can leave on its own
+    assert list(events) == [followers[0]]
+    leader.cancel()
+    followers[1].cancel()  # (the pipeline cancels them all at once)
+    sched.drop_cancelled(events)
+    assert set(events) == {followers[0], leader, followers[1]}
+    assert all(len(e) == 1 for e in events.values())
+    assert not sched.running and not any(s.busy for s in sched.slots)
+    eight = _stream([8])
+    sched.add(_stream([7]))
+    sched.add(eight)
+    admitted, (admitted_follower,) = _group([6], 2)
+    waiting, late = _group([4, 5], 2)
+    sched.add(admitted)
+    sched.add(waiting)
+    sched.admit()
+    sched.finish(sched.running[0], "stop", {})
+    sched.admit()  # the first group runs, unforked; the second waits
+    assert list(sched.waiting) == [waiting]
+    aborted = sched.abort_all("cancelled", "stopping")
+    assert set(aborted) == {eight, admitted, admitted_follower, waiting, *late}
+    assert all(len(e) == 1 for e in aborted.values())
+
+
+def test_a_cut_drops_an_unfinished_character_and_releases_a_held_stop_prefix() -> None:
+    sched = _scheduler()
+    sched.add(_stream([1, 2], stop=("END",)))
+    (seq,) = sched.admit()
+    assert seq.stops.push(seq.detok.push("日本 E".encode() + "語".encode()[:2])).text == "日本 "
+    events: Events = {}
+    sched.finish(seq, "length", events)
+    (done,) = events[seq.stream]
+    assert isinstance(done, Finished) and done.text == "E"  # no U+FFFD, the held "E" out
+    sched.add(_stream([1, 2], stop=("END",)))
+    (seq,) = sched.admit()
+    seq.stops.push("the EN")
+    sched.finish(seq, "stop", events)  # the end of text: "EN" was not a stop string
+    assert events[seq.stream][0].text == "EN"  # type: ignore[union-attr]

@@ -67,7 +67,8 @@ async def rig(db: Database, tmp_path: Path, encoder: Encoder, served: ServedMode
     memory_store = MemoryStore(db, indexes[1], encoder)
     memory = MemoryStage(memory_store, tokenizer)
     inputs = InputStage(guards)
-    prepare = Preparer(served, tokenizer, inputs, ctx_size=512, memory=memory, cache=cache)
+    prepare = Preparer(served, tokenizer, inputs, ctx_size=512, memory=memory, cache=cache,
+                       max_n=2)
     pipeline = Pipeline(engine, gate, prepare, inputs, OutputStage(guards, holdback_tokens=8),
                         cache=cache, memory=memory)
     keys = KeyStore(db)
@@ -134,6 +135,31 @@ async def test_a_consumer_that_stops_early_cancels_the_sequence(rig: Rig) -> Non
             break
         await asyncio.sleep(0.05)
     assert rig.engine.stats.running == 0
+
+
+async def test_n_choices_run_together_and_leave_together(rig: Rig) -> None:
+    ctx = _ctx(rig.key)
+    job = await _job(rig, ctx, "Invent a name for a ship.", n=2, temperature=0.9, seed=3,
+                     logprobs=True)
+    assert job.cache is None and ctx.trace.cache is None  # several choices: no cache
+    answers = await rig.pipeline.complete_all(job, ctx)
+    assert len(answers) == 2 and answers[0].text != answers[1].text
+    for answer in answers:
+        assert answer.logprobs and all(e.logprob <= 0 for e in answer.logprobs)
+    assert ctx.trace.completion_tokens == sum(a.usage.completion_tokens for a in answers)
+    # A consumer that leaves cancels both sequences at once; the engine goes on serving.
+    stopped = _ctx(rig.key)
+    job = await _job(rig, stopped, "Write a long story about a ship.", n=2, max_tokens=200,
+                     temperature=0.7)
+    async with contextlib.aclosing(rig.pipeline.stream(job, stopped)) as chunks:
+        await anext(chunks)
+    for _ in range(50):
+        if rig.engine.stats.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert rig.engine.stats.running == 0 and rig.engine.ready
+    after = _ctx(rig.key)
+    assert (await rig.pipeline.complete(await _job(rig, after, "Say hi."), after)).text
 
 
 async def test_complete_remembers_the_session_and_summarise_is_never_cached(

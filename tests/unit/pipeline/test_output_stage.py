@@ -111,3 +111,59 @@ def test_what_the_cache_and_memory_may_keep(guards: GuardsState) -> None:
         "Write to [EMAIL] today."
     assert OutputStage.storable(None, "I think you have diabetes.") == \
         "I think you have diabetes."
+
+
+async def test_logprobs_are_released_with_their_text_and_never_with_a_replacement(
+        guards: GuardsState) -> None:
+    from appliance.engine.types import TokenLogprob
+
+    stage = OutputStage(guards, holdback_tokens=8)
+
+    async def run(pieces: list[str]) -> list[Chunk]:
+        guard = stage.start(guards.get().rails("default"), 10, _trace())
+        assert guard is not None
+        out: list[Chunk] = []
+        for n, piece in enumerate(pieces, 1):
+            entry = TokenLogprob(n, piece.encode(), -0.1 * n)
+            async for chunk in guard.feed(piece, n, (entry,)):
+                out.append(chunk)
+                if chunk.finish_reason is not None:
+                    return out
+        async for chunk in guard.finish(Chunk("", "stop", Usage(10, len(pieces), 0))):
+            out.append(chunk)
+        return out
+
+    pieces = ["The", " clinic", " opens", " at", " eight", ".", " Parking", " is", " free",
+              " for", " patients", "."]
+    chunks = await run(pieces)
+    assert len(chunks) > 2
+    assert [e.piece.decode() for c in chunks for e in c.logprobs] == pieces
+    text, tokens = "", ""
+    for c in chunks:  # a token comes with the chunk releasing the text it begins
+        text += c.text
+        tokens += "".join(e.piece.decode() for e in c.logprobs)
+        assert tokens.startswith(text) or text.startswith(tokens)
+    blocked = await run(["The", " key", " is", " AKIAIOSFODNN7EXAMPLE", " for", " it."])
+    assert blocked[-1].finish_reason == "content_filter" and not blocked[-1].logprobs
+    released = "".join(c.text for c in blocked[:-1])
+    sent = [e.piece.decode() for c in blocked for e in c.logprobs]
+    assert "AKIA" not in "".join(sent) and released.startswith("".join(sent[:-1]))
+
+
+async def test_a_redacted_window_sends_no_logprobs(guards: GuardsState) -> None:
+    from appliance.engine.types import TokenLogprob
+
+    stage = OutputStage(guards, holdback_tokens=8)
+    guard = stage.start(guards.get().rails("default"), 10, _trace())
+    assert guard is not None
+    pieces = ["Write", " to", " jane", ".", "doe", "@", "example", ".", "org", " today", "."]
+    out: list[Chunk] = []
+    for n, piece in enumerate(pieces, 1):
+        async for chunk in guard.feed(piece, n, (TokenLogprob(n, piece.encode(), -0.5),)):
+            out.append(chunk)
+    async for chunk in guard.finish(Chunk("", "stop", Usage(10, len(pieces), 0))):
+        out.append(chunk)
+    text = "".join(c.text for c in out)
+    assert "[EMAIL]" in text and "jane" not in text
+    sent = "".join(e.piece.decode() for c in out for e in c.logprobs)
+    assert "jane" not in sent and "example" not in sent
