@@ -22,8 +22,8 @@ from appliance.store.db import Database
 from appliance.store.memory import index_scope
 from appliance.store.vectors import VectorIndex
 
-NOTE = ("Zanzibar: write to jane.roe@example.org or call (415) 555-0132; born on 1984-03-15, "
-        "from 203.0.113.77, chart MRN 48213377.")
+NOTE = ("Zanzibar prefers e-mail at jane.roe@example.org or a call on (415) 555-0132; born on "
+        "1984-03-15, logs in from 203.0.113.77, chart MRN 48213377.")
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ async def test_pii_is_redacted_before_it_is_stored_and_the_vector_is_the_guards(
     written = await writer.add(clinic, "user", NOTE, user="u1", session_id="", pinned=False,
                                trace=trace)
     assert written.redacted
-    assert written.entry.content == ("Zanzibar: write to [EMAIL] or call [PHONE]; born on "
-                                     "[DOB], from [IP], chart [RECORD].")
+    assert written.entry.content == ("Zanzibar prefers e-mail at [EMAIL] or a call on [PHONE]; "
+                                     "born on [DOB], logs in from [IP], chart [RECORD].")
     assert [e.content for e in await memory.entries(clinic.id, "user", user="u1")] == [
         written.entry.content]
     assert [a.action for a in trace.guard_actions] == ["redact"]  # audited when it ends
