@@ -12,9 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.api.structured import (
+    message_tool_fields,
+    parse_response_format,
+    parse_tools,
+    refuse_for_completions,
+)
 from appliance.engine.chat import ChatMessage
 from appliance.engine.types import SamplingParams
 from appliance.errors import InvalidRequest
+from appliance.structured.spec import ResponseFormat, Tools
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_STOP = 4
@@ -37,6 +44,8 @@ class GenerationOptions:
 class ChatRequest:
     options: GenerationOptions
     messages: tuple[ChatMessage, ...]
+    response_format: ResponseFormat | None = None
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -135,13 +144,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
         raise InvalidRequest("logprobs are not supported", param="logprobs",
                              code="unsupported_parameter")
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequest("tools and function calling are not supported", param="tools",
-                             code="unsupported_parameter")
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise InvalidRequest("only response_format {\"type\": \"text\"} is supported",
-                             param="response_format", code="unsupported_parameter")
     if body.get("best_of") not in (None, 1):
         raise InvalidRequest("best_of is not supported", param="best_of",
                              code="unsupported_parameter")
@@ -235,12 +237,15 @@ def parse_chat(body: Any) -> ChatRequest:
             raise InvalidRequest(f"messages[{i}].name must be a string",
                                  param=f"messages[{i}].name")
         out.append(ChatMessage(role="system" if role == "developer" else role,
-                               content=_content(m.get("content"), i), name=name))
-    return ChatRequest(options=options, messages=tuple(out))
+                               content=_content(m.get("content"), i), name=name,
+                               **message_tool_fields(m, i)))
+    return ChatRequest(options=options, messages=tuple(out),
+                       response_format=parse_response_format(body), tools=parse_tools(body))
 
 
 def parse_completion(body: Any) -> CompletionRequest:
     options = _options(body)
+    refuse_for_completions(body)
     prompt = body.get("prompt")
     if prompt is None:
         raise InvalidRequest("'prompt' is required", param="prompt",

@@ -37,6 +37,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: str | None = None  # GBNF (start rule ``root``) every sampled token must follow
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ once and kept. ``check_input`` runs the tiered input rail over a request's texts
 - the *main* text (the last user turn, or a completion prompt) goes through every tier:
   normalisation and rules, then the classifiers on the shared embedding, then the topic rail;
 - the other texts (system prompt, earlier turns) go through the rules tier only (sub-millisecond),
-  so PII anywhere is redacted and a rule block anywhere blocks.
+  so PII anywhere is redacted and a rule block anywhere blocks;
+- except the *untrusted* ones (tool results: text from outside that the model will read),
+  which also go through the classifiers, beside the main text.
 
 ``output_rail`` makes the per-response streamed output rail (see ``output.py``), and
 ``check_text`` answers ``POST /v1/guard`` and ``appliance guard check``.
@@ -75,6 +77,7 @@ class RulesStage:
     verdicts: tuple[GuardVerdict, ...]  # the main text's first, then other texts' non-allow
     blocker: GuardVerdict | None
     ms: float
+    untrusted: tuple[tuple[int, RuleVerdict], ...] = ()  # also classified: (index, rules)
 
 
 @dataclass(frozen=True)
@@ -141,20 +144,25 @@ class Guards:
                                f"({broken[0].label})")
 
     # --- input --------------------------------------------------------------------------
-    def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails) -> RulesStage:
+    def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails,
+                    untrusted: Sequence[int] = ()) -> RulesStage:
         """The rules tier on every text (sub-millisecond, inline): redactions, and a block
         that needs no classifier. Run before admission, so the prompt is built from the
-        redacted texts; the classifiers follow in :meth:`check_classifiers`."""
+        redacted texts; the classifiers follow in :meth:`check_classifiers` (on the main
+        text and the ``untrusted`` ones)."""
         start = time.perf_counter()
         out = list(texts)
         verdicts: list[GuardVerdict] = []
         main_rules = None
         blocker = None
+        extra: list[tuple[int, RuleVerdict]] = []
         for i, text in enumerate(texts):
             rule = rails.policy.rule_set.check(text)
             verdict = rules_verdict(rule)
             if rule.redacted is not None:
                 out[i] = rule.redacted
+            if i in untrusted and i != main:
+                extra.append((i, rule))
             if i == main:
                 main_rules = rule
                 verdicts.insert(0, verdict)
@@ -164,7 +172,7 @@ class Guards:
                 blocker = verdict
         assert main_rules is not None
         return RulesStage(tuple(texts), tuple(out), main, main_rules, tuple(verdicts), blocker,
-                          _ms(start))
+                          _ms(start), tuple(extra))
 
     async def check_classifiers(self, stage: RulesStage, rails: PolicyRails) -> InputCheck:
         """The classifier tiers and the topic rail on the main text, after the rules."""
@@ -175,17 +183,23 @@ class Guards:
                               stage.verdicts, stage.ms)
         start = time.perf_counter()
         main = stage.main
-        decision = await rails.input.check_after_rules(stage.originals[main], stage.main_rules)
+        decision, *others = await asyncio.gather(
+            rails.input.check_after_rules(stage.originals[main], stage.main_rules),
+            *(rails.input.check_after_rules(stage.originals[i], rules)
+              for i, rules in stage.untrusted))
+        later = tuple(v for d in others for v in d.verdicts if v.tier > TIER_RULES)
         blocker = next((v for v in decision.verdicts if v.action == "block"), None)
         # A topic's answer is fixed text and never reaches the model, so it may answer even
         # what a classifier blocked (an emergency phrased as self-harm gets the emergency
-        # answer, not a refusal). Rules blocks never get here.
+        # answer, not a refusal). Rules blocks never get here; nor does a block of an
+        # untrusted text, which stands.
         topic = rails.topics.match(decision.embedding)
-        verdicts = (*decision.verdicts, *stage.verdicts[1:])
+        verdicts = (*decision.verdicts, *later, *stage.verdicts[1:])
         if topic is not None:
             verdicts = (*verdicts, GuardVerdict(
                 "topic", TIER_TOPICS, topic.topic, topic.similarity, "flag", 0.0, "topic"))
             blocker = None
+        blocker = blocker or next((v for v in later if v.action == "block"), None)
         return InputCheck(blocker is None, stage.texts, decision, blocker, topic, verdicts,
                           stage.ms + _ms(start))
 

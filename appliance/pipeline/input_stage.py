@@ -3,8 +3,9 @@
 - :meth:`InputStage.rules`: the rules tier on every text of a request (normalisation, rules,
   PII, secrets; sub-millisecond), inline while the job is prepared, so the prompt is built
   from redacted text and a rule block costs nothing else.
-- :meth:`InputStage.classify`: the classifiers and the topic rail on the main text, after
-  admission (the bounded queue limits how many run at once), while the engine prefills.
+- :meth:`InputStage.classify`: the classifiers and the topic rail on the main text (and the
+  classifiers on untrusted ones: tool results), after admission (the bounded queue limits
+  how many run at once), while the engine prefills.
 
 A block raises :class:`~appliance.errors.ContentFiltered`; every verdict is recorded in the
 request's trace (metrics; blocks, redactions and flags also audited).
@@ -50,9 +51,10 @@ class InputStage:
         return self._guards.get().rails(key.guard_policy)
 
     def rules(self, rails: PolicyRails, texts: Sequence[str], main: int,
-              trace: RequestTrace) -> RulesStage:
-        """The rules tier: redact, or block."""
-        stage = self._guards.get().check_rules(texts, main, rails)
+              trace: RequestTrace, untrusted: Sequence[int] = ()) -> RulesStage:
+        """The rules tier: redact, or block (``untrusted`` texts are classified later too,
+        beside the main one)."""
+        stage = self._guards.get().check_rules(texts, main, rails, untrusted)
         trace.guard_s += stage.ms / 1000.0
         record_input(trace, stage.verdicts)
         if stage.blocker is not None:

@@ -19,14 +19,16 @@ from appliance.admission.gate import ANONYMOUS
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import GenerationOptions
 from appliance.cache.response import CacheDirectives, CacheQuery
+from appliance.engine.chat import ToolCall
 from appliance.engine.types import GenerationRequest
 from appliance.guards.rails import PolicyRails, RulesStage
 from appliance.memory.prompt import MemoryContext
 from appliance.observability.trace import RequestTrace
+from appliance.structured.toolcalls import CallFormat
 
 Kind = Literal["chat", "text"]
 # Why an answer ended, as the client is told (the engine's cancelled/error never get here).
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Job:
     cache: CacheQuery | None = None  # None: the response cache is not consulted
     memory: MemoryContext | None = None  # None: nothing is remembered
     memory_tokens: int = 0
+    calls: CallFormat | None = None  # None: the answer is not read for tool calls
+    shape: str = ""  # the tools and response format, as the cache keys see them
 
     @property
     def prompt_tokens(self) -> int:
@@ -82,6 +86,7 @@ class Chunk:
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    calls: tuple[ToolCall, ...] = ()  # complete tool calls, checked by the output rail
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,4 @@ class Generation:
     text: str
     finish_reason: FinishReason
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator
 from appliance.admission.gate import Gate, Ticket
 from appliance.api.requests import ChatRequest, GenerationOptions
 from appliance.cache.response import CachedResponse, CacheResult
-from appliance.engine.chat import ChatMessage
+from appliance.engine.chat import ChatMessage, ToolCall
 from appliance.engine.engine import Engine
 from appliance.engine.stream import Stream
 from appliance.engine.types import Finished, SamplingParams, TextDelta
@@ -31,11 +31,13 @@ from appliance.errors import InternalError, Unavailable
 from appliance.guards.rails import InputCheck
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.cache_stage import CacheStage
+from appliance.pipeline.call_release import CallRelease, replay_calls
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Generation, Job, RequestContext, Usage
 from appliance.pipeline.memory_stage import MemoryStage
-from appliance.pipeline.output_stage import OutputStage
+from appliance.pipeline.output_stage import OutputGuard, OutputStage
 from appliance.pipeline.prepare import Preparer
+from appliance.structured.toolcalls import hermes_markup
 
 _SUMMARY_TOKENS = 160
 
@@ -80,13 +82,16 @@ class Pipeline:
                         yield chunk
                     return
                 answer: list[str] = []
+                stored: list[str] = []  # the answer with its calls written out
                 async with contextlib.aclosing(self._release(handle, job, ticket,
                                                              trace)) as chunks:
                     async for chunk in chunks:
                         answer.append(chunk.text)
-                        if chunk.finish_reason in ("stop", "length"):
-                            await self._cache_and_remember(job, "".join(answer), chunk,
-                                                           lookup, trace)
+                        stored.append(chunk.text + hermes_markup(chunk.calls))
+                        if chunk.finish_reason in ("stop", "length", "tool_calls"):
+                            await self._cache_and_remember(job, "".join(answer),
+                                                           "".join(stored), chunk, lookup,
+                                                           trace)
                             chunk = _with_memory_tokens(chunk, job)
                         yield chunk
             finally:
@@ -95,11 +100,14 @@ class Pipeline:
     async def complete(self, job: Job, ctx: RequestContext) -> Generation:
         """The whole answer (the stream collected), checked once more as a whole."""
         parts = [job.echo_text] if job.echo_text else []
+        calls: list[ToolCall] = []
         async with contextlib.aclosing(self.stream(job, ctx)) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                calls.extend(chunk.calls)
                 if chunk.finish_reason is not None and chunk.usage is not None:
-                    answer = Generation("".join(parts), chunk.finish_reason, chunk.usage)
+                    answer = Generation("".join(parts), chunk.finish_reason, chunk.usage,
+                                        tuple(calls))
                     return self._output.check_whole(job.rails, answer, ctx.trace)
         raise InternalError("the generation ended without a result")
 
@@ -124,7 +132,10 @@ class Pipeline:
     async def _release(self, handle: Stream, job: Job, ticket: Ticket,
                        trace: RequestTrace) -> AsyncGenerator[Chunk, None]:
         """The engine's events as chunks that passed the output rail."""
-        guard = self._output.start(job.rails, job.prompt_tokens, trace)
+        rail = self._output.start(job.rails, job.prompt_tokens, trace)
+        guard: OutputGuard | CallRelease | None = rail
+        if job.calls is not None:
+            guard = CallRelease(job.calls, rail, job.rails, job.prompt_tokens, trace)
         async for event in handle:
             if isinstance(event, TextDelta):
                 ticket.use(job.prompt_tokens + event.n_tokens)
@@ -150,15 +161,21 @@ class Pipeline:
     async def _replay(self, job: Job, entry: CachedResponse, ctx: RequestContext, *,
                       charge: bool) -> AsyncGenerator[Chunk, None]:
         assert self._cache is not None
-        async for chunk in self._cache.replay(job, entry, ctx, charge=charge):
+        chunks = self._cache.replay(job, entry, ctx, charge=charge)
+        if job.calls is not None:
+            chunks = replay_calls(chunks, job.calls)
+        answer: list[str] = []
+        async for chunk in chunks:
+            answer.append(chunk.text)
             if chunk.finish_reason is not None:
-                await self._remember(job, entry.text, ctx.trace)
+                await self._remember(job, "".join(answer), ctx.trace)
             yield chunk
 
-    async def _cache_and_remember(self, job: Job, answer: str, final: Chunk,
+    async def _cache_and_remember(self, job: Job, answer: str, stored: str, final: Chunk,
                                   lookup: CacheResult | None, trace: RequestTrace) -> None:
+        """``stored``: the answer with its tool calls written out (memory keeps the text)."""
         if self._cache is not None:
-            await self._cache.store(job, lookup, answer, final)
+            await self._cache.store(job, lookup, stored, final)
         await self._remember(job, answer, trace)
 
     async def _remember(self, job: Job, answer: str, trace: RequestTrace) -> None:
