@@ -124,6 +124,10 @@ class ConstrainedSampler:
             if not cand.any_allowed():  # rare: the whole vocabulary, GIL released
                 cand.fill(logits)
                 llama_cpp.llama_sampler_apply(grammar, ctypes.byref(cand.array))
+                if not cand.any_allowed():
+                    # A dead end: accepting any token would abort llama.cpp; end here.
+                    log.error("no token fits the grammar; ending the sequence")
+                    return int(self._eog[0])
             _hot.apply(chain, cand.ref)
             token = cand.selected()
         _hot.accept(grammar, token)

@@ -9,6 +9,7 @@ answer), which is the guards' timing, not what is tested here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from appliance.engine.types import Finished, GenerationRequest, SamplingParams
 from appliance.guards.policy import POLICIES_DIR
 from tests.conftest import RunningServer, make_settings, start_server
 
@@ -138,29 +140,27 @@ def _calls(message: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_required_tool_call_arguments_validate(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="default", messages=ASK, tools=TOOLS,
-                                       tool_choice="required", temperature=0, max_tokens=300)
-    choice = r.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls and choice.message.content is None
-    for call in choice.message.tool_calls:
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model="default", messages=ASK, tools=TOOLS, tool_choice="required", seed=seed,
+            temperature=1.0, max_tokens=200, parallel_tool_calls=False)
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        assert choice.message.tool_calls and len(choice.message.tool_calls) == 1
+        call = choice.message.tool_calls[0]
         assert call.id.startswith("call_") and call.type == "function"
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
-    assert len({c.id for c in choice.message.tool_calls}) == len(choice.message.tool_calls)
 
 
-def test_named_function_and_no_parallel_calls_give_exactly_one_call(client: openai.OpenAI
-                                                                    ) -> None:
+def test_named_function_gives_exactly_one_call_to_it(client: openai.OpenAI) -> None:
     named = client.chat.completions.create(
         model="default", messages=ASK, tools=TOOLS, temperature=0, max_tokens=200,
         tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert named.choices[0].finish_reason == "tool_calls"
     calls = _calls(named.choices[0].message)
     assert len(calls) == 1 and calls[0][0] == "get_time"
     jsonschema.validate(calls[0][1], SCHEMAS["get_time"])
-    single = client.chat.completions.create(
-        model="default", messages=ASK, tools=TOOLS, temperature=0.8, seed=3, max_tokens=300,
-        tool_choice="required", parallel_tool_calls=False)
-    assert len(single.choices[0].message.tool_calls or []) == 1
 
 
 def _reassemble(chunks: list[Any]) -> tuple[list[tuple[str, str, str]], str | None]:
@@ -180,13 +180,18 @@ def _reassemble(chunks: list[Any]) -> tuple[list[tuple[str, str, str]], str | No
     return [tuple(calls[i]) for i in sorted(calls)], finish  # type: ignore[misc]
 
 
-def test_streamed_tool_call_reassembles_to_the_non_streamed_one(client: openai.OpenAI) -> None:
+def test_streamed_tool_calls_reassemble_to_the_non_streamed_ones(client: openai.OpenAI
+                                                                  ) -> None:
+    """Parallel calls allowed (the default): the small model writes several, up to the
+    grammar's limit of 8, each valid."""
     kwargs: Any = dict(model="default", messages=ASK, tools=TOOLS, tool_choice="required",
-                       temperature=0, max_tokens=300)
+                       temperature=0, max_tokens=600)
     whole = client.chat.completions.create(**kwargs).choices[0].message
     chunks = list(client.chat.completions.create(**kwargs, stream=True))
     calls, finish = _reassemble(chunks)
-    assert finish == "tool_calls"
+    assert finish == "tool_calls" and 1 <= len(calls) <= 8
+    for _, name, args in calls:
+        jsonschema.validate(json.loads(args), SCHEMAS[name])
     assert [(name, args) for _, name, args in calls] == [
         (c.function.name, c.function.arguments) for c in whole.tool_calls or []]
     assert all(call_id.startswith("call_") for call_id, _, _ in calls)
@@ -278,3 +283,36 @@ def test_tool_fields_are_refused_on_legacy_completions(client: openai.OpenAI) ->
         client.completions.create(model="default", prompt="x", max_tokens=2,
                                   extra_body={"tools": TOOLS})
     assert err.value.body["param"] == "tools"  # type: ignore[index]
+
+
+def test_constrained_requests_leave_their_batch_mates_unchanged(client: openai.OpenAI) -> None:
+    """The grammar is per sequence: greedy answers of unconstrained requests are the same
+    alone and batched beside constrained ones."""
+    def ask(topic: str) -> str:
+        r = client.chat.completions.create(
+            model="default", temperature=0, max_tokens=24,
+            messages=[{"role": "user", "content": f"Write one sentence about {topic}."}])
+        return r.choices[0].message.content or ""
+
+    topics = ["the sea", "a forest", "bread"]
+    alone = [ask(t) for t in topics]
+    with ThreadPoolExecutor(6) as pool:
+        books = [pool.submit(_book, client, 100 + i) for i in range(3)]
+        together = list(pool.map(ask, topics))
+        assert all(isinstance(f.result().choices[0].message.parsed, Book) for f in books)
+    assert together == alone
+
+
+def test_a_grammar_llama_cpp_refuses_fails_only_its_request(srv: RunningServer) -> None:
+    async def run() -> tuple[list[Any], list[Any]]:
+        prompt = (1, 2, 3, 4)
+        bad = srv.engine.submit(GenerationRequest(prompt, 4, grammar="root ::= missing"))
+        good = srv.engine.submit(GenerationRequest(
+            prompt, 8, sampling=SamplingParams(temperature=0), grammar='root ::= "yes" | "no"'))
+        return [e async for e in bad], [e async for e in good]
+
+    bad, good = asyncio.run_coroutine_threadsafe(run(), srv.loop).result(300)
+    assert isinstance(bad[-1], Finished) and bad[-1].reason == "error"
+    assert "grammar" in (bad[-1].error or "")
+    assert isinstance(good[-1], Finished) and good[-1].reason == "stop"
+    assert "".join(e.text for e in good) in ("yes", "no")
