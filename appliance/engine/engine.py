@@ -8,6 +8,10 @@ its sequence's KV cells afterwards, so a later prompt with the same prefix reuse
 
 What runs in a step is decided by ``scheduler.Scheduler`` (plain Python); this module
 makes the native calls around it: the decode, the sampling, and the model's life cycle.
+A request with a grammar (structured outputs, forced tool calls) samples through
+``grammar.ConstrainedSampler``; each distinct grammar is parsed once, when the request is
+taken from the inbox (one llama.cpp refuses fails that request alone), and cloned per
+sequence.
 
 The event loop talks to the thread through ``submit`` (thread-safe inbox) and receives a
 whole step's events in one ``call_soon_threadsafe``.
