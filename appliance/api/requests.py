@@ -13,9 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.api.structured import (
+    message_tool_fields,
+    parse_response_format,
+    parse_tools,
+    refuse_for_completions,
+)
 from appliance.engine.chat import ChatMessage
 from appliance.engine.types import SamplingParams
 from appliance.errors import InvalidRequest
+from appliance.structured.spec import ResponseFormat, Tools
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4
@@ -46,6 +53,8 @@ class GenerationOptions:
 class ChatRequest:
     options: GenerationOptions
     messages: tuple[ChatMessage, ...]
+    response_format: ResponseFormat | None = None
+    tools: Tools | None = None
 
 
 Prompt = str | tuple[int, ...]  # text, or token ids of the served model
@@ -150,13 +159,6 @@ def _is_one(value: Any) -> bool:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequest("tools and function calling are not supported", param="tools",
-                             code="unsupported_parameter")
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise InvalidRequest("only response_format {\"type\": \"text\"} is supported",
-                             param="response_format", code="unsupported_parameter")
     if not _is_one(body.get("best_of")):
         raise InvalidRequest("best_of is not supported", param="best_of",
                              code="unsupported_parameter")
@@ -273,8 +275,17 @@ def parse_chat(body: Any) -> ChatRequest:
             raise InvalidRequest(f"messages[{i}].name must be a string",
                                  param=f"messages[{i}].name")
         out.append(ChatMessage(role="system" if role == "developer" else role,
-                               content=_content(m.get("content"), i), name=name))
-    return ChatRequest(options=options, messages=tuple(out))
+                               content=_content(m.get("content"), i), name=name,
+                               **message_tool_fields(m, i)))
+    response_format, tools = parse_response_format(body), parse_tools(body)
+    if options.logprobs is not None and (response_format is not None or tools is not None):
+        # The constrained sampler and the log-probability reader each run the sampler
+        # chain their own way; together they are not built (yet).
+        raise InvalidRequest("'logprobs' cannot be combined with 'tools' or a JSON "
+                             "'response_format' on this server; leave one out",
+                             param="logprobs", code="unsupported_parameter")
+    return ChatRequest(options=options, messages=tuple(out), response_format=response_format,
+                       tools=tools)
 
 
 def _token_ids(value: Any) -> bool:
@@ -308,6 +319,7 @@ def _prompts(prompt: Any) -> tuple[Prompt, ...]:
 def parse_completion(body: Any) -> CompletionRequest:
     options = _options(body)
     options = dataclasses.replace(options, logprobs=_text_logprobs(body))
+    refuse_for_completions(body)
     prompt = body.get("prompt")
     if prompt is None:
         raise InvalidRequest("'prompt' is required", param="prompt",

@@ -56,6 +56,11 @@ _GIVEN = {"type": "string", "minLength": 1, "maxLength": 256}
 _NAME = {"type": "string", "maxLength": MAX_NAME_CHARS}
 _MODEL = {"type": "string", "minLength": 1, "examples": ["default"],
           "description": "\"default\" names the served model; see GET /v1/models"}
+_TOOL_CALL = {"type": "object", "required": ["function"],
+              "properties": {"id": {"type": "string"}, "type": {"const": "function"},
+                             "function": {"type": "object", "required": ["name", "arguments"],
+                                          "properties": {"name": {"type": "string"},
+                                                         "arguments": {"type": "string"}}}}}
 _TEXT_PART = {"type": "object", "required": ["type", "text"],
               "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
 
@@ -67,6 +72,10 @@ _MESSAGE: Schema = {
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART},
                               {"type": "null"}]},
         "name": _nullable({"type": "string"}),
+        "tool_calls": _nullable({"type": "array", "items": _TOOL_CALL,
+                                 "description": "an assistant turn's earlier calls"}),
+        "tool_call_id": _nullable({"type": "string",
+                                   "description": "a tool turn: the call it answers"}),
     },
 }
 
@@ -98,8 +107,6 @@ _OPTIONS: Schema = {
     "n": {**_integer(1, MAX_N), "description": "choices per prompt; at most the server's "
                                                "max_n (a 400 above it)"},
     # Refused with a 400 unsupported_parameter unless left at what the appliance does.
-    "response_format": _nullable({"type": "object", "required": ["type"],
-                                  "properties": {"type": {"const": "text"}}}),
     "best_of": {"enum": [1, None], "description": "not supported"},
     "suffix": {"type": "null", "description": "not supported"},
 }
@@ -118,6 +125,30 @@ CHAT: Schema = {
     "properties": {
         **_OPTIONS,
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+        "response_format": _nullable({
+            "type": "object", "required": ["type"],
+            "description": "json_schema: the schema is enforced while decoding; a keyword "
+                           "the grammar cannot enforce is a 400 unsupported_schema",
+            "properties": {"type": {"enum": ["text", "json_object", "json_schema"]},
+                           "json_schema": {"type": "object", "required": ["name"],
+                                           "properties": {"name": {"type": "string"},
+                                                          "schema": {"type": "object"},
+                                                          "strict": _BOOLEAN}}}}),
+        "tools": _nullable({"type": "array", "items": {
+            "type": "object", "required": ["type", "function"],
+            "properties": {"type": {"const": "function"},
+                           "function": {"type": "object", "required": ["name"],
+                                        "properties": {"name": {"type": "string"},
+                                                       "description": {"type": "string"},
+                                                       "parameters": {"type": "object"},
+                                                       "strict": _BOOLEAN}}}}}),
+        "tool_choice": _nullable({"anyOf": [
+            {"enum": ["none", "auto", "required"]},
+            {"type": "object", "required": ["type", "function"],
+             "properties": {"type": {"const": "function"},
+                            "function": {"type": "object", "required": ["name"],
+                                         "properties": {"name": {"type": "string"}}}}}]}),
+        "parallel_tool_calls": _BOOLEAN,
         "logprobs": _BOOLEAN,
         "top_logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
                          "description": "alternatives per token; needs \"logprobs\": true"},

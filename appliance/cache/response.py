@@ -145,7 +145,7 @@ class ResponseCache:
                     finish_reason: str, prompt_tokens: int, completion_tokens: int
                     ) -> int | None:
         """Store a finished generation; ``None`` when it must not be stored."""
-        if query.directives.no_store or finish_reason not in ("stop", "length"):
+        if query.directives.no_store or finish_reason not in ("stop", "length", "tool_calls"):
             return None
         if query.text is not None and vector is None:
             vector = await asyncio.to_thread(self.encoder.encode_one, query.text)

@@ -8,6 +8,10 @@ its sequence's KV cells afterwards, so a later prompt with the same prefix reuse
 
 What runs in a step is decided by ``scheduler.Scheduler`` (plain Python); this module
 makes the native calls around it: the decode, the sampling, and the model's life cycle.
+A request with a grammar (structured outputs, forced tool calls) samples through
+``grammar.ConstrainedSampler``; each distinct grammar is parsed once, when the request is
+taken from the inbox (one llama.cpp refuses fails that request alone), and cloned per
+sequence.
 
 The event loop talks to the thread through ``submit`` (thread-safe inbox) and receives a
 whole step's events in one ``call_soon_threadsafe``.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.engine.cpu_turns import CpuTurns, engine_turn
+from appliance.engine.grammar import GrammarCache, GrammarRejected
 from appliance.engine.logprobs import LogprobSampler
 from appliance.engine.native import (
     Batch,
@@ -39,9 +44,9 @@ from appliance.engine.native import (
     supports_gpu_offload,
     system_info,
 )
-from appliance.engine.scheduler import Events, Row, Scheduler
+from appliance.engine.scheduler import Events, Row, Sampler, Scheduler
 from appliance.engine.stream import Stream
-from appliance.engine.types import Event, GenerationRequest, TextDelta, TokenLogprob
+from appliance.engine.types import Event, Finished, GenerationRequest, TextDelta, TokenLogprob
 from appliance.errors import ModelError
 
 log = logging.getLogger("appliance.engine")
@@ -82,6 +87,7 @@ class EngineStats:
     batch_size_counts: list[int] = field(
         default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1))
     batch_size_sum: int = 0
+    grammars_parsed: int = 0  # distinct grammars parsed (each is cloned for its sequences)
 
     def count_batch(self, n: int) -> None:
         """One decode step of ``n`` tokens (engine thread; a bisect and two additions)."""
@@ -209,15 +215,26 @@ class Engine:
 
     def _loop_steps(self, model: LlamaModel, ctx: LlamaContext) -> None:
         cfg = self.cfg
+        grammars = GrammarCache(model)
 
-        def open_sampler(request: GenerationRequest) -> SamplerChain:
-            return SamplerChain(model, request.sampling, self._seed(request))
+        def open_sampler(request: GenerationRequest) -> Sampler:
+            chain = SamplerChain(model, request.sampling, self._seed(request))
+            if request.grammar is None:
+                return chain
+            return grammars.constrain(chain, request.grammar)
 
         sched = Scheduler(Batch(cfg.batch_size), cfg.parallel, cache=ctx,
                           open_sampler=open_sampler, prefix_reuse_min=cfg.prefix_reuse_min)
+        try:
+            self._run_steps(model, ctx, sched, grammars)
+        finally:
+            grammars.close()
+
+    def _run_steps(self, model: LlamaModel, ctx: LlamaContext, sched: Scheduler,
+                   grammars: GrammarCache) -> None:
         while True:
             try:
-                if not self._step(model, ctx, sched):
+                if not self._step(model, ctx, sched, grammars):
                     return
             except Exception:
                 # Never leave a client hanging: fail what was in flight, start afresh.
@@ -232,12 +249,14 @@ class Engine:
             self.stats.prefilled_tokens = sched.prefilled
             sched.step += 1
 
-    def _step(self, model: LlamaModel, ctx: LlamaContext, sched: Scheduler) -> bool:
+    def _step(self, model: LlamaModel, ctx: LlamaContext, sched: Scheduler,
+              grammars: GrammarCache) -> bool:
         """One scheduling step; False once the engine is told to stop."""
-        if not self._take_inbox(sched):
+        events: Events = {}
+        if not self._take_inbox(sched, grammars, events):
+            self._dispatch(events)
             self._dispatch(sched.abort_all("cancelled", "the engine is stopping"))
             return False
-        events: Events = {}
         sched.drop_cancelled(events)  # within one step of the client leaving
         for seq in sched.admit():
             self.stats.reused_tokens += seq.cached
@@ -247,9 +266,10 @@ class Engine:
         self._dispatch(events)
         return True
 
-    def _take_inbox(self, sched: Scheduler) -> bool:
+    def _take_inbox(self, sched: Scheduler, grammars: GrammarCache, events: Events) -> bool:
         """Queue new requests, blocking only when there is nothing else to do; False when
-        the engine is told to stop."""
+        the engine is told to stop. A request whose grammar llama.cpp cannot parse ends
+        here with an error (parsed once, so admitting it later only clones)."""
         block = sched.idle
         while True:
             try:
@@ -261,7 +281,23 @@ class Engine:
                 if self._stopping:
                     return False
                 continue
+            if stream.request.grammar is not None and not self._parse(grammars, stream,
+                                                                      events):
+                continue
             sched.add(stream)
+
+    def _parse(self, grammars: GrammarCache, stream: Stream, events: Events) -> bool:
+        assert stream.request.grammar is not None
+        try:
+            grammars.prepare(stream.request.grammar)
+        except GrammarRejected as exc:
+            log.error("grammar rejected: %s", exc)
+            events[stream] = [Finished(
+                reason="error", text="", prompt_tokens=len(stream.request.prompt_tokens),
+                completion_tokens=0, cached_tokens=0, prefill_seconds=0.0, error=str(exc))]
+            return False
+        self.stats.grammars_parsed = grammars.parses
+        return True
 
     def _decode(self, ctx: LlamaContext, sched: Scheduler, n_rows: int,
                 events: Events) -> bool:
@@ -299,6 +335,8 @@ class Engine:
             else:
                 if self._logprobs is None:
                     self._logprobs = LogprobSampler(model)
+                # (the parser refuses logprobs with a grammar: the chain is a plain one)
+                assert isinstance(seq.sampler, SamplerChain)
                 token, logprob = self._logprobs.sample(seq.sampler, ctx, row,
                                                        request.logprobs or 0)
             if seq.n_gen == 0:

@@ -147,6 +147,11 @@ class LlamaModel:
     def is_eog(self, token: int) -> bool:
         return bool(self._eog[token])
 
+    @property
+    def eog_mask(self) -> npt.NDArray[np.bool_]:
+        """True at every end-of-generation token (read-only use)."""
+        return self._eog
+
     @functools.cached_property
     def control_tokens(self) -> dict[str, int]:
         """The text of every token llama.cpp only recognises with ``parse_special`` (control

@@ -29,7 +29,7 @@ from appliance.engine.stream import Stream
 from appliance.engine.types import Event, Finished, FinishReason, GenerationRequest
 
 if TYPE_CHECKING:
-    from appliance.engine.native import Batch, SamplerChain
+    from appliance.engine.native import Batch, LlamaContext
 
 # A step's events per stream, handed to the event loop in one call.
 Events = dict[Stream, list[Event]]
@@ -46,6 +46,14 @@ class SeqCache(Protocol):
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool: ...
 
 
+class Sampler(Protocol):
+    """One sequence's sampler (``SamplerChain``, or one constrained by a grammar)."""
+
+    def sample(self, ctx: LlamaContext, index: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class Seq:
     """One running sequence: its slot, what is left of its prompt, its output so far."""
 
@@ -54,7 +62,7 @@ class Seq:
         "stops", "stream", "t_first", "t_sched", "trail",
     )
 
-    def __init__(self, stream: Stream, slot: Slot, sampler: SamplerChain, keep: int,
+    def __init__(self, stream: Stream, slot: Slot, sampler: Sampler, keep: int,
                  t_sched: float) -> None:
         req = stream.request
         self.stream = stream
@@ -77,7 +85,7 @@ class Scheduler:
     the step count) and the scheduling phases over it. Engine thread only."""
 
     def __init__(self, batch: Batch, n_slots: int, *, cache: SeqCache,
-                 open_sampler: Callable[[GenerationRequest], SamplerChain],
+                 open_sampler: Callable[[GenerationRequest], Sampler],
                  prefix_reuse_min: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = [Slot(seq_id=i) for i in range(n_slots)]
         self.waiting: deque[Stream] = deque()

@@ -40,6 +40,7 @@ class GenerationRequest:
     # Log-probabilities of each sampled token and of this many alternatives (0..20);
     # None: not asked, and nothing is computed.
     logprobs: int | None = None
+    grammar: str | None = None  # GBNF (start rule ``root``) every sampled token must follow
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class CacheStage:
         request = job.request
         exact, context, text = request_keys(
             fingerprint(self._sha256, source, policy), job.kind, request.prompt_tokens,
-            request.sampling, request.max_tokens, request.stop, messages)
+            request.sampling, request.max_tokens, request.stop, messages, job.shape)
         return CacheQuery(scope=scope_for(ctx.key.id, ctx.user, shared=ctx.directives.shared),
                           exact_key=exact, context=context,
                           fingerprint=fingerprint(self._sha256, source, ""), kind=job.kind,
@@ -114,7 +114,7 @@ class CacheStage:
                     final: Chunk) -> None:
         """A normal answer (it passed the output rail), after a lookup that missed."""
         if (lookup is None or job.cache is None or final.usage is None
-                or final.finish_reason not in ("stop", "length")):
+                or final.finish_reason not in ("stop", "length", "tool_calls")):
             return
         await self._cache.store(job.cache, lookup.vector, answer, final.finish_reason,
                                 final.usage.prompt_tokens, final.usage.completion_tokens)

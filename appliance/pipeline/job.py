@@ -19,14 +19,16 @@ from appliance.admission.gate import ANONYMOUS
 from appliance.admission.keys import KeyRecord
 from appliance.api.requests import GenerationOptions
 from appliance.cache.response import CacheDirectives, CacheQuery
+from appliance.engine.chat import ToolCall
 from appliance.engine.types import GenerationRequest, TokenLogprob
 from appliance.guards.rails import PolicyRails, RulesStage
 from appliance.memory.prompt import MemoryContext
 from appliance.observability.trace import RequestTrace
+from appliance.structured.toolcalls import CallFormat
 
 Kind = Literal["chat", "text"]
 # Why an answer ended, as the client is told (the engine's cancelled/error never get here).
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Job:
     memory: MemoryContext | None = None  # None: nothing is remembered
     memory_tokens: int = 0
     prompt_chars: int = 0  # completions: the prompt's length (where text_offset starts)
+    calls: CallFormat | None = None  # None: the answer is not read for tool calls
+    shape: str = ""  # the tools and response format, as the cache keys see them
 
     @property
     def prompt_tokens(self) -> int:
@@ -97,6 +101,7 @@ class Chunk:
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text completes (if asked)
     index: int = 0
+    calls: tuple[ToolCall, ...] = ()  # complete tool calls, checked by the output rail
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,4 @@ class Generation:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()

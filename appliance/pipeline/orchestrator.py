@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator
 from appliance.admission.gate import Gate, Ticket
 from appliance.api.requests import ChatRequest, GenerationOptions
 from appliance.cache.response import CachedResponse, CacheResult
-from appliance.engine.chat import ChatMessage
+from appliance.engine.chat import ChatMessage, ToolCall
 from appliance.engine.engine import Engine
 from appliance.engine.stream import Stream
 from appliance.engine.types import Finished, SamplingParams, TextDelta, TokenLogprob
@@ -36,12 +36,14 @@ from appliance.errors import InternalError, Unavailable
 from appliance.guards.rails import InputCheck
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.cache_stage import CacheStage
+from appliance.pipeline.call_release import CallRelease, replay_calls
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Generation, Job, RequestContext, Usage
 from appliance.pipeline.memory_stage import MemoryStage
 from appliance.pipeline.merge import merged
-from appliance.pipeline.output_stage import OutputStage
+from appliance.pipeline.output_stage import OutputGuard, OutputStage
 from appliance.pipeline.prepare import Preparer
+from appliance.structured.toolcalls import hermes_markup
 
 _SUMMARY_TOKENS = 160
 
@@ -88,14 +90,18 @@ class Pipeline:
                         yield chunk
                     return
                 answer: list[str] = []  # the first choice's
+                stored: list[str] = []  # the same with its tool calls written out
                 async with contextlib.aclosing(self._release_all(handles, job, ticket,
                                                                  trace)) as chunks:
                     async for chunk in chunks:
                         if chunk.index == 0:
                             answer.append(chunk.text)
-                        if chunk.index == 0 and chunk.finish_reason in ("stop", "length"):
-                            await self._cache_and_remember(job, "".join(answer), chunk,
-                                                           lookup, trace)
+                            stored.append(chunk.text + hermes_markup(chunk.calls))
+                        if chunk.index == 0 and chunk.finish_reason in ("stop", "length",
+                                                                        "tool_calls"):
+                            await self._cache_and_remember(job, "".join(answer),
+                                                           "".join(stored), chunk, lookup,
+                                                           trace)
                             chunk = _with_memory_tokens(chunk, job)
                         yield chunk
             finally:
@@ -112,14 +118,17 @@ class Pipeline:
         parts: list[list[str]] = [[job.echo_text] if job.echo_text else [] for _ in
                                   range(job.n)]
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(job.n)]
+        calls: list[list[ToolCall]] = [[] for _ in range(job.n)]
         done: dict[int, Generation] = {}
         async with contextlib.aclosing(self.stream(job, ctx)) as chunks:
             async for chunk in chunks:
                 parts[chunk.index].append(chunk.text)
                 logprobs[chunk.index].extend(chunk.logprobs)
+                calls[chunk.index].extend(chunk.calls)
                 if chunk.finish_reason is not None and chunk.usage is not None:
                     answer = Generation("".join(parts[chunk.index]), chunk.finish_reason,
-                                        chunk.usage, tuple(logprobs[chunk.index]))
+                                        chunk.usage, tuple(logprobs[chunk.index]),
+                                        tuple(calls[chunk.index]))
                     done[chunk.index] = self._output.check_whole(job.rails, answer, ctx.trace)
         if len(done) < job.n:
             raise InternalError("the generation ended without a result")
@@ -153,7 +162,10 @@ class Pipeline:
     async def _release(self, handle: Stream, job: Job, spend: _Spend, trace: RequestTrace,
                        index: int) -> AsyncGenerator[Chunk, None]:
         """One sequence's events as chunks that passed the output rail."""
-        guard = self._output.start(job.rails, job.prompt_tokens, trace)
+        rail = self._output.start(job.rails, job.prompt_tokens, trace)
+        guard: OutputGuard | CallRelease | None = rail
+        if job.calls is not None:
+            guard = CallRelease(job.calls, rail, job.rails, job.prompt_tokens, trace)
         async for event in handle:
             if isinstance(event, TextDelta):
                 spend.use(index, event.n_tokens)
@@ -179,20 +191,27 @@ class Pipeline:
     async def _replay(self, job: Job, entry: CachedResponse, ctx: RequestContext, *,
                       charge: bool) -> AsyncGenerator[Chunk, None]:
         assert self._cache is not None
-        async for chunk in self._cache.replay(job, entry, ctx, charge=charge):
+        chunks = self._cache.replay(job, entry, ctx, charge=charge)
+        if job.calls is not None:
+            chunks = replay_calls(chunks, job.calls)
+        answer: list[str] = []
+        async for chunk in chunks:
+            answer.append(chunk.text)
             if chunk.finish_reason is not None:
-                await self._remember(job, entry.text, ctx.trace)
+                await self._remember(job, "".join(answer), ctx.trace)
             yield chunk
 
-    async def _cache_and_remember(self, job: Job, answer: str, final: Chunk,
+    async def _cache_and_remember(self, job: Job, answer: str, stored: str, final: Chunk,
                                   lookup: CacheResult | None, trace: RequestTrace) -> None:
-        """Keep what was released, checked as a whole (nothing if that check fails)."""
+        """Keep what was released, checked as a whole (nothing if that check fails);
+        ``stored``: the answer with its tool calls written out (memory keeps the text)."""
         kept = self._output.storable(job.rails, answer)
-        if kept is None:
+        kept_calls = kept if stored == answer else self._output.storable(job.rails, stored)
+        if kept is None or kept_calls is None:
             trace.memory_tokens = job.memory_tokens
             return
         if self._cache is not None:
-            await self._cache.store(job, lookup, kept, final)
+            await self._cache.store(job, lookup, kept_calls, final)
         await self._remember(job, kept, trace)
 
     async def _remember(self, job: Job, answer: str, trace: RequestTrace) -> None:

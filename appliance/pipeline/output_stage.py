@@ -17,12 +17,16 @@ Every verdict is recorded in the request's trace (metrics; blocks and redactions
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import AsyncGenerator
+from typing import Any
 
+from appliance.engine.chat import ToolCall
 from appliance.engine.detok import LogprobTrail
 from appliance.engine.types import TokenLogprob
 from appliance.guards.output import OutputBuffer, OutputRail, Window
+from appliance.guards.pipeline import OutputVerdict
 from appliance.guards.rails import Guards, PolicyRails
 from appliance.guards.readiness import GuardsState
 from appliance.observability.trace import GuardAction, RequestTrace
@@ -134,6 +138,43 @@ class OutputStage:
         if verdict.replacement is not None:
             return None
         return verdict.redacted if verdict.redacted is not None else text
+
+    @staticmethod
+    def check_call(rails: PolicyRails | None, call: ToolCall,
+                   trace: RequestTrace) -> ToolCall | str:
+        """A tool call's arguments through the output rules, string by string: the call
+        with PII redacted, or the policy's message when something blocks (a secret, an
+        output rule). Its JSON is not prose, so the content-safety classifier is not run."""
+        if rails is None:
+            return call
+        start = time.perf_counter()
+        verdicts: list[OutputVerdict] = []
+
+        def visit(value: Any) -> Any:
+            if isinstance(value, str):
+                verdict = rails.output.check_text(value)
+                if verdict.violated:
+                    verdicts.append(verdict)
+                return verdict.redacted if verdict.redacted is not None else value
+            if isinstance(value, dict):
+                return {k: visit(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [visit(v) for v in value]
+            return value
+
+        checked = visit(json.loads(call.arguments))
+        ms = (time.perf_counter() - start) * 1000.0
+        blocked = next((v for v in verdicts if v.replacement is not None), None)
+        if blocked is not None:
+            record_output(trace, blocked.rule or "output-rules", "block", ms)
+            assert blocked.replacement is not None
+            return blocked.replacement
+        if not verdicts:
+            record_output(trace, "clean", "allow", ms)
+            return call
+        record_output(trace, verdicts[0].rule or "output-rules", "redact", ms)
+        return dataclasses.replace(call, arguments=json.dumps(
+            checked, ensure_ascii=False, separators=(",", ":")))
 
     @staticmethod
     def check_whole(rails: PolicyRails | None, answer: Generation,

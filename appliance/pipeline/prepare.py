@@ -3,8 +3,9 @@
 In order: the model check; the input rail's rules tier on every message (so everything after
 it, the model, memory, the cache and the logs, sees the redacted text; a rule block costs
 nothing more), naming the system and tool messages for the injection check that follows;
-memory injection; the chat template; the prompt's tokens; the length limits; the cache
-query. Nothing here waits for a decoding slot.
+memory injection; the answer's shape (tools, response format: see ``tool_stage``); the chat
+template; the prompt's tokens; the length limits; the cache query. Nothing here waits for
+a decoding slot.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from appliance.pipeline.cache_stage import CacheStage
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Job, Kind, RequestContext
 from appliance.pipeline.memory_stage import Injected, MemoryStage
+from appliance.pipeline.tool_stage import Grammars, plan_chat
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
 # Texts the input rail checks for injections besides the last user turn: a system prompt
@@ -43,6 +45,7 @@ class Preparer:
         self._ctx_size = ctx_size
         self._memory = memory
         self._cache = cache
+        self._grammars = Grammars()
 
     async def chat(self, req: ChatRequest, ctx: RequestContext) -> Job:
         self._served.check(req.options.model)
@@ -56,14 +59,17 @@ class Preparer:
             untrusted = [i for i, m in enumerate(messages) if m.role in UNTRUSTED_ROLES]
             rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace,
                                        untrusted)
-            messages = tuple(m if text == m.content else ChatMessage(m.role, text, m.name)
+            messages = tuple(m if text == m.content else dataclasses.replace(m, content=text)
                              for m, text in zip(messages, rules.texts, strict=True))
         injected = (await self._memory.inject(messages, ctx.key, ctx.user, ctx.session_id)
                     if self._memory is not None else Injected(messages, None, 0))
-        tokens = await self._tokenize_chat(template.render_parts(injected.messages))
+        plan = await plan_chat(req, injected.messages, template, self._grammars)
+        tokens = await self._tokenize_chat(template.render_parts(plan.messages, plan.tools))
         job = dataclasses.replace(
-            self._job("chat", tokens, req.options, rails=rails, rules=rules),
-            memory=injected.context, memory_tokens=injected.tokens)
+            self._job("chat", tokens, req.options, rails=rails, rules=rules,
+                      grammar=plan.grammar),
+            memory=injected.context, memory_tokens=injected.tokens, calls=plan.calls,
+            shape=plan.key)
         return self._with_cache(job, ctx, injected.messages)
 
     async def completions(self, req: CompletionRequest, ctx: RequestContext) -> list[Job]:
@@ -112,7 +118,8 @@ class Preparer:
 
     def _job(self, kind: Kind, tokens: list[int], options: GenerationOptions, *,
              echo_text: str = "", default_max: int | None = None,
-             rails: PolicyRails | None = None, rules: RulesStage | None = None) -> Job:
+             rails: PolicyRails | None = None, rules: RulesStage | None = None,
+             grammar: str | None = None) -> Job:
         n_prompt = len(tokens)
         if n_prompt == 0:
             raise InvalidRequest("the prompt is empty", param="prompt")
@@ -128,7 +135,8 @@ class Preparer:
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         request = GenerationRequest(prompt_tokens=tuple(tokens), max_tokens=max_tokens,
                                     sampling=options.sampling, stop=options.stop,
-                                    ignore_eos=options.ignore_eos, logprobs=options.logprobs)
+                                    ignore_eos=options.ignore_eos, logprobs=options.logprobs,
+                                    grammar=grammar)
         return Job(id=rid, created=int(time.time()), kind=kind, request=request,
                    options=options, echo_text=echo_text, rails=rails, rules=rules)
 

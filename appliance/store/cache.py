@@ -15,6 +15,8 @@ from appliance.store.rows import IndexedRow, Uses, delete_indexed
 
 TABLE = "cache_entries"
 _COLUMNS = "id, scope, text, finish_reason, prompt_tokens, completion_tokens"
+_REASONS: dict[str, Literal["stop", "length", "tool_calls"]] = {
+    "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class CachedResponse:
     id: int
     scope: str
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     prompt_tokens: int
     completion_tokens: int
 
@@ -117,6 +119,6 @@ def _delete(conn: sqlite_utils.Database, where: str, args: Sequence[object]
 
 def _response(row: Mapping[str, Any]) -> CachedResponse:
     return CachedResponse(id=int(row["id"]), scope=str(row["scope"]), text=str(row["text"]),
-                          finish_reason="length" if row["finish_reason"] == "length"
-                          else "stop", prompt_tokens=int(row["prompt_tokens"]),
+                          finish_reason=_REASONS.get(str(row["finish_reason"]), "stop"),
+                          prompt_tokens=int(row["prompt_tokens"]),
                           completion_tokens=int(row["completion_tokens"]))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
+from appliance.engine.chat import ToolCall
 from appliance.engine.models import ModelSpec
 from appliance.pipeline.job import Chunk, Generation, Job, Usage
+
+# A call's arguments are streamed in pieces of whole JSON tokens (strings, numbers, words,
+# punctuation with its spaces), as a model would write them.
+_ARG_PIECES = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"?|[^\s"{}\[\],:]+|.)\s*', re.S)
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -18,6 +25,11 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
+def tool_calls_body(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
 def _head(p: Job, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
     return {"id": p.id, "object": obj, "created": p.created, "model": model,
             "system_fingerprint": fingerprint}
@@ -26,9 +38,13 @@ def _head(p: Job, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
 def completion_body(p: Job, g: Generation, model: str, fingerprint: str) -> dict[str, Any]:
     if p.kind == "chat":
         body = _head(p, model, fingerprint, "chat.completion")
+        message: dict[str, Any] = {"role": "assistant", "content": g.text}
+        if g.tool_calls:
+            message["content"] = g.text or None
+            message["tool_calls"] = tool_calls_body(g.tool_calls)
         body["choices"] = [{
             "index": 0,
-            "message": {"role": "assistant", "content": g.text},
+            "message": message,
             "logprobs": None,
             "finish_reason": g.finish_reason,
         }]
@@ -48,6 +64,7 @@ class ChunkFormatter:
         self.chat = p.kind == "chat"
         self._head = _head(p, model, fingerprint,
                            "chat.completion.chunk" if self.chat else "text_completion")
+        self._calls = 0  # tool calls sent so far (the index of the next)
 
     def _choice(self, text: str | None, finish: str | None, *, role: bool = False
                 ) -> dict[str, Any]:
@@ -72,12 +89,27 @@ class ChunkFormatter:
         out = []
         if c.text:
             out.append({**self._head, "choices": [self._choice(c.text, None)]})
+        for call in c.calls:
+            out.extend({**self._head, "choices": [
+                {"index": 0, "delta": {"tool_calls": [d]}, "logprobs": None,
+                 "finish_reason": None}]} for d in self._call_deltas(call))
         if c.finish_reason is not None:
             out.append({**self._head, "choices": [
                 self._choice(None if self.chat else "", c.finish_reason)]})
             if self.p.options.include_usage and c.usage is not None:
                 out.append({**self._head, "choices": [], "usage": usage_body(c.usage)})
         return out
+
+
+    def _call_deltas(self, call: ToolCall) -> list[dict[str, Any]]:
+        """OpenAI's tool-call deltas: the id and name first, then the arguments in pieces."""
+        index = self._calls
+        self._calls += 1
+        deltas: list[dict[str, Any]] = [{"index": index, "id": call.id, "type": "function",
+                                         "function": {"name": call.name, "arguments": ""}}]
+        deltas.extend({"index": index, "function": {"arguments": piece}}
+                      for piece in _ARG_PIECES.findall(call.arguments))
+        return deltas
 
 
 def models_body(manifest: tuple[ModelSpec, ...], served: ModelSpec, available: set[str],

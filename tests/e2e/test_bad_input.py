@@ -96,9 +96,29 @@ CASES: list[tuple[str, str, bytes | None, int, str | None, str | None]] = [
      "logit_bias"),
     ("seed-string", CHAT, _j({"model": "default", "messages": OK_MESSAGES, "seed": "x"}), 400,
      None, "seed"),
-    ("json-mode", CHAT, _j({"model": "default", "messages": OK_MESSAGES,
-                            "response_format": {"type": "json_object"}}), 400,
-     "unsupported_parameter", "response_format"),
+    ("schema-keyword-unsupported", CHAT, _j({
+        "model": "default", "messages": OK_MESSAGES, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {
+                "type": "string", "pattern": "^a+$"}}}}), 400, "unsupported_schema",
+     "response_format.json_schema.schema"),
+    ("response-format-unknown", CHAT, _j({"model": "default", "messages": OK_MESSAGES,
+                                          "response_format": {"type": "yaml"}}), 400, None,
+     "response_format.type"),
+    ("tool-choice-unknown-function", CHAT, _j({
+        "model": "default", "messages": OK_MESSAGES,
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": {"type": "function", "function": {"name": "g"}}}), 400, None,
+     "tool_choice"),
+    ("tool-message-without-id", CHAT, _j({"model": "default", "messages": [
+        *OK_MESSAGES, {"role": "tool", "content": "42"}]}), 400, None,
+     "messages[1].tool_call_id"),
+    ("functions-deprecated", CHAT, _j({"model": "default", "messages": OK_MESSAGES,
+                                       "functions": [{"name": "f"}]}), 400,
+     "unsupported_parameter", "functions"),
+    ("completion-tools", "/v1/completions", _j({
+        "model": "default", "prompt": "x",
+        "tools": [{"type": "function", "function": {"name": "f"}}]}), 400,
+     "unsupported_parameter", "tools"),
     ("prompt-too-long", CHAT, _j({"model": "default", "messages": [
         {"role": "user", "content": "word " * 1500}]}), 400, "context_length_exceeded",
      "messages"),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from appliance.cache.keys import GLOBAL_SCOPE, fingerprint, request_keys, scope_for
 from appliance.cache.response import CacheConfig, CacheDirectives, CacheQuery, ResponseCache
 from appliance.encoder.sentence import Encoder
-from appliance.engine.chat import ChatMessage
+from appliance.engine.chat import ChatMessage, ToolCall
 from appliance.engine.types import SamplingParams
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
@@ -203,3 +203,24 @@ def test_request_keys_are_equal_exactly_when_requests_are(
     assert (ka[0] == kb[0]) == same_request  # exact key: prompt tokens and sampling
     same_context = (a[0], a[3], a[4], a[5]) == (b[0], b[3], b[4], b[5])
     assert (ka[1] == kb[1]) == same_context  # context: all but the last user turn
+
+
+def test_the_answers_shape_and_tool_history_are_in_the_keys() -> None:
+    """Tools, tool choice and response format change what a prompt's answer may be: a
+    request caches only under keys that include them (both tiers)."""
+    toks = (1, 2, 3)
+    ask = (ChatMessage("system", "Be brief."), ChatMessage("user", "Weather in Paris?"))
+    plain = request_keys(FP, "chat", toks, GREEDY, 32, (), ask)
+    assert plain == request_keys(FP, "chat", toks, GREEDY, 32, (), ask, "")
+    json_mode = request_keys(FP, "chat", toks, GREEDY, 32, (), ask, '[null, ["json_object", ""]]')
+    tools = request_keys(FP, "chat", toks, GREEDY, 32, (), ask, '[["tools"], null]')
+    assert len({plain[0], json_mode[0], tools[0]}) == 3
+    assert len({plain[1], json_mode[1], tools[1]}) == 3
+    call = ToolCall("c1", "weather", '{"city":"Paris"}')
+    after = (ChatMessage("user", "Weather in Paris?"),
+             ChatMessage("assistant", "", tool_calls=(call,)),
+             ChatMessage("tool", "sunny", tool_call_id="c1"), ChatMessage("user", "And now?"))
+    other = (*after[:1], ChatMessage("assistant", "", tool_calls=(
+        ToolCall("c1", "weather", '{"city":"Rome"}'),)), *after[2:])
+    assert request_keys(FP, "chat", toks, GREEDY, 32, (), after)[1] != request_keys(
+        FP, "chat", toks, GREEDY, 32, (), other)[1]

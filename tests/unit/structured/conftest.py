@@ -1,0 +1,56 @@
+"""The default GGUF model's vocabulary, and llama.cpp's own grammar engine as the oracle of
+what a grammar accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import llama_cpp
+import pytest
+
+from appliance import config
+from appliance.engine.grammar import Candidates, _hot
+from appliance.engine.models import ModelStore
+from appliance.engine.native import LlamaModel
+
+
+class Oracle:
+    """Asks llama.cpp whether a grammar parses, and whether it accepts a text whole."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.model = model
+        self._cand = Candidates(model.n_vocab)
+
+    def parses(self, grammar: str) -> bool:
+        g = llama_cpp.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
+        if g:
+            llama_cpp.llama_sampler_free(g)
+        return bool(g)
+
+    def accepts(self, grammar: str, text: str) -> bool:
+        g: Any = llama_cpp.llama_sampler_init_grammar(self.model.vocab, grammar.encode(),
+                                                      b"root")
+        assert g, "llama.cpp refused the grammar"
+        try:
+            for token in self.model.tokenize(text, add_special=False, parse_special=False):
+                if not self._cand.allows(g, token):
+                    return False
+                _hot.accept(g, token)
+            return self._cand.allows(g, self.model.eos)  # complete: the end may come
+        finally:
+            llama_cpp.llama_sampler_free(g)
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaModel]:
+    settings = config.load(env={})
+    store = ModelStore(settings.manifest, settings.models_dir)
+    model = LlamaModel(store.verify(store.resolve(settings.model)).path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def oracle(llama: LlamaModel) -> Oracle:
+    return Oracle(llama)
