@@ -32,8 +32,7 @@ class EmbeddingRequest:
 
 
 def _is_ids(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in value)
+    return isinstance(value, list) and all(as_int(t) is not None for t in value)
 
 
 def _inputs(value: Any) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
@@ -58,7 +57,8 @@ def _inputs(value: Any) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
             raise InvalidRequest(f"input[{i}] is empty", param="input")
         if not texts and min(item) < 0:
             raise InvalidRequest(f"input[{i}] holds a negative token id", param="input")
-    return (tuple(value), ()) if texts else ((), tuple(tuple(ids) for ids in value))
+    return (tuple(value), ()) if texts else ((), tuple(tuple(int(t) for t in ids)
+                                                    for ids in value))
 
 
 def parse_embeddings(body: Any) -> EmbeddingRequest:

@@ -56,7 +56,8 @@ _GIVEN = {"type": "string", "minLength": 1, "maxLength": 256}
 _NAME = {"type": "string", "maxLength": MAX_NAME_CHARS}
 _MODEL = {"type": "string", "minLength": 1, "examples": ["default"],
           "description": "\"default\" names the served model; see GET /v1/models"}
-_TOOL_CALL = {"type": "object", "required": ["function"],
+_FUNCTION_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}
+_TOOL_CALL = {"type": "object", "required": ["id", "function"],
               "properties": {"id": {"type": "string"}, "type": {"const": "function"},
                              "function": {"type": "object", "required": ["name", "arguments"],
                                           "properties": {"name": {"type": "string"},
@@ -77,6 +78,13 @@ _MESSAGE: Schema = {
         "tool_call_id": _nullable({"type": "string",
                                    "description": "a tool turn: the call it answers"}),
     },
+    "allOf": [
+        {"if": {"required": ["role"], "properties": {"role": {"const": "tool"}}},
+         "then": {"required": ["tool_call_id"],
+                  "properties": {"tool_call_id": {"type": "string", "minLength": 1}}}},
+        {"if": {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+         "then": {"properties": {"role": {"const": "assistant"}}}},
+    ],
 }
 
 _OPTIONS: Schema = {
@@ -122,6 +130,9 @@ CHAT: Schema = {
     "type": "object",
     "required": ["model", "messages"],
     **_STREAM_RULE,
+    "allOf": [{"if": {"required": ["top_logprobs"],
+                      "properties": {"top_logprobs": {"type": "integer", "minimum": 1}}},
+               "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}}],
     "properties": {
         **_OPTIONS,
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
@@ -129,25 +140,32 @@ CHAT: Schema = {
             "type": "object", "required": ["type"],
             "description": "json_schema: the schema is enforced while decoding; a keyword "
                            "the grammar cannot enforce is a 400 unsupported_schema",
+            "if": {"properties": {"type": {"const": "json_schema"}}},
+            "then": {"required": ["json_schema"]},
             "properties": {"type": {"enum": ["text", "json_object", "json_schema"]},
                            "json_schema": {"type": "object", "required": ["name"],
-                                           "properties": {"name": {"type": "string"},
-                                                          "schema": {"type": "object"},
-                                                          "strict": _BOOLEAN}}}}),
-        "tools": _nullable({"type": "array", "items": {
-            "type": "object", "required": ["type", "function"],
-            "properties": {"type": {"const": "function"},
-                           "function": {"type": "object", "required": ["name"],
-                                        "properties": {"name": {"type": "string"},
-                                                       "description": {"type": "string"},
-                                                       "parameters": {"type": "object"},
-                                                       "strict": _BOOLEAN}}}}}),
-        "tool_choice": _nullable({"anyOf": [
-            {"enum": ["none", "auto", "required"]},
-            {"type": "object", "required": ["type", "function"],
-             "properties": {"type": {"const": "function"},
-                            "function": {"type": "object", "required": ["name"],
-                                         "properties": {"name": {"type": "string"}}}}}]}),
+                                           "properties": {"name": _FUNCTION_NAME,
+                                                          "schema": _nullable(
+                                                              {"type": "object"})}}}}),
+        "tools": _nullable({
+            "type": "array",
+            "description": "function names are unique within the array",
+            "items": {
+                "type": "object", "required": ["function"],
+                "properties": {"type": {"const": "function"},
+                               "function": {"type": "object", "required": ["name"],
+                                            "properties": {
+                                                "name": _FUNCTION_NAME,
+                                                "description": _nullable({"type": "string"}),
+                                                "parameters": _nullable({"type": "object"}),
+                                                "strict": _BOOLEAN}}}}}),
+        "tool_choice": _nullable({
+            "description": "\"required\" needs tools; a named function must be one of them",
+            "anyOf": [{"enum": ["none", "auto", "required"]},
+                      {"type": "object", "required": ["type", "function"],
+                       "properties": {"type": {"const": "function"},
+                                      "function": {"type": "object", "required": ["name"],
+                                                   "properties": {"name": _FUNCTION_NAME}}}}]}),
         "parallel_tool_calls": _BOOLEAN,
         "logprobs": _BOOLEAN,
         "top_logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
@@ -164,6 +182,8 @@ COMPLETION: Schema = {
     "type": "object",
     "required": ["model", "prompt"],
     **_STREAM_RULE,
+    "allOf": [{"if": {"required": ["logprobs"], "properties": {"logprobs": {"type": "integer"}}},
+               "then": {"properties": {"echo": {"enum": [False, None]}}}}],
     "properties": {
         **_OPTIONS,
         "prompt": {"anyOf": [

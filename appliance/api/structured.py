@@ -112,7 +112,8 @@ def parse_tools(body: Mapping[str, Any]) -> Tools | None:
     if len(names) < len(functions):
         raise InvalidRequest("'tools' declares the same function name twice", param="tools")
     choice, forced = _choice(body.get("tool_choice"), names)
-    parallel = body.get("parallel_tool_calls", True)
+    parallel = body.get("parallel_tool_calls")
+    parallel = True if parallel is None else parallel  # null: left out, as every field
     if not isinstance(parallel, bool):
         raise InvalidRequest("'parallel_tool_calls' must be a boolean",
                              param="parallel_tool_calls")

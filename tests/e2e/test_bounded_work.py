@@ -22,7 +22,7 @@ from tests.conftest import RunningServer, make_settings, start_server
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[RunningServer, dict[str, str]]]:
-    settings = make_settings(tmp_path_factory.mktemp("bounded"), parallel=2, ctx_size=2048,
+    settings = make_settings(tmp_path_factory.mktemp("bounded"), parallel=2, ctx_size=8192,
                              max_connections=6, idle_timeout_s=1.5, body_timeout_s=1.5,
                              stream_stall_timeout_s=1.5, guard_max_tokens=300,
                              embeddings_max_tokens=300)
@@ -134,7 +134,9 @@ def test_connections_beyond_the_cap_get_a_fast_503(
 def test_a_stream_nobody_reads_is_cancelled_and_its_slot_freed(
         bounded: tuple[RunningServer, dict[str, str]]) -> None:
     server, keys = bounded
-    body = json.dumps({"model": "default", "stream": True, "max_tokens": 1500,
+    # Enough text that the kernel's socket buffers cannot absorb it all (then no write
+    # would ever wait, and nothing would be held by the reader anyway).
+    body = json.dumps({"model": "default", "stream": True, "max_tokens": 3500,
                        "ignore_eos": True, "temperature": 0.8,
                        "messages": [{"role": "user", "content": "Tell me a long story."}]})
     s = socket.socket()
@@ -151,8 +153,8 @@ def test_a_stream_nobody_reads_is_cancelled_and_its_slot_freed(
         assert _wait_for(lambda: server.engine.stats.running == 0, 240)
         with urllib.request.urlopen(server.base_url + "/health", timeout=10) as r:
             assert json.loads(r.read())["running"] == 0
-        # cancelled, not finished: far fewer than the 1500 tokens it asked for
-        assert server.engine.stats.generated_tokens - generated < 1500
+        # cancelled, not finished: fewer than the 3500 tokens it asked for
+        assert server.engine.stats.generated_tokens - generated < 3500
     finally:
         s.close()
 

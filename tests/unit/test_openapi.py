@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 from aiohttp import web
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 
@@ -27,6 +27,21 @@ DOC = openapi.document(OPERATIONS)
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options", "trace"}
 
 
+def _chat_rules(body: Any) -> None:
+    """The rules between a chat body's fields that a JSON Schema cannot say (the document
+    says them in ``description``): unique function names, a named ``tool_choice`` among
+    them, ``required`` with tools, no ``logprobs`` with tools or a JSON format. Bodies
+    breaking them are refused with a 400 (the e2e tests of tools and logprobs)."""
+    tools = body.get("tools") or []
+    names = [t["function"]["name"] for t in tools]
+    choice = body.get("tool_choice")
+    fmt = body.get("response_format") or {}
+    assume(len(set(names)) == len(names))
+    assume(choice != "required" or names)
+    assume(not isinstance(choice, dict) or choice["function"]["name"] in names)
+    assume(not body.get("logprobs") or not (names or fmt.get("type", "text") != "text"))
+
+
 def _pin(body: Any) -> None:
     parse_pinned(body)
     parse_user(body)
@@ -39,6 +54,10 @@ PARSERS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("POST", "/v1/guard"): lambda body: parse_guard(body, presets()),
     ("POST", "/v1/memory"): parse_memory_write,
     ("PATCH", "/v1/memory/{id}"): _pin,
+}
+
+CROSS_FIELD_RULES: dict[tuple[str, str], Callable[[Any], None]] = {
+    ("POST", "/v1/chat/completions"): _chat_rules,
 }
 
 
@@ -103,10 +122,13 @@ _SETTINGS = settings(max_examples=60, deadline=None, database=None,
 @pytest.mark.parametrize(("method", "path"), list(PARSERS), ids=[p for _, p in PARSERS])
 def test_the_parser_accepts_every_body_its_schema_allows(method: str, path: str) -> None:
     parse = PARSERS[(method, path)]
+    rules = CROSS_FIELD_RULES.get((method, path))
 
     @_SETTINGS
     @given(case=_operation(method, path).as_strategy(generation_mode=GenerationMode.POSITIVE))
     def accepted(case: Any) -> None:
+        if rules is not None:
+            rules(case.body)
         parse(case.body)
 
     accepted()
