@@ -18,12 +18,22 @@ from aiohttp import web
 
 from appliance.config import Settings
 from appliance.guards.rails import Guards
-from appliance.web import embedding_routes, guard_routes, memory_routes, observability, routes
+from appliance.web import (
+    admin_routes,
+    console_routes,
+    embedding_routes,
+    guard_routes,
+    key_routes,
+    memory_routes,
+    observability,
+    routes,
+)
 from appliance.web.middleware import auth_middleware, errors_middleware
 from appliance.web.state import (
     AUDIT,
     CACHE,
     CACHE_INDEX,
+    CONSOLE,
     DATABASE,
     EMBEDDINGS,
     ENCODER,
@@ -31,6 +41,7 @@ from appliance.web.state import (
     GATE,
     GUARD_CHECK,
     GUARDS,
+    KEYS,
     MEMORY,
     MEMORY_INDEX,
     METRICS,
@@ -47,7 +58,7 @@ log = logging.getLogger("appliance.web")
 
 # Every route of the HTTP surface (the docs test reads this).
 ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
-          memory_routes.routes)
+          memory_routes.routes, key_routes.routes, admin_routes.routes, console_routes.routes)
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -66,6 +77,7 @@ def application(c: Components) -> web.Application:
     app[EMBEDDINGS], app[CACHE], app[CACHE_INDEX] = c.embeddings, c.cache, c.cache_index
     app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
     app[METRICS], app[AUDIT] = c.metrics, c.audit
+    app[KEYS], app[CONSOLE] = c.keys, c.console
     app[STARTED_AT] = time.time()
     for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)

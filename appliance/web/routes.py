@@ -15,6 +15,8 @@ from appliance.api.requests import parse_chat, parse_completion
 from appliance.errors import InvalidRequest, PayloadTooLarge
 from appliance.pipeline.job import Job, RequestContext
 from appliance.web.cache_http import cache_directives, session_id
+from appliance.web.extensions import FIELD as EXTRA_FIELD
+from appliance.web.extensions import appliance_extra
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.sse import EventStream
 from appliance.web.state import (
@@ -55,18 +57,26 @@ async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.S
     pipeline, served = request.app[PIPELINE], request.app[SERVED]
     if not job.options.stream:
         result = await pipeline.complete(job, ctx)
-        return json_response(completion_body(job, result, served.id, served.fingerprint))
+        body = completion_body(job, result, served.id, served.fingerprint)
+        return json_response(_with_extra(body, appliance_extra(job, ctx.trace)))
     fmt = ChunkFormatter(job, served.id, served.fingerprint)
     out = EventStream(request)
     async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
         first = await anext(chunks)  # errors before the first token are still plain JSON
         await out.open()
         opening = fmt.first()
-        await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
+        bodies = [opening, *fmt.chunk(first)] if opening else fmt.chunk(first)
+        if bodies:
+            bodies[0] = _with_extra(bodies[0], appliance_extra(job, ctx.trace))
+        await out.send(bodies)
         async for chunk in chunks:
             await out.send(fmt.chunk(chunk))
         await out.done()
     return out.response
+
+
+def _with_extra(body: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    return body if extra is None else {**body, EXTRA_FIELD: extra}
 
 
 async def _admit_and_read(request: web.Request) -> tuple[Any, RequestContext]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.admission.gate import Gate
-from appliance.admission.keys import KeyRecord
+from appliance.admission.keys import KeyRecord, KeyStore
 from appliance.cache.response import ResponseCache
 from appliance.config import Settings
 from appliance.encoder.sentence import Encoder
@@ -23,6 +23,7 @@ from appliance.pipeline.guard_check import GuardCheck
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
+from appliance.web.console_assets import ConsoleAssets
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelStore)
@@ -43,6 +44,8 @@ MEMORY_INDEX = web.AppKey("memory_index", VectorIndex)
 SUMMARISER = web.AppKey("summariser", SessionSummariser)
 METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", Audit)
+KEYS = web.AppKey("keys", KeyStore)
+CONSOLE = web.AppKey("console", ConsoleAssets)
 
 # Per request: the authenticated API key, the request id, the trace of what happened.
 KEY = web.RequestKey("api_key", KeyRecord)

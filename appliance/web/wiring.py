@@ -42,6 +42,7 @@ from appliance.pipeline.output_stage import OutputStage
 from appliance.pipeline.prepare import Preparer
 from appliance.store.db import Database
 from appliance.store.vectors import IndexParams, VectorIndex
+from appliance.web.console_assets import ConsoleAssets
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Components:
     guard_check: GuardCheck
     metrics: Metrics
     audit: Audit
+    keys: KeyStore
+    console: ConsoleAssets
 
 
 def is_loopback(host: str) -> bool:
@@ -95,8 +98,12 @@ def build(settings: Settings) -> Components:
         raise
 
 
-def _gate(settings: Settings, db: Database) -> Gate:
-    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
+def console_enabled(settings: Settings) -> bool:
+    """The ``console`` setting, or by default: on when bound to loopback."""
+    return is_loopback(settings.host) if settings.console is None else settings.console
+
+
+def _gate(settings: Settings, keys: KeyStore) -> Gate:
     open_access = is_loopback(settings.host)
     if not open_access and not keys.list_sync(include_revoked=False):
         raise ConfigError(
@@ -111,7 +118,8 @@ def _gate(settings: Settings, db: Database) -> Gate:
 
 def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encoder: Encoder,
               turns: CpuTurns | None, db: Database) -> Components:
-    gate = _gate(settings, db)
+    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
+    gate = _gate(settings, keys)
     engine = Engine(EngineConfig(
         model_path=served.model.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
         batch_size=settings.batch_size, n_threads=settings.n_threads,
@@ -154,7 +162,8 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
         summariser=summariser,
         embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id),
         guard_check=GuardCheck(guards),
-        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit)
+        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit,
+        keys=keys, console=ConsoleAssets.load(enabled=console_enabled(settings)))
 
 
 @dataclass(frozen=True)
