@@ -203,3 +203,11 @@ def test_request_keys_are_equal_exactly_when_requests_are(
     assert (ka[0] == kb[0]) == same_request  # exact key: prompt tokens and sampling
     same_context = (a[0], a[3], a[4], a[5]) == (b[0], b[3], b[4], b[5])
     assert (ka[1] == kb[1]) == same_context  # context: all but the last user turn
+
+
+async def test_clear_deletes_every_entry_and_its_vectors(rig: Rig) -> None:
+    await put(rig, query("What is the capital of France?"))
+    await put(rig, query("What is the capital of Spain?", scope="key:2/user:bob"))
+    assert await rig.cache.clear() == 2
+    assert await rig.cache.count() == 0 and not any((await rig.index.ids()).values())
+    assert await rig.cache.clear() == 0

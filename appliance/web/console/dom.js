@@ -1,5 +1,5 @@
-// Small DOM helpers. Every text goes in through textContent or attributes, never as HTML:
-// the console never assigns innerHTML, so nothing a server or a model says can become markup.
+// Small DOM helpers. Every text goes in through textContent or attributes, never parsed as
+// HTML: nothing a server or a model says can become markup.
 
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);

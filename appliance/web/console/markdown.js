@@ -25,8 +25,8 @@ export function safeHref(href) {
 export function renderInline(text) {
   const out = [];
   let last = 0;
-  INLINE.lastIndex = 0;
-  for (let m = INLINE.exec(text); m; m = INLINE.exec(text)) {
+  // matchAll works on a copy of the pattern: the recursive calls below cannot move its place
+  for (const m of text.matchAll(INLINE)) {
     if (m.index > last) out.push(...lineBreaks(text.slice(last, m.index)));
     if (m[1] !== undefined) out.push(h('code', { text: m[2] }));
     else if (m[3] !== undefined) {
