@@ -50,6 +50,10 @@ export class ChatView {
     });
     $('chat-stop').addEventListener('click', () => this.stop());
     $('chat-new').addEventListener('click', () => this.newConversation());
+    const box = $('chat-messages');
+    box.addEventListener('scroll', () => {
+      box.dataset.follow = String(box.scrollHeight - box.scrollTop - box.clientHeight < 40);
+    });
     const temp = $('chat-temperature');
     temp.addEventListener('input', () => { $('chat-temperature-value').textContent = temp.value; });
     $('chat-no-memory').hidden = this.canRemember;
@@ -136,15 +140,21 @@ export class ChatView {
     const notes = h('div', { class: 'msg-notes' });
     const actions = h('div', { class: 'msg-actions' });
     const el = h('article', { class: `msg ${role}`, dataset: { role } },
-      h('div', { class: 'msg-who', text: role === 'user' ? 'You' : 'Assistant' }), notes, body, actions);
+      h('div', { class: 'msg-who', text: role === 'user' ? 'You' : 'Assistant' }), body, notes, actions);
     $('chat-messages').append(el);
     this.scroll(true);
     return { el, body, notes, actions, text: '' };
   }
 
+  // Follows the conversation while the reader is at its end; leaves it where they scrolled.
   scroll(force = false) {
     const box = $('chat-messages');
-    if (force || box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+    if (force || this.following) box.scrollTop = box.scrollHeight;
+  }
+
+  get following() {
+    const box = $('chat-messages');
+    return box.dataset.follow !== 'false';
   }
 
   setStreaming(on) {
@@ -159,6 +169,7 @@ export class ChatView {
 
   note(msg, cls, ...content) {
     msg.notes.append(h('div', { class: `note ${cls}` }, ...content));
+    this.scroll();
   }
 
   render(reply, text) {
@@ -182,6 +193,7 @@ export class ChatView {
     const again = h('button', { type: 'button', class: 'small ghost regenerate', text: 'Regenerate',
       onclick: () => this.regenerate(reply) });
     reply.actions.replaceChildren(copy, again);
+    this.scroll();
   }
 
   showError(reply, err) {
@@ -192,6 +204,7 @@ export class ChatView {
       text ? h('p', { text }) : null, advice ? h('p', { class: 'advice', text: advice }) : null,
       signIn ? h('button', { type: 'button', class: 'primary small', text: 'Sign in again',
         onclick: () => this.onSignedOut('') }) : null));
+    this.scroll();
   }
 
   body(text) {

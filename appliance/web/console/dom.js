@@ -44,7 +44,7 @@ export function fmtNumber(x, digits = 1) {
 export function fmtSeconds(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return '–';
   if (s < 1) return `${Math.round(s * 1000)} ms`;
-  return `${s.toFixed(2)} s`;
+  return `${s.toFixed(s < 10 ? 2 : 1)} s`;
 }
 
 export function fmtBytes(n) {

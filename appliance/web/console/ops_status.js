@@ -47,8 +47,10 @@ export class StatusPanel {
 
   async tick() {
     const t = Date.now() / 1000;
-    const [ready, health, metrics] = await Promise.allSettled([
-      publicJson('/ready'), publicJson('/health'), this.api.text('/metrics')]);
+    const [ready, health, metrics, events] = await Promise.allSettled([
+      publicJson('/ready'), publicJson('/health'), this.api.text('/metrics'),
+      this.api.get('/v1/admin/audit?event=guard.&limit=6')]);
+    if (events.status === 'fulfilled') this.showEvents(events.value.data);
     if (ready.status === 'fulfilled') this.showReady(ready.value);
     else $('st-ready').textContent = 'unreachable';
     if (health.status === 'fulfilled') this.showHealth(t, health.value);
@@ -64,7 +66,7 @@ export class StatusPanel {
     el.className = `value ${ok ? 'good' : 'bad'}`;
     $('st-ready-sub').textContent = r.error || r.guards_error || `guards ${r.guards}`;
     $('st-model').textContent = r.model || '–';
-    $('st-backend').textContent = r.backend ? `backend ${r.backend}` : '';
+    $('st-backend').textContent = r.backend ? r.backend.split(';')[0] : '';
   }
 
   showHealth(t, hl) {
@@ -122,6 +124,18 @@ export class StatusPanel {
     }
     if (!sorted.length) body.append(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'No guard has blocked anything since the server started.' })));
     $('st-blocks').dataset.total = String(total(parsed, 'appliance_guard_verdicts_total', { action: 'block' }));
+  }
+
+  showEvents(records) {
+    const body = clear($('st-events').tBodies[0]);
+    for (const r of records) {
+      const d = r.detail;
+      body.append(h('tr', {}, h('td', { text: new Date(r.ts * 1000).toLocaleTimeString('en-GB') }),
+        h('td', { text: `${d.guard} (${d.direction})` }),
+        h('td', { title: describeGuard(d.guard, d.label).kind }, h('code', { text: d.label })),
+        h('td', {}, h('span', { class: `action action-${d.action}`, text: d.action }))));
+    }
+    if (!records.length) body.append(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'None recorded yet.' })));
   }
 
   draw() {
