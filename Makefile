@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # llama.cpp backend for the llama-cpp-python wheel: cpu (default), cuda or metal.
 BACKEND ?= cpu
 
-.PHONY: install models run test lint bench clean
+.PHONY: install models run test lint bench clean browser-deps screenshots
 
 install: $(STAMP) models
 
@@ -35,11 +35,29 @@ models: $(STAMP)
 run: install
 	$(BIN)/appliance serve
 
-test: install
+test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The console's browser tests drive the distribution's chromium through its chromedriver
+# (no browser download at test time): installed with apt-get when missing and we are root
+# (CI runs as root on Debian); elsewhere the browser tests are skipped, loudly (failed in CI).
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			chromium chromium-driver; \
+	else \
+		echo "!!! chromium/chromedriver missing and not installable here (needs root and" \
+			"apt-get): the console's browser tests will be SKIPPED !!!"; \
+	fi
+
+# docs/console-chat.png and docs/console-ops.png, 1280x800, from a real server and browser.
+screenshots: install browser-deps
+	$(BIN)/python scripts/console_screenshots.py
+
 lint: install
-	$(BIN)/ruff check appliance tests
+	$(BIN)/ruff check appliance tests scripts
 	$(BIN)/mypy
 
 # The side-by-side with llama-server and llama-cpp-python's server : builds

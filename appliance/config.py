@@ -181,6 +181,10 @@ SETTINGS: tuple[Setting, ...] = (
             "indexes.", minimum=8),
     Setting("vector_ef_search", int, 64, "hnswlib ef at query time (recall against speed).",
             minimum=1),
+    # --- the web console ---
+    Setting("console", bool, None, "Serve the built-in web console (chat and operations "
+            "pages) under /. Default: on when bound to a loopback address, off otherwise "
+            "(set it to true to serve it on a network bind; it signs in with an API key)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -247,6 +251,7 @@ class Settings:
     vector_m: int
     vector_ef_construction: int
     vector_ef_search: int
+    console: bool | None  # None: on when the bind is loopback
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

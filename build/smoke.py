@@ -3,9 +3,9 @@ only loopback (`make bundle-test` does: unshare -n, then `ip link set lo up`).
 
     python build/smoke.py dist/appliance
 
-Starts `appliance serve` on a fresh data directory, waits for /ready, makes a streamed chat
-completion and an embeddings call with the official openai client, stops the server with
-SIGTERM and requires a clean exit (code 0).
+Starts `appliance serve` on a fresh data directory, waits for /ready, fetches the web console's
+page and one of its scripts, makes a streamed chat completion and an embeddings call with the
+official openai client, stops the server with SIGTERM and requires a clean exit (code 0).
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def _check_offline() -> None:
         except OSError:
             return
     raise SystemExit("smoke: a route to the outside exists; run inside `unshare -n`")
+
+
+def _check_console(base: str) -> None:
+    """The web console's page and one of its scripts come from inside the bundle."""
+    with urllib.request.urlopen(base + "/", timeout=10) as r:
+        page = r.read().decode()
+        assert "/console/app.js" in page, "the console page does not load its script"
+        assert "script-src 'self'" in r.headers.get("Content-Security-Policy", "")
+    with urllib.request.urlopen(base + "/console/app.js", timeout=10) as r:
+        assert r.headers.get("Content-Type", "").startswith("text/javascript")
+        assert b"import" in r.read()
+    print("smoke: console page and script served")
 
 
 def main() -> int:
@@ -59,6 +71,7 @@ def main() -> int:
                 except (urllib.error.URLError, OSError):
                     time.sleep(0.1)
             print(f"smoke: ready after {time.monotonic() - t0:.1f}s")
+            _check_console(base)
             client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
             stream = client.chat.completions.create(
                 model="default", stream=True, max_tokens=16, seed=1,

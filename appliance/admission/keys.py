@@ -111,10 +111,12 @@ class KeyStore:
         burst_requests: int | None = None, burst_tokens: int | None = None,
         max_concurrent: int | None = None, scopes: Iterable[Scope | str] = DEFAULT_SCOPES,
         expires_at: float | None = None, priority: int = 0, guard_policy: str | None = None,
+        actor: str | None = None,
     ) -> CreatedKey:
-        """Make a key; ``InvalidRequest`` for a bad or duplicate name or a bad limit."""
+        """Make a key; ``InvalidRequest`` for a bad or duplicate name or a bad limit.
+        ``actor``: who creates it, for the audit log (default: the store's)."""
         job = self._create_job(name, rpm, tpm, burst_requests, burst_tokens, max_concurrent,
-                               scopes, expires_at, priority, guard_policy)
+                               scopes, expires_at, priority, guard_policy, actor)
         return await self._db.write(job)
 
     def create_sync(
@@ -131,7 +133,7 @@ class KeyStore:
         self, name: str, rpm: int | None, tpm: int | None, burst_requests: int | None,
         burst_tokens: int | None, max_concurrent: int | None,
         scopes: Iterable[Scope | str], expires_at: float | None, priority: int,
-        guard_policy: str | None = None,
+        guard_policy: str | None = None, actor: str | None = None,
     ) -> Callable[[sqlite_utils.Database], CreatedKey]:
         if not _NAME.fullmatch(name):
             raise InvalidRequest("A key name is 1-64 letters, digits or '._@-', starting "
@@ -158,7 +160,7 @@ class KeyStore:
                                      "first or choose another name.", param="name",
                                      code="duplicate_key_name")
             record = rows.insert(conn, new, _hash_secret(secret))
-            audit.append(conn, "key.create", self._actor, {
+            audit.append(conn, "key.create", actor or self._actor, {
                 "key_id": record.id, "name": name, "hint": record.hint,
                 "scopes": " ".join(sorted(scope_set)), **limits, "priority": priority,
                 "expires_at": expires_at}, now)
@@ -176,11 +178,11 @@ class KeyStore:
         return self._db.read_sync(lambda conn: rows.listed(conn,
                                                            include_revoked=include_revoked))
 
-    async def revoke(self, name: str) -> KeyRecord:
+    async def revoke(self, name: str, *, actor: str | None = None) -> KeyRecord:
         """Revoke the active key ``name`` (``NotFound`` if none); refused from now on."""
         self._generation += 1
         try:
-            return await self._db.write(self._revoke_job(name))
+            return await self._db.write(self._revoke_job(name, actor))
         finally:
             self._evict(name)
 
@@ -191,7 +193,8 @@ class KeyStore:
         finally:
             self._evict(name)
 
-    def _revoke_job(self, name: str) -> Callable[[sqlite_utils.Database], KeyRecord]:
+    def _revoke_job(self, name: str, actor: str | None = None
+                    ) -> Callable[[sqlite_utils.Database], KeyRecord]:
         now = self._clock()
 
         def job(conn: sqlite_utils.Database) -> KeyRecord:
@@ -199,7 +202,7 @@ class KeyStore:
             if key is None:
                 raise NotFound(f"No active API key named {name!r}.", param="name")
             revoked = rows.revoke(conn, key, now)
-            audit.append(conn, "key.revoke", self._actor,
+            audit.append(conn, "key.revoke", actor or self._actor,
                          {"key_id": key.id, "name": name, "hint": key.hint}, now)
             return revoked
 

@@ -202,6 +202,12 @@ class ResponseCache:
         await self._unindex(gone)
         return report
 
+    async def clear(self) -> int:
+        """Delete every entry, of every key and scope; returns how many."""
+        gone = await self.db.write(rows.delete_all)
+        await self._unindex(gone)
+        return len(gone)
+
     async def count(self) -> int:
         return await self.db.read(rows.count)
 

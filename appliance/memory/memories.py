@@ -192,11 +192,13 @@ class MemoryStore:
             await self._audited("memory.delete", key_id, {"id": row.id, "tier": "global"})
         return bool(gone)
 
-    async def forget_user(self, key_id: int, user: str) -> int:
-        """Delete every session and user memory of ``user`` under ``key_id``, pinned too."""
+    async def forget_user(self, key_id: int | None, user: str, *, actor_id: int = 0) -> int:
+        """Delete every session and user memory of ``user`` under ``key_id``, pinned too;
+        ``None``: under every key (an administrator, ``actor_id``, erasing a person)."""
         gone = await self.db.write(lambda c: rows.delete_user(c, key_id, user))
         await self._unindex(gone)
-        await self._audited("memory.forget_user", key_id, {"user": user, "deleted": len(gone)})
+        await self._audited("memory.forget_user", key_id or actor_id,
+                            {"user": user, "deleted": len(gone), "all_keys": key_id is None})
         return len(gone)
 
     async def set_pinned(self, key_id: int, entry_id: int, user: str, pinned: bool, *,

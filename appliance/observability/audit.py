@@ -124,6 +124,18 @@ class Audit:
         return await self._db.write(
             lambda conn: [rows.append(conn, e, a, dict(d), ts) for e, a, d in items])
 
+    async def verify(self, known_head: tuple[int, str] | None = None) -> Verification:
+        return await self._db.read(lambda conn: _verify(conn, known_head))
+
+    async def recent(self, limit: int, since: float | None = None,
+                     event_prefix: str = "") -> list[AuditRecord]:
+        """The newest ``limit`` records (from ``since`` on), newest first."""
+        return await self._db.read(lambda conn: rows.recent(conn, limit, since,
+                                                            event_prefix))
+
+    async def export(self, since: float | None = None) -> list[AuditRecord]:
+        return await self._db.read(lambda conn: list(rows.records(conn, since)))
+
     def verify_sync(self, known_head: tuple[int, str] | None = None) -> Verification:
         return self._db.read_sync(lambda conn: _verify(conn, known_head))
 

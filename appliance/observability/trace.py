@@ -42,6 +42,7 @@ class RequestTrace:
     memory_tokens: int = 0
     cache: str | None = None  # "hit-exact" | "hit-semantic" | "miss" | "bypass"
     cache_similarity: float | None = None  # cosine of a semantic hit
+    topic: str | None = None  # a topic rail answered instead of the model ("emergency")
     guard_actions: list[GuardAction] = field(default_factory=list)
     guard_checks: list[GuardAction] = field(default_factory=list)  # every verdict, allow too
     holdback_s: list[float] = field(default_factory=list)  # per output window released

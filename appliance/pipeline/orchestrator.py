@@ -77,6 +77,7 @@ class Pipeline:
                 check = await self._classify(job, ctx)  # while the engine prefills
                 if check is not None and check.topic is not None:
                     ticket.use(0)  # answered without the model
+                    trace.topic = check.topic.topic
                     trace.released(check.topic.answer, 0)
                     for i in range(job.n):
                         yield Chunk(check.topic.answer, "stop", Usage(job.prompt_tokens, 0, 0),

@@ -83,7 +83,9 @@ class OutputGuard:
         for window in [*windows, *([rest] if rest is not None else [])]:
             chunk = await self._check(window)
             if chunk is not None and chunk.finish_reason is not None:
-                yield Chunk("".join(released) + chunk.text, chunk.finish_reason, final.usage)
+                if released:  # apart, so the replacement is the answer's last delta alone
+                    yield Chunk("".join(released))
+                yield Chunk(chunk.text, chunk.finish_reason, final.usage)
                 return
             if chunk is not None:
                 released.append(chunk.text)

@@ -81,6 +81,19 @@ def append(conn: sqlite_utils.Database, event: str, actor: str, detail: Mapping[
     return AuditRecord(seq, ts, event, actor, detail, head.hash, digest)
 
 
+def recent(conn: sqlite_utils.Database, limit: int, since: float | None = None,
+           event_prefix: str = "") -> list[AuditRecord]:
+    """The newest ``limit`` records (from ``since`` on, events starting with
+    ``event_prefix``), newest first."""
+    args: list[object] = [event_prefix, event_prefix]
+    where = "WHERE substr(event, 1, length(?)) = ?"
+    if since is not None:
+        where, args = where + " AND ts >= ?", [*args, since]
+    return [_record(row) for row in conn.query(
+        f"SELECT seq, ts, event, actor, detail, prev_hash, hash FROM {TABLE} {where} "
+        "ORDER BY seq DESC LIMIT ?", [*args, limit])]
+
+
 def records(conn: sqlite_utils.Database, since: float | None = None
             ) -> Iterator[AuditRecord]:
     """Every record in ``seq`` order (from ``since`` on, if given); lazily, so a read job
@@ -89,11 +102,15 @@ def records(conn: sqlite_utils.Database, since: float | None = None
     where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
     for row in conn.query(f"SELECT seq, ts, event, actor, detail, prev_hash, hash "
                           f"FROM {TABLE} {where} ORDER BY seq", args):
-        try:
-            parsed = orjson.loads(row["detail"])
-        except orjson.JSONDecodeError:
-            parsed = {"unparseable": str(row["detail"])}
-        yield AuditRecord(int(row["seq"]), float(row["ts"]), str(row["event"]),
-                          str(row["actor"]),
-                          parsed if isinstance(parsed, dict) else {"value": parsed},
-                          str(row["prev_hash"]), str(row["hash"]))
+        yield _record(row)
+
+
+def _record(row: Mapping[str, Any]) -> AuditRecord:
+    try:
+        parsed = orjson.loads(row["detail"])
+    except orjson.JSONDecodeError:
+        parsed = {"unparseable": str(row["detail"])}
+    return AuditRecord(int(row["seq"]), float(row["ts"]), str(row["event"]),
+                       str(row["actor"]),
+                       parsed if isinstance(parsed, dict) else {"value": parsed},
+                       str(row["prev_hash"]), str(row["hash"]))

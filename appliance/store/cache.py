@@ -98,6 +98,10 @@ def delete_other_fingerprints(conn: sqlite_utils.Database, fingerprint: str
     return _delete(conn, "fingerprint != ?", [fingerprint])
 
 
+def delete_all(conn: sqlite_utils.Database) -> list[IndexedRow]:
+    return _delete(conn, "1 = 1", [])
+
+
 def delete_expired(conn: sqlite_utils.Database, now: float) -> list[IndexedRow]:
     return _delete(conn, "expires_at <= ?", [now])
 

@@ -102,8 +102,12 @@ def delete_global(conn: sqlite_utils.Database, entry_id: int) -> list[IndexedRow
     return _delete(conn, "id = ? AND tier = 'global'", [entry_id])
 
 
-def delete_user(conn: sqlite_utils.Database, key_id: int, user: str) -> list[IndexedRow]:
-    """Every session and user row of ``user`` under ``key_id``, pinned ones too."""
+def delete_user(conn: sqlite_utils.Database, key_id: int | None, user: str
+                ) -> list[IndexedRow]:
+    """Every session and user row of ``user`` under ``key_id`` (``None``: every key), pinned
+    ones too."""
+    if key_id is None:
+        return _delete(conn, "user = ? AND tier != 'global'", [user])
     return _delete(conn, _NOT_GLOBAL, [key_id, user])
 
 

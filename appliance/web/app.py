@@ -19,8 +19,11 @@ from aiohttp import web
 from appliance.config import Settings
 from appliance.guards.rails import Guards
 from appliance.web import (
+    admin_routes,
+    console_routes,
     embedding_routes,
     guard_routes,
+    key_routes,
     memory_routes,
     observability,
     openapi,
@@ -35,6 +38,7 @@ from appliance.web.state import (
     AUDIT,
     CACHE,
     CACHE_INDEX,
+    CONSOLE,
     DATABASE,
     EMBEDDINGS,
     ENCODER,
@@ -42,6 +46,7 @@ from appliance.web.state import (
     GATE,
     GUARD_CHECK,
     GUARDS,
+    KEYS,
     MEMORY,
     MEMORY_INDEX,
     MEMORY_WRITER,
@@ -63,10 +68,12 @@ log = logging.getLogger("appliance.web")
 # Every route of the HTTP surface (the docs test reads this), and the OpenAPI document's
 # operations, module by module: a test checks that the two describe the same surface.
 ROUTES = (routes.routes, guard_routes.routes, observability.routes, embedding_routes.routes,
-          memory_routes.routes, responses_routes.routes, openapi.routes)
+          memory_routes.routes, responses_routes.routes, key_routes.routes,
+          admin_routes.routes, console_routes.routes, openapi.routes)
 OPERATIONS = (*routes.OPERATIONS, *guard_routes.OPERATIONS, *observability.OPERATIONS,
               *embedding_routes.OPERATIONS, *memory_routes.OPERATIONS,
-              *responses_routes.OPERATIONS, *openapi.OPERATIONS)
+              *responses_routes.OPERATIONS, *key_routes.OPERATIONS, *admin_routes.OPERATIONS,
+              *console_routes.OPERATIONS, *openapi.OPERATIONS)
 
 
 def make_app(settings: Settings) -> web.Application:
@@ -89,6 +96,7 @@ def application(c: Components) -> web.Application:
     app[OPENAPI] = openapi.render(OPERATIONS)
     app[MEMORY_WRITER], app[PSEUDONYMS], app[SCRUBBER] = (c.memory_writer, c.pseudonyms,
                                                         c.scrubber)
+    app[KEYS], app[CONSOLE] = c.keys, c.console
     app[STARTED_AT] = time.time()
     for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)

@@ -20,6 +20,8 @@ from appliance.pipeline.choices import complete_jobs, stream_jobs
 from appliance.pipeline.job import Chunk, Job, RequestContext
 from appliance.web.cache_http import GENERATION_HEADERS, cache_directives, session_id
 from appliance.web.choice_format import ChoicesFormatter, choices_body
+from appliance.web.extensions import FIELD as EXTRA_FIELD
+from appliance.web.extensions import appliance_extra
 from appliance.web.formatting import models_body
 from appliance.web.openapi import Operation, Param
 from appliance.web.protocol import http_error
@@ -70,11 +72,23 @@ async def _respond(request: web.Request, jobs: list[Job],
     pipeline, served = request.app[PIPELINE], request.app[SERVED]
     if not jobs[0].options.stream:
         results = await complete_jobs(pipeline, jobs, ctx)
-        return json_response(choices_body(jobs, results, served.id, served.fingerprint))
+        body = choices_body(jobs, results, served.id, served.fingerprint)
+        return json_response(_with_extra(body, appliance_extra(jobs[0], ctx.trace)))
     fmt = ChoicesFormatter(jobs, served.id, served.fingerprint)
-    return await relay(request, ctx, stream_jobs(pipeline, jobs, ctx),
-                       lambda chunk, first: [*fmt.first(), *fmt.chunk(chunk)] if first
-                       else fmt.chunk(chunk))
+
+    def render(chunk: Chunk, first: bool) -> list[dict[str, Any]]:
+        if not first:
+            return fmt.chunk(chunk)
+        bodies = [*fmt.first(), *fmt.chunk(chunk)]
+        if bodies:  # (the extra is known once the input rail and the first chunk are)
+            bodies[0] = _with_extra(bodies[0], appliance_extra(jobs[0], ctx.trace))
+        return bodies
+
+    return await relay(request, ctx, stream_jobs(pipeline, jobs, ctx), render)
+
+
+def _with_extra(body: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    return body if extra is None else {**body, EXTRA_FIELD: extra}
 
 
 async def relay(request: web.Request, ctx: RequestContext,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.admission.gate import Gate
-from appliance.admission.keys import KeyRecord
+from appliance.admission.keys import KeyRecord, KeyStore
 from appliance.cache.response import ResponseCache
 from appliance.config import Settings
 from appliance.encoder.sentence import Encoder
@@ -26,6 +26,7 @@ from appliance.pipeline.orchestrator import Pipeline
 from appliance.store.db import Database
 from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import VectorIndex
+from appliance.web.console_assets import ConsoleAssets
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelStore)
@@ -50,6 +51,8 @@ AUDIT = web.AppKey("audit", Audit)
 OPENAPI = web.AppKey("openapi", bytes)  # the rendered document (see openapi.py)
 PSEUDONYMS = web.AppKey("pseudonyms", Pseudonyms)  # client-named ids -> keyed hashes
 SCRUBBER = web.AppKey("scrubber", Scrubber)  # PII out of logs and request ids
+KEYS = web.AppKey("keys", KeyStore)
+CONSOLE = web.AppKey("console", ConsoleAssets)
 
 # Per request: the authenticated API key, the request id, the trace of what happened.
 KEY = web.RequestKey("api_key", KeyRecord)

@@ -45,6 +45,7 @@ from appliance.pipeline.prepare import Preparer
 from appliance.store.db import Database
 from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import IndexParams, VectorIndex
+from appliance.web.console_assets import ConsoleAssets
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Components:
     audit: Audit
     pseudonyms: Pseudonyms
     scrubber: Scrubber
+    keys: KeyStore
+    console: ConsoleAssets
 
 
 def is_loopback(host: str) -> bool:
@@ -102,8 +105,12 @@ def build(settings: Settings) -> Components:
         raise
 
 
-def _gate(settings: Settings, db: Database) -> Gate:
-    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
+def console_enabled(settings: Settings) -> bool:
+    """The ``console`` setting, or by default: on when bound to loopback."""
+    return is_loopback(settings.host) if settings.console is None else settings.console
+
+
+def _gate(settings: Settings, keys: KeyStore) -> Gate:
     open_access = is_loopback(settings.host)
     if not open_access and not keys.list_sync(include_revoked=False):
         raise ConfigError(
@@ -118,7 +125,8 @@ def _gate(settings: Settings, db: Database) -> Gate:
 
 def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encoder: Encoder,
               turns: CpuTurns | None, db: Database, ids: Pseudonyms) -> Components:
-    gate = _gate(settings, db)
+    keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
+    gate = _gate(settings, keys)
     engine = Engine(EngineConfig(
         model_path=served.model.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
         batch_size=settings.batch_size, n_threads=settings.n_threads,
@@ -164,7 +172,8 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
                                     max_tokens=settings.embeddings_max_tokens),
         guard_check=GuardCheck(guards, gate, encoder, max_tokens=settings.guard_max_tokens),
         metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit,
-        pseudonyms=ids, scrubber=_scrubber(settings))
+        pseudonyms=ids, scrubber=_scrubber(settings), keys=keys,
+        console=ConsoleAssets.load(enabled=console_enabled(settings)))
 
 
 def _scrubber(settings: Settings) -> Scrubber:

@@ -31,11 +31,11 @@ from schemathesis import GenerationMode
 from appliance.api.requests import as_int
 from tests.e2e.conftest import KeyedServer
 
-# Examples per operation and mode. 14 operations x (30 + 45): ~1,000 requests, each
+# Examples per operation and mode. 31 operations x (30 + 45): ~2,300 requests, each
 # generation capped at 4 tokens: about two minutes on a 2-core machine.
 EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 45}
 MAX_TOKENS = 4
-GENERATING = {"/v1/chat/completions", "/v1/completions"}
+GENERATING = {"/v1/chat/completions", "/v1/completions", "/v1/responses"}
 ERROR_KEYS = {"message", "type", "param", "code"}
 CONTENT_FILTER_KEYS = {"guard", "category"}
 
@@ -90,7 +90,7 @@ def _prepare(case: Any, served_model: bool) -> None:
     if case.operation.path not in GENERATING:
         return
     given_any = False
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = as_int(body.get(name))
         if value is not None:
             given_any = True
@@ -99,7 +99,8 @@ def _prepare(case: Any, served_model: bool) -> None:
         elif body.get(name) is not None:
             given_any = True  # a wrong type: the parser refuses it, nothing is generated
     if not given_any:
-        body["max_tokens"] = MAX_TOKENS
+        body["max_output_tokens" if case.operation.path == "/v1/responses"
+             else "max_tokens"] = MAX_TOKENS
 
 
 def _code(response: schemathesis.Response) -> str:

@@ -254,3 +254,15 @@ async def test_a_key_keeps_its_guard_policy(store: KeyStore) -> None:
     assert (await store.authenticate(made.secret)).guard_policy == "clinic"
     assert {r.name: r.guard_policy for r in await store.list()} == {"ward3": "clinic",
                                                                      "desk": None}
+
+
+async def test_the_audit_log_names_who_created_and_revoked(store: KeyStore,
+                                                           db: Database) -> None:
+    from appliance.store import audit
+
+    await store.create("by-api", actor="key:admin")
+    await store.revoke("by-api", actor="key:admin")
+    await store.create("by-cli")
+    records = await db.read(lambda c: list(audit.records(c)))
+    assert [(r.event, r.actor) for r in records] == [
+        ("key.create", "key:admin"), ("key.revoke", "key:admin"), ("key.create", "operator")]

@@ -224,3 +224,11 @@ def test_the_answers_shape_and_tool_history_are_in_the_keys() -> None:
         ToolCall("c1", "weather", '{"city":"Rome"}'),)), *after[2:])
     assert request_keys(FP, "chat", toks, GREEDY, 32, (), after)[1] != request_keys(
         FP, "chat", toks, GREEDY, 32, (), other)[1]
+
+
+async def test_clear_deletes_every_entry_and_its_vectors(rig: Rig) -> None:
+    await put(rig, query("What is the capital of France?"))
+    await put(rig, query("What is the capital of Spain?", scope="key:2/user:bob"))
+    assert await rig.cache.clear() == 2
+    assert await rig.cache.count() == 0 and not any((await rig.index.ids()).values())
+    assert await rig.cache.clear() == 0

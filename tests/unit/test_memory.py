@@ -199,3 +199,21 @@ def test_inject_memory_places_notes_and_turns() -> None:
                           Recall(recall.turns, (), 6)).messages
     assert [m.content for m in again] == ["Weather today?", "Sunny.", "And tomorrow?"]
     assert inject_memory(msgs, Recall((), (), 0)).messages is msgs
+
+
+async def test_forget_a_user_under_every_key_is_audited(rig: Rig) -> None:
+    from appliance.observability.audit import Audit
+
+    audit = Audit(rig.db)
+    m = MemoryStore(rig.db, rig.index, rig.memory.encoder, audit=audit)
+    mine = await m.add(1, "user", "Alice likes jazz.", user="alice")
+    theirs = await m.add(2, "session", "hello", user="alice", session_id="s")
+    bob = await m.add(2, "user", "Bob likes rock.", user="bob")
+    g = await m.add(9, "global", "Parking is free.")
+    assert await m.forget_user(None, "alice", actor_id=7) == 2
+    assert await m.get(mine.id) is None and await m.get(theirs.id) is None
+    assert await m.get(bob.id) is not None and await m.get(g.id) is not None
+    assert mine.id not in (await rig.index.ids()).get("user:1/alice", set())
+    record = (await audit.recent(1))[0]
+    assert (record.event, record.actor) == ("memory.forget_user", "key:7")
+    assert record.detail == {"user": "alice", "deleted": 2, "all_keys": True}

@@ -56,3 +56,15 @@ def test_records_survive_details_that_are_not_json_objects(db: Database) -> None
 def test_anchor_is_none_when_its_row_is_gone(db: Database) -> None:
     db.write_sync(lambda c: c.execute("DELETE FROM audit_anchor"))
     assert db.read_sync(audit.anchor) is None
+
+
+def test_recent_is_newest_first_with_limit_since_and_event_prefix(db: Database) -> None:
+    for i, event in enumerate(("key.create", "guard.block", "guard.redact", "key.revoke")):
+        db.write_sync(lambda c, e=event, t=float(i): audit.append(c, e, "op", {"i": t}, t))
+    seqs = [r.seq for r in db.read_sync(lambda c: audit.recent(c, 10))]
+    assert seqs == [4, 3, 2, 1]
+    assert [r.seq for r in db.read_sync(lambda c: audit.recent(c, 2))] == [4, 3]
+    guard = db.read_sync(lambda c: audit.recent(c, 10, event_prefix="guard."))
+    assert [r.event for r in guard] == ["guard.redact", "guard.block"]
+    assert [r.seq for r in db.read_sync(lambda c: audit.recent(c, 10, since=2.0))] == [4, 3]
+    assert db.read_sync(lambda c: audit.recent(c, 10, event_prefix="%")) == []

@@ -167,3 +167,19 @@ async def test_a_redacted_window_sends_no_logprobs(guards: GuardsState) -> None:
     assert "[EMAIL]" in text and "jane" not in text
     sent = "".join(e.piece.decode() for c in out for e in c.logprobs)
     assert "jane" not in sent and "example" not in sent
+
+
+async def test_the_replacement_is_the_last_chunk_alone(guards: GuardsState) -> None:
+    """Text released in the same step as a violation comes in a chunk of its own, so a
+    client can tell the policy's message from the answer (its last delta)."""
+    stage, trace = OutputStage(guards, holdback_tokens=8), _trace()
+    rails = guards.get().rails("clinic")
+    guard = stage.start(rails, 10, trace)
+    assert guard is not None
+    final = Chunk("Rest well tonight. You should take 400 mg every 4 hours.", "stop",
+                  Usage(10, 14, 0))
+    chunks = [c async for c in guard.finish(final)]
+    replacement = rails.policy.output.rules[0].replacement
+    assert chunks[-1] == Chunk(replacement, "content_filter", final.usage)
+    assert "".join(c.text for c in chunks[:-1]).startswith("Rest well")
+    assert all(c.finish_reason is None for c in chunks[:-1])
