@@ -49,9 +49,10 @@ class RunningServer:
 
     @property
     def engine(self) -> Any:
-        from appliance.web.state import ENGINE
+        """The embedded engine."""
+        from appliance.web.state import ENGINES
 
-        return self.app[ENGINE]
+        return self.app[ENGINES].embedded
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import urllib.error

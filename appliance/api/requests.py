@@ -31,6 +31,7 @@ class GenerationOptions:
     user: str | None
     logit_bias: tuple[tuple[int, float], ...]
     ignore_eos: bool = False
+    structured: bool = False  # tools, or a response_format other than text (model "auto")
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,14 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
     return GenerationOptions(model=model, max_tokens=max_tokens, sampling=sampling,
                              stop=_stop(body), stream=stream, include_usage=include_usage,
                              user=user, logit_bias=sampling.logit_bias,
-                             ignore_eos=_boolean(body, "ignore_eos"))
+                             ignore_eos=_boolean(body, "ignore_eos"),
+                             structured=_structured(body))
+
+
+def _structured(body: Mapping[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return bool(body.get("tools") or body.get("functions")) or (
+        isinstance(fmt, dict) and fmt.get("type") not in (None, "text"))
 
 
 def _content(value: Any, i: int) -> str:

@@ -3,8 +3,10 @@
 - :class:`RequestContext`: who asked and how (the API key, the trace that records what
   happens, cache directives, the memory session): one object instead of parameters threaded
   through every stage.
-- :class:`Job`: one prepared generation (tokens, limits, the guard rails and the rules-tier
-  verdicts already taken, the cache query, the memory context).
+- :class:`Job`: one prepared generation (its route: the model and whether the embedded
+  engine or an upstream serves it; the prompt as tokens for the embedded engine or as text
+  for an upstream; limits, the guard rails and the rules-tier verdicts already taken, the
+  cache query, the memory context).
 - :class:`Chunk`, :class:`Usage`, :class:`Generation`: what comes back.
 
 Plain frozen data, no behaviour.
@@ -23,6 +25,7 @@ from appliance.engine.types import GenerationRequest
 from appliance.guards.rails import PolicyRails, RulesStage
 from appliance.memory.prompt import MemoryContext
 from appliance.observability.trace import RequestTrace
+from appliance.routing.catalog import Route
 
 Kind = Literal["chat", "text"]
 # Why an answer ended, as the client is told (the engine's cancelled/error never get here).
@@ -63,16 +66,18 @@ class Job:
     kind: Kind
     request: GenerationRequest
     options: GenerationOptions
+    route: Route
     echo_text: str = ""
     rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
     rules: RulesStage | None = None  # the input rail's rules tier, done in prepare
     cache: CacheQuery | None = None  # None: the response cache is not consulted
     memory: MemoryContext | None = None  # None: nothing is remembered
     memory_tokens: int = 0
+    prompt_estimate: int = 0  # an upstream's prompt, estimated until its usage says
 
     @property
     def prompt_tokens(self) -> int:
-        return len(self.request.prompt_tokens)
+        return len(self.request.prompt_tokens) or self.prompt_estimate
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,21 @@
 """One generation, stage by stage; :meth:`Pipeline.stream` reads top to bottom.
 
     exact cache hit?  -> replay it (the identical request passed the input rail before)
-    admit             -> rate limit, then a decoding slot from the bounded, fair queue
-    submit            -> the engine prefills while the input classifiers run;
+    pick              -> the engine: the embedded one, or the least busy healthy upstream
+                         serving the job's model (routing.router)
+    admit             -> rate limit, then a slot of that engine's lane (bounded, fair queue)
+    submit            -> the embedded engine prefills while the input classifiers run;
                          a block raises (400 content_filter), a topic answers instead
     semantic hit?     -> replay it, the sequence is cancelled
+    (upstream)        -> only now is the prompt sent out: the whole input rail passed
     release           -> the engine's text through the output rail, window by window
+                         (an upstream that fails before its first token: another one)
     finish            -> a normal answer is stored in the cache and remembered
 
-The sequence is cancelled whenever the consumer stops early (client gone), the request is
-cancelled, or the output rail ends the answer; the admission ticket is settled to the
-tokens actually used. Jobs come from :class:`~appliance.pipeline.prepare.Preparer`.
+The generation is cancelled whenever the consumer stops early (client gone), the request
+is cancelled, or the output rail ends the answer; the admission ticket is settled to the
+tokens actually used (an upstream's from its usage). Jobs come from
+:class:`~appliance.pipeline.prepare.Preparer`.
 """
 
 from __future__ import annotations
@@ -24,28 +29,28 @@ from appliance.admission.gate import Gate, Ticket
 from appliance.api.requests import ChatRequest, GenerationOptions
 from appliance.cache.response import CachedResponse, CacheResult
 from appliance.engine.chat import ChatMessage
-from appliance.engine.engine import Engine
-from appliance.engine.stream import Stream
 from appliance.engine.types import Finished, SamplingParams, TextDelta
 from appliance.errors import InternalError, Unavailable
 from appliance.guards.rails import InputCheck
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.cache_stage import CacheStage
+from appliance.pipeline.dispatch import FailoverStream
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Generation, Job, RequestContext, Usage
 from appliance.pipeline.memory_stage import MemoryStage
 from appliance.pipeline.output_stage import OutputStage
 from appliance.pipeline.prepare import Preparer
+from appliance.routing.router import Router
 
 _SUMMARY_TOKENS = 160
 
 
 class Pipeline:
-    def __init__(self, engine: Engine, gate: Gate, prepare: Preparer, inputs: InputStage,
+    def __init__(self, router: Router, gate: Gate, prepare: Preparer, inputs: InputStage,
                  output: OutputStage, *, cache: CacheStage | None = None,
                  memory: MemoryStage | None = None) -> None:
         self.prepare = prepare
-        self._engine = engine
+        self.router = router
         self._gate = gate
         self._inputs = inputs
         self._output = output
@@ -60,11 +65,17 @@ class Pipeline:
             async for chunk in self._replay(job, exact, ctx, charge=True):
                 yield chunk
             return
+        engine = self.router.pick(job.route)
+        trace.engine, trace.model, trace.auto_reason = (engine.name, job.route.model,
+                                                        job.route.reason)
         queued_at = time.perf_counter()
-        async with self._gate.admit(ctx.key, job.prompt_tokens,
-                                    job.request.max_tokens) as ticket:
+        async with self._gate.admit(ctx.key, job.prompt_tokens, job.request.max_tokens,
+                                    lane=engine.name) as ticket:
             trace.queue_wait_s = time.perf_counter() - queued_at
-            handle = self._engine.submit(job.request)
+            handle = FailoverStream(self.router, self._gate, ticket, job.route, job.request,
+                                    engine, trace)
+            if not engine.remote:
+                handle.start()  # the embedded engine prefills while the rail runs
             try:
                 check = await self._classify(job, trace)  # while the engine prefills
                 if check is not None and check.topic is not None:
@@ -121,11 +132,11 @@ class Pipeline:
             return None
         return await self._inputs.classify(job.rails, job.rules, trace)
 
-    async def _release(self, handle: Stream, job: Job, ticket: Ticket,
+    async def _release(self, events: FailoverStream, job: Job, ticket: Ticket,
                        trace: RequestTrace) -> AsyncGenerator[Chunk, None]:
         """The engine's events as chunks that passed the output rail."""
         guard = self._output.start(job.rails, job.prompt_tokens, trace)
-        async for event in handle:
+        async for event in events:
             if isinstance(event, TextDelta):
                 ticket.use(job.prompt_tokens + event.n_tokens)
                 if guard is None:

@@ -12,19 +12,19 @@ from aiohttp import web
 
 from appliance.admission.keys import Scope
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, PayloadTooLarge
+from appliance.errors import InvalidRequest, PayloadTooLarge, RequestError
 from appliance.pipeline.job import Job, RequestContext
 from appliance.web.cache_http import cache_directives, session_id
+from appliance.web.engines import EngineSet, engine_views
 from appliance.web.formatting import ChunkFormatter, completion_body, models_body
 from appliance.web.sse import EventStream
 from appliance.web.state import (
-    ENGINE,
+    ENGINES,
     GATE,
     GUARDS,
     KEY,
     MODELS,
     PIPELINE,
-    SERVED,
     STARTED_AT,
     TRACE,
 )
@@ -52,19 +52,26 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 async def _respond(request: web.Request, job: Job, ctx: RequestContext) -> web.StreamResponse:
-    pipeline, served = request.app[PIPELINE], request.app[SERVED]
+    """The answer names the model that served it (``auto``: the one the rule chose)."""
+    pipeline, route = request.app[PIPELINE], job.route
     if not job.options.stream:
         result = await pipeline.complete(job, ctx)
-        return json_response(completion_body(job, result, served.id, served.fingerprint))
-    fmt = ChunkFormatter(job, served.id, served.fingerprint)
+        return json_response(completion_body(job, result, route.model, route.fingerprint))
+    fmt = ChunkFormatter(job, route.model, route.fingerprint)
     out = EventStream(request)
     async with contextlib.aclosing(pipeline.stream(job, ctx)) as chunks:
         first = await anext(chunks)  # errors before the first token are still plain JSON
         await out.open()
         opening = fmt.first()
         await out.send([opening, *fmt.chunk(first)] if opening else fmt.chunk(first))
-        async for chunk in chunks:
-            await out.send(fmt.chunk(chunk))
+        try:
+            async for chunk in chunks:
+                await out.send(fmt.chunk(chunk))
+        except RequestError as err:  # too late for a status: an error event ends it
+            ctx.trace.error_type = err.type
+            await out.send([err.body()])
+            await out.response.write_eof()
+            return out.response
         await out.done()
     return out.response
 
@@ -96,9 +103,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
-    store, served = request.app[MODELS], request.app[SERVED]
+    store, engines = request.app[MODELS], request.app[ENGINES]
     available = {s.id for s in store.specs if store.is_available(s)}
-    return json_response(models_body(store.specs, served.model.spec, available,
+    return json_response(models_body(engines.catalog, store.specs, available,
                                      int(request.app[STARTED_AT])))
 
 
@@ -114,20 +121,39 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Ready once the model is loaded, a first decode succeeded and (when on) the guards
-    are loaded and passed their self-test; otherwise 503 saying which part is not."""
-    engine, guards = request.app[ENGINE], request.app[GUARDS]
-    status = guards.status
-    is_ready = engine.ready and status in ("ready", "off")
+    """Ready once the embedded model (if any) is loaded and a first decode succeeded, some
+    upstream engine (if any) takes requests, and (when on) the guards are loaded and passed
+    their self-test; otherwise 503 saying which part is not. Each engine is reported."""
+    engines, guards = request.app[ENGINES], request.app[GUARDS]
+    engine, status = engines.embedded, guards.status
+    views = engine_views(engines, request.app[GATE])
+    upstreams_ok = not engines.upstreams or any(v.up for v in views if v.kind == "openai")
+    local_ok = engine is None or engine.ready
+    is_ready = local_ok and upstreams_ok and status in ("ready", "off")
+    state = ("ready" if is_ready else engine.state if engine is not None and not local_ok
+             else "no upstream engine reachable" if not upstreams_ok else f"guards {status}")
     body: dict[str, Any] = {
-        "status": "ready" if is_ready else engine.state if not engine.ready else
-        f"guards {status}",
-        "model": request.app[SERVED].id, "guards": status,
-        "uptime_s": round(time.time() - request.app[STARTED_AT], 3)}
-    if engine.error:
+        "status": state, "model": engines.served.id if engines.served else None,
+        "guards": status, "uptime_s": round(time.time() - request.app[STARTED_AT], 3),
+        "engines": [{"name": v.name, "kind": v.kind, "up": v.up, "outstanding": v.outstanding,
+                     "slots": v.slots, **_engine_detail(engines, v.name)} for v in views]}
+    if engine is not None and engine.error:
         body["error"] = engine.error
     if guards.error:
         body["guards_error"] = guards.error
-    if engine.ready:
+    if engine is not None and engine.ready:
         body["backend"] = engine.backend
     return json_response(body, 200 if is_ready else 503)
+
+
+def _engine_detail(engines: EngineSet, name: str) -> dict[str, Any]:
+    """What ``/ready`` says of one engine beyond its view: state and models (never its
+    address or key)."""
+    if engines.embedded is not None and name == engines.embedded.name:
+        return {"state": engines.embedded.state,
+                "models": [engines.served.id] if engines.served else []}
+    upstream = next(u for u in engines.upstreams if u.name == name)
+    health = engines.router.health(name)
+    return {"state": health.state if health is not None else "up",
+            "models": list(upstream.models),
+            "retry_in_s": round(health.retry_after(), 3) if health is not None else 0.0}
