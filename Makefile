@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # llama.cpp backend for the llama-cpp-python wheel: cpu (default), cuda or metal.
 BACKEND ?= cpu
 
-.PHONY: install models run test lint bench clean
+.PHONY: install models run test lint bench clean llama-server
 
 install: $(STAMP) models
 
@@ -35,11 +35,16 @@ models: $(STAMP)
 run: install
 	$(BIN)/appliance serve
 
-test: install
+# llama.cpp's llama-server, built once (cached outside the repository) from the source the
+# wheel vendors: the upstream-engine tests run it as the upstream (scripts/llama_build.py).
+llama-server: install
+	$(BIN)/python scripts/llama_build.py llama-server
+
+test: install llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check appliance tests
+	$(BIN)/ruff check appliance tests scripts
 	$(BIN)/mypy
 
 # The side-by-side with llama-server and llama-cpp-python's server : builds

@@ -55,7 +55,8 @@ url = "https://other.example:9000/api"
         "gpu-box", "http://10.0.0.5:8000", ("llama-70b", "llama-8b"), 32, 12.5)
     assert gpu.api_key == "sk-secret-123" and gpu.api_key_env == "GPU_KEY"
     assert "sk-secret-123" not in repr(s) and "sk-secret-123" not in repr(gpu)
-    assert (other.name, other.url, other.models) == ("upstream-2", "https://other.example:9000/api", ())
+    assert (other.name, other.url, other.models) == (
+        "upstream-2", "https://other.example:9000/api", ())
 
 
 @pytest.mark.parametrize(("table", "message"), [
