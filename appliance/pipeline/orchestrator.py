@@ -60,14 +60,14 @@ class Pipeline:
     async def stream(self, job: Job, ctx: RequestContext) -> AsyncGenerator[Chunk, None]:
         """Chunks of checked text; the last carries the finish reason and the usage."""
         trace = ctx.trace
+        trace.model, trace.auto_reason = job.route.model, job.route.reason
         exact = await self._cache.exact(job, trace) if self._cache is not None else None
         if exact is not None:
             async for chunk in self._replay(job, exact, ctx, charge=True):
                 yield chunk
             return
         engine = self.router.pick(job.route)
-        trace.engine, trace.model, trace.auto_reason = (engine.name, job.route.model,
-                                                        job.route.reason)
+        trace.engine = engine.name
         queued_at = time.perf_counter()
         async with self._gate.admit(ctx.key, job.prompt_tokens, job.request.max_tokens,
                                     lane=engine.name) as ticket:

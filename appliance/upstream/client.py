@@ -43,6 +43,7 @@ from appliance.upstream.wire import (
 
 log = logging.getLogger("appliance.upstream")
 _ERROR_BODY_BYTES = 4096
+_PROBE_READ_S = 5.0
 
 
 class UpstreamEngine:
@@ -53,6 +54,11 @@ class UpstreamEngine:
         self._headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s,
                                               sock_read=cfg.read_timeout_s)
+        # A probe is a small GET: a server that cannot answer it in a few seconds is down
+        # as far as routing is concerned, whatever its read timeout for generations.
+        self._probe_timeout = aiohttp.ClientTimeout(
+            total=cfg.connect_timeout_s + min(cfg.read_timeout_s, _PROBE_READ_S),
+            sock_connect=cfg.connect_timeout_s)
 
     @property
     def name(self) -> str:
@@ -79,7 +85,7 @@ class UpstreamEngine:
         try:
             async with self._http.session.get(self.cfg.url + MODELS_PATH,
                                               headers=self._headers,
-                                              timeout=self._timeout) as resp:
+                                              timeout=self._probe_timeout) as resp:
                 if resp.status != 200:
                     raise error_for(resp.status, None, None)
                 body = await resp.json(loads=orjson.loads, content_type=None)
