@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # llama.cpp backend for the llama-cpp-python wheel: cpu (default), cuda or metal.
 BACKEND ?= cpu
 
-.PHONY: install models run test lint bench clean browser-deps screenshots
+.PHONY: install models run test lint bench clean browser-deps screenshots llama-server
 
 install: $(STAMP) models
 
@@ -35,7 +35,12 @@ models: $(STAMP)
 run: install
 	$(BIN)/appliance serve
 
-test: install browser-deps
+# llama.cpp's llama-server, built once (cached outside the repository) from the source the
+# wheel vendors: the upstream-engine tests run it as the upstream (scripts/llama_build.py).
+llama-server: install
+	$(BIN)/python scripts/llama_build.py llama-server
+
+test: install browser-deps llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The console's browser tests drive the distribution's chromium through its chromedriver

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.config_engines import EngineSettings, resolve_engines
 from appliance.errors import ConfigError
 from appliance.resources import data_root
+from appliance.setting import Setting
+from appliance.setting import coerce as _coerce
 
 ENV_PREFIX = "APPLIANCE_"
 REPO_ROOT = data_root()  # the repository, or the unpacked data of the frozen executable
@@ -30,22 +33,6 @@ def default_data_dir() -> Path:
     """Where the appliance writes by default: ``$XDG_DATA_HOME/appliance``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "appliance"
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    type: type
-    default: Any
-    help: str
-    flag: bool = True  # exposed as a `serve` flag
-    minimum: float | None = None
-    flag_name: str = ""  # default: --name-with-dashes
-    choices: tuple[str, ...] = ()  # the allowed values of a str setting
-
-    @property
-    def option(self) -> str:
-        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -185,6 +172,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("console", bool, None, "Serve the built-in web console (chat and operations "
             "pages) under /. Default: on when bound to a loopback address, off otherwise "
             "(set it to true to serve it on a network bind; it signs in with an API key)."),
+    # --- engines and routing (the [[engines]] tables: see docs/CONFIG.md) ---
+    Setting("upstream", tuple, (), "Root URL of an OpenAI-API server to generate with "
+            "(repeat the flag; comma-separated in the environment): one openai engine each, "
+            "its models discovered. With no [[engines]] table it replaces the embedded "
+            "engine."),
+    Setting("default_model", str, "", "The model `\"default\"` names: any model an engine "
+            "serves. Empty: the embedded engine's, else the first upstream model."),
+    Setting("auto_small", str, "", "Model `\"auto\"` routes to unless the rule picks "
+            "auto_large (see README, Scaling out). Empty: `auto` is not offered."),
+    Setting("auto_large", str, "", "Model `\"auto\"` routes to for prompts over "
+            "auto_prompt_tokens, requests with tools or a structured response_format, and "
+            "chats whose last user turn matches a policy topic with route = \"large\"."),
+    Setting("auto_prompt_tokens", int, 1024, "`auto`: prompts over this many tokens go to "
+            "auto_large (counted by the embedded tokenizer for an embedded model, else "
+            "estimated as characters / 4).", minimum=1),
+    Setting("upstream_probe_interval_s", float, 5.0, "Seconds between health probes "
+            "(GET /v1/models, which also refreshes discovered models) of each upstream.",
+            minimum=0.05),
+    Setting("upstream_eject_failures", int, 3, "Consecutive failures (requests or probes) "
+            "after which an upstream is ejected from routing.", minimum=1),
+    Setting("upstream_backoff_s", float, 10.0, "Seconds an ejected upstream stays out "
+            "before it is tried again; doubles on each ejection in a row, up to 32 times "
+            "this.", minimum=0.01),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -252,6 +262,16 @@ class Settings:
     vector_ef_construction: int
     vector_ef_search: int
     console: bool | None  # None: on when the bind is loopback
+    # engines and routing
+    upstream: tuple[str, ...]
+    default_model: str
+    auto_small: str
+    auto_large: str
+    auto_prompt_tokens: int
+    upstream_probe_interval_s: float
+    upstream_eject_failures: int
+    upstream_backoff_s: float
+    engines: tuple[EngineSettings, ...] = ()  # the [[engines]] tables and --upstream URLs
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -261,35 +281,8 @@ class Settings:
         return self.threads or (os.cpu_count() or 1)
 
 
-def _coerce(setting: Setting, value: Any, origin: str) -> Any:
-    try:
-        if setting.type is bool:
-            if isinstance(value, str):
-                out: Any = value.strip().lower() in {"1", "true", "yes", "on"}
-            else:
-                out = bool(value)
-        elif setting.type is Path:
-            out = Path(str(value)).expanduser()
-        elif setting.type is int:
-            if isinstance(value, bool):
-                raise ValueError("a boolean is not an integer")
-            out = int(value)
-        else:
-            out = setting.type(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{origin}: setting {setting.name!r} expects {setting.type.__name__}, "
-            f"got {value!r}"
-        ) from exc
-    if setting.minimum is not None and out < setting.minimum:
-        raise ConfigError(f"{origin}: setting {setting.name!r} must be >= {setting.minimum}")
-    if setting.choices and out not in setting.choices:
-        raise ConfigError(f"{origin}: setting {setting.name!r} must be one of "
-                          f"{', '.join(setting.choices)}; got {value!r}")
-    return out
-
-
-def _from_toml(path: Path) -> dict[str, Any]:
+def _from_toml(path: Path) -> tuple[dict[str, Any], Any]:
+    """The settings of a file, and its ``[[engines]]`` rows (None: none)."""
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
@@ -300,13 +293,15 @@ def _from_toml(path: Path) -> dict[str, Any]:
     table = raw.get("appliance", raw)
     out: dict[str, Any] = {}
     for key, value in table.items():
+        if key == "engines":
+            continue
         if isinstance(value, dict):
             continue  # sections of other components (later issues) are theirs to read
         name = key.replace("-", "_")
         if name not in _BY_NAME:
             raise ConfigError(f"{path}: unknown setting {key!r}")
         out[name] = _coerce(_BY_NAME[name], value, str(path))
-    return out
+    return out, table.get("engines")
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -327,6 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         parser.add_argument(
             s.option, dest=s.name, default=None, metavar="VALUE",
+            action="append" if s.type is tuple else "store",  # repeatable
             help=f"{s.help} (env {ENV_PREFIX}{s.name.upper()}; default {s.default!s})",
         )
 
@@ -336,12 +332,17 @@ def load(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Resolve settings: defaults < TOML (--config or APPLIANCE_CONFIG) < env < flags."""
+    """Resolve settings: defaults < TOML (--config or APPLIANCE_CONFIG) < env < flags.
+    ``overrides`` may hold ``engines``: rows as a ``[[engines]]`` array would give them."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     config_path = getattr(args, "config", None) or env.get(ENV_PREFIX + "CONFIG") or None
+    engine_rows: Any = None
+    origin = "config"
     if config_path:
-        values.update(_from_toml(Path(config_path)))
+        toml_values, engine_rows = _from_toml(Path(config_path))
+        values.update(toml_values)
+        origin = str(config_path)
     values.update(_from_env(env))
     if args is not None:
         for s in SETTINGS:
@@ -349,6 +350,9 @@ def load(
             if value is not None:
                 values[s.name] = _coerce(s, value, s.option)
     for name, value in (overrides or {}).items():
+        if name == "engines":
+            engine_rows, origin = value, "override"
+            continue
         if name not in _BY_NAME:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(_BY_NAME[name], value, "override")
@@ -358,14 +362,15 @@ def load(
         values["models_dir"] = Path(values["data_dir"]) / "models"
     if values["database"] is None:
         values["database"] = Path(values["data_dir"]) / "appliance.db"
-    return Settings(**values)
+    engines = resolve_engines(engine_rows, values["upstream"], env, origin)
+    return Settings(**values, engines=engines)
 
 
 def describe(settings: Sequence[Setting] = SETTINGS) -> str:
     """The settings table as Markdown (for docs/CONFIG.md)."""
     rows = ["| setting | env | flag | default | help |", "|---|---|---|---|---|"]
     for s in settings:
-        default = "" if s.default is None else str(s.default)
+        default = "" if s.default in (None, ()) else str(s.default)
         if isinstance(s.default, Path):
             default = str(s.default.relative_to(REPO_ROOT)) if s.default.is_relative_to(
                 REPO_ROOT) else default

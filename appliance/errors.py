@@ -24,9 +24,14 @@ Nobody parses exception messages.
         ├── UnsupportedMediaType       415
         ├── RateLimited                429 (carries Retry-After)
         ├── InternalError              500
-        └── Unavailable                503 (carries Retry-After)
-            ├── NotReady                 503 code=model_not_ready
-            └── Overloaded               503 type=server_overloaded
+        ├── BadGateway                 502 code=bad_gateway (an upstream engine failed)
+        ├── Unavailable                503 (carries Retry-After)
+        │   ├── NotReady                 503 code=model_not_ready
+        │   └── Overloaded               503 type=server_overloaded
+        └── GatewayTimeout             504 code=gateway_timeout (an upstream engine too slow)
+
+An upstream engine's failures are mapped into this tree by ``appliance.upstream``: its own
+messages, address and key never reach a client.
 """
 
 from __future__ import annotations
@@ -173,6 +178,22 @@ class InternalError(RequestError):
     status = 500
     type = "server_error"
     code = "internal_error"
+
+
+class BadGateway(RequestError):
+    """An upstream engine could not be reached or answered with an error of its own."""
+
+    status = 502
+    type = "server_error"
+    code = "bad_gateway"
+
+
+class GatewayTimeout(RequestError):
+    """An upstream engine sent nothing for longer than its read timeout."""
+
+    status = 504
+    type = "server_error"
+    code = "gateway_timeout"
 
 
 class Unavailable(RequestError):

@@ -11,6 +11,8 @@ context per sequence and the same number of parallel sequences:
   B  `llama-server` built from the llama.cpp source our llama-cpp-python version vendors
   C  `python -m llama_cpp.server` (one sequence; `interrupt_requests` off), in its own venv
   A' the appliance with prefix reuse off (`--prefix-reuse-min 0`), shared-system workload
+  U  the appliance in front of B (`--upstream`, guards off: what the proxying itself adds),
+     only when asked: `--peers BU` (`--skip-appliance` leaves A, A' and the ceiling out)
 
 and `llama-batched-bench` (same build as B) as the engine's ceiling without HTTP. Each
 server is started on a free loopback port, waited for, driven by `appliance bench`'s client
@@ -34,14 +36,12 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -54,14 +54,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `appliance` from this checkout, whatever the venv says
 
+from llama_build import (  # noqa: E402
+    CACHE,
+    ensure_built,
+    native_build_params,
+)
+
 from appliance import config  # noqa: E402
 from appliance.engine.models import ModelStore  # noqa: E402
 from appliance.tools import bench  # noqa: E402
 
 BEGIN, END = "<!-- make-bench:begin -->", "<!-- make-bench:end -->"
-CACHE = Path(os.environ.get("APPLIANCE_BENCH_CACHE", Path.home() / ".cache" / "appliance-bench"))
 NAMES = {"A": "appliance", "A0": "appliance, prefix reuse off", "B": "llama-server",
-         "C": "llama-cpp-python server"}
+         "C": "llama-cpp-python server", "U": "appliance → llama-server (guards off)"}
 METRICS = ("tokens_per_s", "ttft_p50", "ttft_p95", "itl_p50", "itl_p95", "e2e_p50")
 # Criteria given to the client: the issue's defaults. The targets are judged separately.
 CRITERIA = {"ttft_p95": 2.0, "itl_p95": 0.1, "error_rate": 0.01}
@@ -71,85 +76,11 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# --- the llama.cpp build (B and the ceiling) ---------------------------------------------
-def native_build_params() -> tuple[str, list[str]]:
-    """llama-cpp-python's version and the cpu backend's CMake flags, from native/build.sh."""
-    text = (REPO / "native" / "build.sh").read_text()
-    version = re.search(r'^version="([^"]+)"', text, re.M)
-    flags = re.search(r'^\s*cpu\)\s*\n(?:\s*#[^\n]*\n)*\s*flags="([^"]+)"', text, re.M)
-    if version is None or flags is None:
-        raise SystemExit("bench: cannot read the version and cpu flags from native/build.sh")
-    if platform.machine() != "x86_64":
-        return version.group(1), ["-DGGML_NATIVE=OFF"]
-    return version.group(1), flags.group(1).split()
-
-
-def _cmake_cache(build: Path) -> dict[str, str]:
-    path = build / "CMakeCache.txt"
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text(errors="replace").splitlines():
-        m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
-
-def _flags_match(cache: dict[str, str], flags: Sequence[str]) -> bool:
-    for flag in flags:
-        key, _, value = flag.removeprefix("-D").partition("=")
-        if cache.get(key, "").upper() != value.upper():
-            return False
-    return True
-
-
-def _fetch_source(version: str) -> Path:
-    src = CACHE / f"src-{version}"
-    if (src / "CMakeLists.txt").is_file():
-        return src
-    sdists = CACHE / "sdist"
-    sdists.mkdir(parents=True, exist_ok=True)
-    log(f"downloading the llama-cpp-python {version} sdist (for its vendored llama.cpp)")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                    "--no-binary", ":all:", "-d", str(sdists), f"llama-cpp-python=={version}"],
-                   check=True)
-    archive = next(sdists.glob(f"llama_cpp_python-{version}.tar.gz"))
-    tmp = Path(tempfile.mkdtemp(dir=CACHE))
-    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-        for m in members:
-            m.name = m.name[len(prefix):]
-        tar.extractall(tmp, members=[m for m in members if m.name], filter="data")
-    tmp.rename(src)
-    return src
-
-
+# --- the llama.cpp build (B and the ceiling): scripts/llama_build.py -------------------
 def ensure_llama_cpp(version: str, flags: list[str], jobs: int) -> Path:
     """The directory holding llama-server and llama-batched-bench, built once."""
-    build = CACHE / "build-cpu"
-    src = CACHE / f"src-{version}"
-    bins = build / "bin"
-    cache = _cmake_cache(build)
-    if ((bins / "llama-server").is_file() and (bins / "llama-batched-bench").is_file()
-            and _flags_match(cache, flags)
-            and Path(cache.get("CMAKE_HOME_DIRECTORY", "/nonexistent")) == src
-            and cache.get("CMAKE_BUILD_TYPE") == "Release"):
-        log(f"reusing the llama.cpp build in {build} ({' '.join(flags)})")
-        return bins
-    src = _fetch_source(version)
-    if build.exists():
-        shutil.rmtree(build)
-    log(f"building llama-server and llama-batched-bench in {build} ({' '.join(flags)}); "
-        f"this takes a while once")
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_CURL=OFF", *flags], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server",
-                    "llama-batched-bench", "-j", str(jobs)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return bins
+    del version, flags  # (llama_build reads them from native/build.sh itself)
+    return ensure_built(("llama-server", "llama-batched-bench"), jobs)
 
 
 # --- llama-cpp-python's server (C) in its own venv ---------------------------------------
@@ -239,7 +170,15 @@ class Setup:
     logdir: Path
 
 
-def server_argv(target: str, s: Setup, port: int, data_dir: Path) -> tuple[list[str], str]:
+def server_argv(target: str, s: Setup, port: int, data_dir: Path,
+                upstream: str = "") -> tuple[list[str], str]:
+    if target == "U":  # as many slots as llama-server has; no local model
+        cfg = data_dir / "upstream.toml"
+        cfg.write_text(f'[[engines]]\nkind = "openai"\nurl = "{upstream}"\n'
+                       f"max_concurrent = {s.parallel}\nread_timeout_s = 600\n")
+        return [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
+                "--port", str(port), "--data-dir", str(data_dir), "--config", str(cfg),
+                "--guards", "false", "--queue-depth", "256"], "/ready"
     if target in ("A", "A0"):
         argv = [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(data_dir),
@@ -256,6 +195,23 @@ def server_argv(target: str, s: Setup, port: int, data_dir: Path) -> tuple[list[
             "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(s.threads),
             "--n_threads_batch", str(s.threads), "--n_ctx", str(s.ctx),
             "--interrupt_requests", "False", "--model_alias", "default"], "/v1/models"
+
+
+@contextlib.contextmanager
+def serve_target(target: str, s: Setup, data: Path) -> Iterator[str]:
+    """The base URL of ``target``'s server (U: llama-server, then the appliance in front)."""
+    port = free_port()
+    if target != "U":
+        with running(NAMES[target], *server_argv(target, s, port, data), port,
+                     s.logdir / f"{target}.log") as base:
+            yield base
+        return
+    up_port = free_port()
+    with running("llama-server (upstream of U)", *server_argv("B", s, up_port, data), up_port,
+                 s.logdir / "U-upstream.log") as upstream, \
+            running(NAMES[target], *server_argv(target, s, port, data, upstream), port,
+                    s.logdir / "U.log") as base:
+        yield base
 
 
 # --- one interleaved run -----------------------------------------------------------------
@@ -392,6 +348,20 @@ def _targets(short: dict[str, dict[int, dict[str, Any]]],
     return rows
 
 
+def _proxy_rows(short: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """What putting the appliance (guards off) in front of llama-server adds, per level;
+    targets: TTFT p50 at most 5 ms more, tok/s at least 0.97 x."""
+    u, b = short.get("U", {}), short.get("B", {})
+    rows = ["| clients | added TTFT p50 | TTFT p50 ≤ +5 ms | tok/s ratio | tok/s ≥ 0.97 × |",
+            "|---|---|---|---|---|"]
+    for n in sorted(set(u) & set(b)):
+        added = (u[n]["ttft_p50"] - b[n]["ttft_p50"]) * 1e3
+        ratio = u[n]["tokens_per_s"] / b[n]["tokens_per_s"] if b[n]["tokens_per_s"] else 0.0
+        rows.append(f"| {n} | {added:+.1f} ms | {'yes' if added <= 5 else '**no**'} | "
+                    f"{ratio:.3f} × | {'yes' if ratio >= 0.97 else '**no**'} |")
+    return rows
+
+
 def _machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -406,7 +376,7 @@ def _machine() -> str:
 
 def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[dict[int, float]],
            versions: dict[str, str], started: str, machine: str, raw: Path) -> str:
-    short = {t: medians(runs, t, "short") for t in ("A", "B", "C")}
+    short = {t: medians(runs, t, "short") for t in ("A", "B", "C", "U")}
     short = {t: m for t, m in short.items() if m}
     shared = {t: medians(runs, t, "shared-system") for t in ("A", "A0", "B")}
     shared = {t: m for t, m in shared.items() if m}
@@ -463,6 +433,9 @@ def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[d
                   "rate (S_TG) per number of sequences, median of the repetitions:", "",
                   "| sequences | decode tok/s |", "|---|---|",
                   *(f"| {n} | {r:.1f} |" for n, r in ceiling.items()), ""]
+    if "U" in short:
+        lines += ["### The appliance in front of llama-server (`--peers BU`)", "",
+                  *_proxy_rows(short), ""]
     lines += ["### Targets", "", *_targets(short, shared, ceiling), "", END]
     return "\n".join(lines)
 
@@ -495,7 +468,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=2048, help="context per sequence")
     p.add_argument("--parallel", type=int, default=16)
     p.add_argument("--peers", default=None,
-                   help="which of B (llama-server), C (llama-cpp-python) to run (default BC)")
+                   help="which of B (llama-server), C (llama-cpp-python), U (the appliance "
+                        "in front of llama-server) to run (default BC)")
+    p.add_argument("--skip-appliance", action="store_true",
+                   help="leave out the appliance's own engine (A, A') and the ceiling: "
+                        "with --peers BU, only the proxy overhead")
     p.add_argument("--wheelhouse", type=Path, default=REPO / "native" / "wheelhouse" / "cpu")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="build jobs")
@@ -507,6 +484,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.repetitions = args.repetitions or (1 if q else 3)
     args.peers = (args.peers or ("B" if q else "BC")).upper()
     return args
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    plan: list[tuple[str, list[str]]] = []
+    if not args.skip_appliance:
+        plan.append(("A", ["short", "shared-system"]))
+    if "B" in args.peers:
+        plan.append(("B", ["short"] if args.skip_appliance else ["short", "shared-system"]))
+    if not args.skip_appliance:
+        plan.append(("A0", ["shared-system"]))
+    if "C" in args.peers:
+        plan.append(("C", ["short"]))
+    if "U" in args.peers:
+        plan.append(("U", ["short"]))
+    return plan
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -541,20 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"`{' '.join(flags)}`",
         "Python": platform.python_version(),
     }
-    plan: list[tuple[str, list[str]]] = [("A", ["short", "shared-system"])]
-    if "B" in args.peers:
-        plan.append(("B", ["short", "shared-system"]))
-    plan.append(("A0", ["shared-system"]))
-    if "C" in args.peers:
-        plan.append(("C", ["short"]))
+    plan = _plan(args)
     runs: list[Run] = []
     ceilings: list[dict[int, float]] = []
     for rep in range(args.repetitions):
         for target, sets in plan:
-            port = free_port()
             with tempfile.TemporaryDirectory(prefix="data-", dir=logdir) as data, \
-                    running(NAMES[target], *server_argv(target, s, port, Path(data)), port,
-                            logdir / f"{target}.log") as base:
+                    serve_target(target, s, Path(data)) as base:
                 for prompt_set in sets:
                     levels = args.levels if prompt_set == "short" else args.shared_levels
                     log(f"rep {rep + 1}/{args.repetitions}: {NAMES[target]}, {prompt_set}, "
@@ -562,7 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs.append(Run(rep, target, prompt_set,
                                     drive(base, levels, args.requests, args.max_tokens,
                                           prompt_set)))
-        ceilings.append(batched_bench(s, args.levels, args.max_tokens))
+        if not args.skip_appliance:
+            ceilings.append(batched_bench(s, args.levels, args.max_tokens))
     raw = CACHE / f"results-{started.replace(' ', 'T').replace(':', '')}.json"
     raw.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                "runs": [dataclasses.asdict(r) for r in runs],

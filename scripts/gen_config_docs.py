@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance import config
+from appliance import config, config_engines
 
 HEADER = """# Settings
 
@@ -16,8 +16,37 @@ Regenerate this file with `python scripts/gen_config_docs.py`.
 """
 
 
+ENGINES = """
+## Engines (`[[engines]]` tables)
+
+What generates the text: the embedded llama.cpp engine (configured by the settings above)
+and/or servers upstream that speak the OpenAI API (vLLM, llama-server, another appliance).
+No `[[engines]]` table means the embedded engine alone; tables without an embedded one mean
+no local model is loaded. `--upstream URL` (or `upstream`) adds one openai engine per URL,
+its models discovered, and replaces the embedded engine when no table is given. A `url`
+ending in `/v1` is taken as the server's root. Each table takes these fields (declared in
+`appliance/config_engines.py`):
+
+"""
+
+EXAMPLE = """
+```toml
+[[engines]]                      # the embedded engine, kept next to the upstream one
+kind = "embedded"
+
+[[engines]]
+name = "gpu-box"
+kind = "openai"
+url = "http://10.0.0.5:8000"
+api_key_env = "GPU_BOX_KEY"      # export GPU_BOX_KEY=... before `appliance serve`
+models = ["llama-3.1-70b"]
+max_concurrent = 32
+```
+"""
+
+
 def render() -> str:
-    return HEADER + config.describe()
+    return HEADER + config.describe() + ENGINES + config_engines.describe() + EXAMPLE
 
 
 if __name__ == "__main__":

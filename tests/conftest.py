@@ -23,8 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    """Settings for tests: a private data dir, the shared assembled-models dir."""
+def make_settings(tmp: Path, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings for tests: a private data dir, the shared assembled-models dir; ``env`` is
+    the environment the settings see (only what is given)."""
     base = config.load(env={})
     values: dict[str, Any] = {"data_dir": tmp, "models_dir": base.models_dir,
                               "port": free_port(), "threads": 2,
@@ -32,7 +33,7 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
                               # reach the engine; the cache tests turn it on
                               "cache_enabled": False}
     values.update(overrides)
-    return config.load(env={}, overrides=values)
+    return config.load(env=env or {}, overrides=values)
 
 
 @dataclass
@@ -49,9 +50,10 @@ class RunningServer:
 
     @property
     def engine(self) -> Any:
-        from appliance.web.state import ENGINE
+        """The embedded engine."""
+        from appliance.web.state import ENGINES
 
-        return self.app[ENGINE]
+        return self.app[ENGINES].embedded
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import urllib.error

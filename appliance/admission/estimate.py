@@ -30,6 +30,15 @@ class QueueStats:
     drain_rate: float | None  # permits released per second when saturated; None: no history
     draining: bool
 
+    @classmethod
+    def total(cls, parts: list[QueueStats]) -> QueueStats:
+        """Several queues (one per engine) seen as one."""
+        rates = [p.drain_rate for p in parts if p.drain_rate is not None]
+        return cls(running=sum(p.running for p in parts), queued=sum(p.queued for p in parts),
+                   slots=sum(p.slots for p in parts), depth=sum(p.depth for p in parts),
+                   drain_rate=sum(rates) if rates else None,
+                   draining=any(p.draining for p in parts))
+
     @property
     def utilisation(self) -> float:
         """Queued waiters as a fraction of ``depth`` (1.0 for a full queue)."""

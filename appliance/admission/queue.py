@@ -202,6 +202,14 @@ class AdmissionQueue:
             draining=self._draining,
         )
 
+    def expected_hold(self) -> float:
+        """The expected time for one permit to be released (seconds)."""
+        return self._estimate.hold()
+
+    def held(self, key: str) -> int:
+        """Permits held and places queued by ``key``."""
+        return self._per_key.get(key, 0)
+
     def expire_overdue(self) -> int:
         """Time out every waiter whose deadline has passed by the clock; return how many."""
         now = self._clock()

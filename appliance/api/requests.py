@@ -47,6 +47,7 @@ class GenerationOptions:
     ignore_eos: bool = False
     n: int = 1  # choices, each its own sequence of the one prompt
     logprobs: int | None = None  # alternatives reported per token (None: no logprobs)
+    structured: bool = False  # tools, or a response_format other than text (model "auto")
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,8 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
                              stop=_stop(body), stream=stream, include_usage=include_usage,
                              user=user, logit_bias=sampling.logit_bias,
                              ignore_eos=_boolean(body, "ignore_eos"),
-                             n=_integer(body, "n", 1, MAX_N) or 1)
+                             n=_integer(body, "n", 1, MAX_N) or 1,
+                             structured=_structured(body))
 
 
 def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
@@ -232,6 +234,12 @@ def _text_logprobs(body: Mapping[str, Any]) -> int | None:
                              "not supported; leave one out", param="echo",
                              code="unsupported_parameter")
     return top
+
+
+def _structured(body: Mapping[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return bool(body.get("tools") or body.get("functions")) or (
+        isinstance(fmt, dict) and fmt.get("type") not in (None, "text"))
 
 
 def _content(value: Any, i: int) -> str:

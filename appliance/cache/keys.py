@@ -4,10 +4,11 @@
   file's sha256, the chat template source and the guard policy version. Entries carry it;
   when it changes (:meth:`ResponseCache.adopt`) every entry with another one is deleted.
 - the **exact key** hashes the fingerprint with the whole request as the model sees it:
-  the prompt tokens after the chat template (so the system prompt and every turn), the
-  sampling parameters, ``max_tokens``, the stop strings and the answer's *shape* (the tools
-  and tool choice, the response format's schema: what the grammar and the reading of tool
-  calls depend on, which the prompt's tokens alone may not show).
+  the prompt tokens after the chat template (so the system prompt and every turn; an
+  upstream model's messages or text, as it applies its own template), the sampling
+  parameters, ``max_tokens``, the stop strings and the answer's *shape* (the tools and tool
+  choice, the response format's schema: what the grammar and the reading of tool calls
+  depend on, which the prompt's tokens alone may not show).
 - the **context** hashes the same except the last user turn: a semantic hit needs the same
   context (same model, template, policy, system prompt, earlier turns and sampling) and an
   embedding of the last user turn within ``threshold`` cosine of the stored one.
@@ -44,7 +45,7 @@ def scope_for(key_id: int, user: str | None, *, shared: bool = False) -> str:
     return GLOBAL_SCOPE if shared else f"key:{key_id}/user:{user or ''}"
 
 
-def request_keys(fp: str, kind: str, prompt_tokens: Sequence[int], sampling: SamplingParams,
+def request_keys(fp: str, kind: str, prompt: Sequence[object], sampling: SamplingParams,
                  max_tokens: int, stop: Sequence[str], messages: Sequence[ChatMessage] = (),
                  shape: str = "") -> tuple[str, str, str | None]:
     """``(exact_key, context, last_user_text)`` of one request (see the module doc)."""
@@ -53,7 +54,7 @@ def request_keys(fp: str, kind: str, prompt_tokens: Sequence[int], sampling: Sam
               seed, sampling.presence_penalty, sampling.frequency_penalty,
               sampling.repeat_penalty, sampling.penalty_last_n, sampling.logit_bias,
               max_tokens, tuple(stop)) + ((shape,) if shape else ())
-    exact = _h("exact", fp, params, tuple(prompt_tokens))
+    exact = _h("exact", fp, params, tuple(prompt))
     last = messages[-1] if messages else None
     if last is None or last.role != "user" or not last.content.strip():
         return exact, _h("context", fp, params, "no-semantic", exact), None

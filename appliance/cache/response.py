@@ -174,13 +174,15 @@ class ResponseCache:
 
     # -- maintenance ------------------------------------------------------------------------
 
-    async def adopt(self, fp: str) -> int:
+    async def adopt(self, fp: str, keep: Sequence[str] = ()) -> int:
         """Make ``fp`` the current fingerprint; delete entries made under another (a
-        different model file, chat template or guard policy). Returns how many."""
+        different model file, chat template or guard policy) that is not in ``keep`` (the
+        upstream models'). Returns how many."""
         if fp == self._fingerprint:
             return 0
 
-        gone = await self.db.write(lambda conn: rows.delete_other_fingerprints(conn, fp))
+        gone = await self.db.write(lambda conn: rows.delete_other_fingerprints(conn, fp,
+                                                                               keep))
         await self._unindex(gone)
         self._fingerprint = fp
         return len(gone)

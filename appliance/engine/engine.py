@@ -64,6 +64,7 @@ class EngineConfig:
     main_gpu: int = 0
     prefix_reuse_min: int = 16  # 0: prefix reuse off
     default_seed: int = -1
+    name: str = "embedded"  # in metrics, logs and /ready
 
 
 # Upper bounds (inclusive) of the decode batch-size histogram, in tokens per llama_decode.
@@ -122,6 +123,14 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
         self.state = "stopped"
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def remote(self) -> bool:
+        return False  # the prompt never leaves the box: prefill may start before the rail
 
     @property
     def ready(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from appliance.engine.chat import ChatMessage
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
@@ -29,8 +31,21 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class TextPrompt:
+    """A prompt as text, for an engine that applies its own chat template and tokenizer
+    (an upstream server): the chat's messages, or a completion's prompt."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    text: str | None = None  # a completion's prompt; None for a chat
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """What the engine needs to run one sequence: tokens in, limits, stops."""
+    """What an engine needs to run one sequence: the prompt, limits, stops.
+
+    The embedded engine reads ``prompt_tokens`` (rendered and tokenised with its own model);
+    an upstream engine reads ``text`` and ``model`` (its id for the model) and leaves the
+    template and the tokens to the server."""
 
     prompt_tokens: tuple[int, ...]
     max_tokens: int
@@ -41,6 +56,8 @@ class GenerationRequest:
     # None: not asked, and nothing is computed.
     logprobs: int | None = None
     grammar: str | None = None  # GBNF (start rule ``root``) every sampled token must follow
+    text: TextPrompt | None = None
+    model: str = ""
 
 
 @dataclass(frozen=True)

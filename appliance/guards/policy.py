@@ -31,6 +31,7 @@ by name (``load_policy("clinic")``), any other file by path::
     examples = ["I have crushing chest pain", "my child swallowed bleach"]
     threshold = 0.72
     answer = "Call your local emergency number now."
+    # or, instead of an answer: route = "large" (model "auto" sends a match to auto_large)
 
     [output]
     blocked_message = "..."              # replaces an answer that leaks a secret
@@ -75,7 +76,7 @@ _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "ne
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
-_TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer"})
+_TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer", "route"})
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,14 @@ class ClassifierPolicy:
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic rail: inputs close to one of ``examples`` get ``answer`` without the model."""
+    """A topic rail: inputs close to one of ``examples`` get ``answer`` without the model;
+    or, with ``route = "large"`` and no answer, go to the large model of ``auto``."""
 
     name: str
     examples: tuple[str, ...]
     threshold: float
     answer: str
+    route: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,8 +205,12 @@ def _topics(raw: object) -> tuple[Topic, ...]:
                 or not 0.0 < threshold <= 1.0):
             raise ConfigError(f"{where}.threshold must be a number in (0, 1], got "
                               f"{threshold!r}")
+        answer, route = (_text(row, k, where, "") if k in row else "" for k in ("answer",
+                                                                                 "route"))
+        if bool(answer) == bool(route) or route not in ("", "large"):
+            raise ConfigError(f"{where} needs an answer, or route = \"large\" (not both)")
         topics.append(Topic(_text(row, "name", where, ""), tuple(examples), float(threshold),
-                            _text(row, "answer", where, "")))
+                            answer, route))
     names = [t.name for t in topics]
     if len(set(names)) != len(names):
         raise ConfigError(f"topics: names must be unique, got {names}")

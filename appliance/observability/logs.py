@@ -8,7 +8,8 @@ can quote a request's values).
 
 The access log (logger ``appliance.access``, one line per HTTP request) is built from the
 request's ``RequestTrace``: request id, key name (never the secret), route, status,
-latencies, token counts, cache result and guard actions. Prompt and response text are not
+latencies, token counts, cache result, guard actions, and the engine and model that
+answered (with failovers and the ``auto`` rule's reason). Prompt and response text are not
 in it unless content logging is on (setting ``log_content``); then both pass through the
 PII redaction of :mod:`appliance.observability.redaction` first (``redact_for_log`` here is
 its form without policy record patterns), on the normalised text so that fullwidth digits
@@ -88,7 +89,8 @@ def access_fields(trace: RequestTrace, method: str, route: str, *,
         "guard_ms": ms(trace.guard_s) if trace.guard_s else None,
         "prompt_tokens": trace.prompt_tokens, "completion_tokens": trace.completion_tokens,
         "cached_tokens": trace.cached_tokens, "memory_tokens": trace.memory_tokens,
-        "cache": trace.cache,
+        "cache": trace.cache, "engine": trace.engine, "model": trace.model,
+        "failovers": trace.failovers, "auto": trace.auto_reason,
         "guard_actions": [{"guard": a.guard, "direction": a.direction, "label": a.label,
                            "action": a.action, "ms": a.ms} for a in trace.guard_actions],
     }

@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from appliance.engine.engine import BATCH_SIZE_BOUNDS
+from appliance.observability.engine_metrics import EngineMetrics, EngineView
 from appliance.observability.trace import RequestTrace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,7 +105,8 @@ class Metrics:
     """Every appliance metric, in a registry of its own; see the module doc."""
 
     def __init__(self, gauges: Callable[[], EngineGauges] | None = None, *,
-                 key_labels: bool = False) -> None:
+                 key_labels: bool = False,
+                 engines: Callable[[], Sequence[EngineView]] | None = None) -> None:
         # Off, per-key series carry ANY_KEY instead of the key's name: a scrape then
         # reveals nothing about who the clients are.
         self._key_labels = key_labels
@@ -116,6 +118,7 @@ class Metrics:
         self._add_admission_and_guard_metrics(r)
         self._add_cache_and_memory_metrics(r)
         r.register(_EngineCollector(gauges))
+        self.engines = EngineMetrics(r, LATENCY_BUCKETS, engines)
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter("appliance_requests_total", "HTTP requests answered.",
@@ -219,6 +222,7 @@ class Metrics:
             self.count_cache_lookup(trace.cache)
         if trace.memory_tokens and trace.completion_tokens:
             self.observe_memory_ratio(trace.memory_tokens / trace.completion_tokens)
+        self.engines.observe(trace)
         if trace.prompt_tokens or trace.completion_tokens:
             for direction, n in (("prompt", trace.prompt_tokens),
                                  ("completion", trace.completion_tokens),

@@ -50,6 +50,10 @@ class RequestTrace:
     prefill_s: float | None = None  # engine: scheduled -> first token
     rate_limit_kind: str | None = None  # a 429's limit: "requests" | "tokens" | "concurrency"
     token_gaps_s: list[float] = field(default_factory=list)  # one per token after the first
+    engine: str | None = None  # the engine that generated (the last one, after failovers)
+    model: str | None = None  # the model that answered
+    auto_reason: str | None = None  # model "auto": why this model (routing.auto)
+    failovers: int = 0  # engines that failed before answering and were replaced
     keep_content: bool = False  # content logging on: stages keep the response text
     response_parts: list[str] = field(default_factory=list)  # only when keep_content
     _last_token_at: float = 0.0

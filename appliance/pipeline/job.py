@@ -3,8 +3,10 @@
 - :class:`RequestContext`: who asked and how (the API key, the trace that records what
   happens, cache directives, the OpenAI ``user`` and the memory session, both as keyed
   hashes): one object instead of parameters threaded through every stage.
-- :class:`Job`: one prepared generation (tokens, limits, the guard rails and the rules-tier
-  verdicts already taken, the cache query, the memory context).
+- :class:`Job`: one prepared generation (its route: the model and whether the embedded
+  engine or an upstream serves it; the prompt as tokens for the embedded engine or as text
+  for an upstream; limits, the guard rails and the rules-tier verdicts already taken, the
+  cache query, the memory context).
 - :class:`Chunk`, :class:`Usage`, :class:`Generation`: what comes back.
 
 Plain frozen data, no behaviour.
@@ -24,6 +26,7 @@ from appliance.engine.types import GenerationRequest, TokenLogprob
 from appliance.guards.rails import PolicyRails, RulesStage
 from appliance.memory.prompt import MemoryContext
 from appliance.observability.trace import RequestTrace
+from appliance.routing.catalog import Route
 from appliance.structured.toolcalls import CallFormat
 
 Kind = Literal["chat", "text"]
@@ -71,6 +74,7 @@ class Job:
     kind: Kind
     request: GenerationRequest
     options: GenerationOptions
+    route: Route
     echo_text: str = ""
     rails: PolicyRails | None = None  # the guard policy's rails (None: guards off)
     rules: RulesStage | None = None  # the input rail's rules tier, done in prepare
@@ -80,10 +84,11 @@ class Job:
     prompt_chars: int = 0  # completions: the prompt's length (where text_offset starts)
     calls: CallFormat | None = None  # None: the answer is not read for tool calls
     shape: str = ""  # the tools and response format, as the cache keys see them
+    prompt_estimate: int = 0  # an upstream's prompt, estimated until its usage says
 
     @property
     def prompt_tokens(self) -> int:
-        return len(self.request.prompt_tokens)
+        return len(self.request.prompt_tokens) or self.prompt_estimate
 
     @property
     def n(self) -> int:

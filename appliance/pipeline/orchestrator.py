@@ -1,21 +1,27 @@
 """One generation, stage by stage; :meth:`Pipeline.stream` reads top to bottom.
 
     exact cache hit?  -> replay it (the identical request passed the input rail before)
-    admit             -> rate limit, then a decoding slot from the bounded, fair queue
-    submit            -> the engine prefills while the input classifiers run;
+    pick              -> the engine: the embedded one, or the least busy healthy upstream
+                         serving the job's model (routing.router)
+    admit             -> rate limit, then a slot of that engine's lane (bounded, fair queue)
+    submit            -> the embedded engine prefills while the input classifiers run;
                          a block raises (400 content_filter), a topic answers instead
     semantic hit?     -> replay it, the sequence is cancelled
+    (upstream)        -> only now is the prompt sent out: the whole input rail passed
     release           -> the engine's text through the output rail, window by window
+                         (an upstream that fails before its first token: another one)
     finish            -> a normal answer that passes the output rules as a whole is
                          stored in the cache and remembered
 
-The sequence is cancelled whenever the consumer stops early (client gone), the request is
-cancelled, or the output rail ends the answer; the admission ticket is settled to the
-tokens actually used. Jobs come from :class:`~appliance.pipeline.prepare.Preparer`.
+The generation is cancelled whenever the consumer stops early (client gone), the request
+is cancelled, or the output rail ends the answer; the admission ticket is settled to the
+tokens actually used (an upstream's from its usage). Jobs come from
+:class:`~appliance.pipeline.prepare.Preparer`.
 
-A job of n choices (``n`` > 1) is admitted once and runs n sequences of its prompt (decoded
-once, see ``Engine.submit_n``), each through its own output rail; their chunks carry their
-``index``, and only the first choice is remembered (such jobs bypass the cache).
+A job of n choices (``n`` > 1, embedded engine only) is admitted once and runs n sequences
+of its prompt (decoded once, see ``Engine.submit_n``), each through its own output rail;
+their chunks carry their ``index``, and only the first choice is remembered (such jobs
+bypass the cache).
 """
 
 from __future__ import annotations
@@ -30,30 +36,32 @@ from appliance.api.requests import ChatRequest, GenerationOptions
 from appliance.cache.response import CachedResponse, CacheResult
 from appliance.engine.chat import ChatMessage, ToolCall
 from appliance.engine.engine import Engine
-from appliance.engine.stream import Stream
+from appliance.engine.interface import EventStream, GenerationEngine
 from appliance.engine.types import Finished, SamplingParams, TextDelta, TokenLogprob
 from appliance.errors import InternalError, Unavailable
 from appliance.guards.rails import InputCheck
 from appliance.observability.trace import RequestTrace
 from appliance.pipeline.cache_stage import CacheStage
 from appliance.pipeline.call_release import CallRelease, replay_calls
+from appliance.pipeline.dispatch import FailoverStream
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Generation, Job, RequestContext, Usage
 from appliance.pipeline.memory_stage import MemoryStage
 from appliance.pipeline.merge import merged
 from appliance.pipeline.output_stage import OutputGuard, OutputStage
 from appliance.pipeline.prepare import Preparer
+from appliance.routing.router import Router
 from appliance.structured.toolcalls import hermes_markup
 
 _SUMMARY_TOKENS = 160
 
 
 class Pipeline:
-    def __init__(self, engine: Engine, gate: Gate, prepare: Preparer, inputs: InputStage,
+    def __init__(self, router: Router, gate: Gate, prepare: Preparer, inputs: InputStage,
                  output: OutputStage, *, cache: CacheStage | None = None,
                  memory: MemoryStage | None = None) -> None:
         self.prepare = prepare
-        self._engine = engine
+        self.router = router
         self._gate = gate
         self._inputs = inputs
         self._output = output
@@ -63,16 +71,20 @@ class Pipeline:
     async def stream(self, job: Job, ctx: RequestContext) -> AsyncGenerator[Chunk, None]:
         """Chunks of checked text; the last carries the finish reason and the usage."""
         trace = ctx.trace
+        trace.model, trace.auto_reason = job.route.model, job.route.reason
         exact = await self._cache.exact(job, trace) if self._cache is not None else None
         if exact is not None:
             async for chunk in self._replay(job, exact, ctx, charge=True):
                 yield chunk
             return
+        engine = self.router.pick(job.route)
+        trace.engine = engine.name
         queued_at = time.perf_counter()
         async with self._gate.admit(ctx.key, job.prompt_tokens,
-                                    job.request.max_tokens * job.n) as ticket:
+                                    job.request.max_tokens * job.n,
+                                    lane=engine.name) as ticket:
             trace.queue_wait_s = time.perf_counter() - queued_at
-            handles = self._engine.submit_n(job.request, job.n)
+            handles = self._submit(job, engine, ticket, trace)
             try:
                 check = await self._classify(job, ctx)  # while the engine prefills
                 if check is not None and check.topic is not None:
@@ -153,14 +165,27 @@ class Pipeline:
             return None
         return await self._inputs.classify(job.rails, job.rules, ctx.trace)
 
-    def _release_all(self, handles: list[Stream], job: Job, ticket: Ticket,
+    def _submit(self, job: Job, engine: GenerationEngine, ticket: Ticket,
+                trace: RequestTrace) -> list[EventStream]:
+        """The job's sequences: one that fails over between the engines of its model, or
+        n of one prompt on the embedded engine (the preparer refuses n > 1 elsewhere)."""
+        if job.n > 1:
+            assert isinstance(engine, Engine)
+            return list(engine.submit_n(job.request, job.n))
+        handle = FailoverStream(self.router, self._gate, ticket, job.route, job.request,
+                                engine, trace)
+        if not engine.remote:
+            handle.start()  # the embedded engine prefills while the rail runs
+        return [handle]
+
+    def _release_all(self, handles: list[EventStream], job: Job, ticket: Ticket,
                      trace: RequestTrace) -> AsyncGenerator[Chunk, None]:
         """Every choice's chunks (one each: its own output rail), as they come."""
         spend = _Spend(ticket, job.prompt_tokens, len(handles))
         sources = [self._release(h, job, spend, trace, i) for i, h in enumerate(handles)]
         return sources[0] if len(sources) == 1 else merged(sources)
 
-    async def _release(self, handle: Stream, job: Job, spend: _Spend, trace: RequestTrace,
+    async def _release(self, handle: EventStream, job: Job, spend: _Spend, trace: RequestTrace,
                        index: int) -> AsyncGenerator[Chunk, None]:
         """One sequence's events as chunks that passed the output rail."""
         rail = self._output.start(job.rails, job.prompt_tokens, trace)
@@ -179,7 +204,7 @@ class Pipeline:
                     if chunk.finish_reason is not None:
                         return
             elif isinstance(event, Finished):
-                spend.use(index, event.completion_tokens)
+                spend.use(index, event.completion_tokens, event.prompt_tokens)
                 final = _final(event, trace, index)
                 if guard is None:
                     trace.released(final.text, event.completion_tokens)
@@ -236,7 +261,10 @@ class _Spend:
         self._prompt = prompt_tokens
         self._used = [0] * n
 
-    def use(self, index: int, completion_tokens: int) -> None:
+    def use(self, index: int, completion_tokens: int, prompt_tokens: int = 0) -> None:
+        """``prompt_tokens``: the engine's count at the end (an upstream's replaces the
+        estimate)."""
+        self._prompt = prompt_tokens or self._prompt
         self._used[index] = completion_tokens
         self._ticket.use(self._prompt + sum(self._used))
 

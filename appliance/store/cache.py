@@ -93,9 +93,11 @@ def evict_over(conn: sqlite_utils.Database, max_entries: int) -> list[IndexedRow
     return rows
 
 
-def delete_other_fingerprints(conn: sqlite_utils.Database, fingerprint: str
-                              ) -> list[IndexedRow]:
-    return _delete(conn, "fingerprint != ?", [fingerprint])
+def delete_other_fingerprints(conn: sqlite_utils.Database, fingerprint: str,
+                              keep: Sequence[str] = ()) -> list[IndexedRow]:
+    """Every entry made under another fingerprint than ``fingerprint`` and ``keep``."""
+    kept = [fingerprint, *keep]
+    return _delete(conn, f"fingerprint NOT IN ({','.join('?' * len(kept))})", kept)
 
 
 def delete_all(conn: sqlite_utils.Database) -> list[IndexedRow]:

@@ -2,8 +2,8 @@
 middlewares, and each resource's life cycle.
 
 Resources live in ``cleanup_ctx`` generators registered in dependency order (database,
-guard models, engine, vector indexes and the background sweeper); aiohttp tears them down
-in reverse.
+guard models, the embedded engine, the upstream client session and its health probes,
+vector indexes and the background sweeper); aiohttp tears them down in reverse.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from appliance.config import Settings
 from appliance.guards.rails import Guards
+from appliance.upstream.probes import probe_forever, probe_round
 from appliance.web import (
     admin_routes,
     console_routes,
@@ -42,7 +43,7 @@ from appliance.web.state import (
     DATABASE,
     EMBEDDINGS,
     ENCODER,
-    ENGINE,
+    ENGINES,
     GATE,
     GUARD_CHECK,
     GUARDS,
@@ -56,7 +57,6 @@ from appliance.web.state import (
     PIPELINE,
     PSEUDONYMS,
     SCRUBBER,
-    SERVED,
     SETTINGS,
     STARTED_AT,
     SUMMARISER,
@@ -86,9 +86,8 @@ def application(c: Components) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, cors_middleware, auth_middleware],
                           client_max_size=c.settings.max_body_bytes)
     app[CORS] = CorsPolicy.parse(c.settings.cors_origins)
-    app[SETTINGS], app[MODELS], app[SERVED] = c.settings, c.models, c.served
-    app[ENGINE], app[PIPELINE], app[DATABASE], app[GATE] = (c.engine, c.pipeline, c.database,
-                                                           c.gate)
+    app[SETTINGS], app[MODELS], app[ENGINES] = c.settings, c.models, c.engines
+    app[PIPELINE], app[DATABASE], app[GATE] = c.pipeline, c.database, c.gate
     app[ENCODER], app[GUARDS], app[GUARD_CHECK] = c.encoder, c.guards, c.guard_check
     app[EMBEDDINGS], app[CACHE], app[CACHE_INDEX] = c.embeddings, c.cache, c.cache_index
     app[MEMORY], app[MEMORY_INDEX], app[SUMMARISER] = c.memory, c.memory_index, c.summariser
@@ -98,7 +97,7 @@ def application(c: Components) -> web.Application:
                                                         c.scrubber)
     app[KEYS], app[CONSOLE] = c.keys, c.console
     app[STARTED_AT] = time.time()
-    for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _indexes_ctx):
+    for ctx in (_database_ctx, _guards_ctx, _engine_ctx, _upstreams_ctx, _indexes_ctx):
         app.cleanup_ctx.append(ctx)
     for table in ROUTES:
         app.add_routes(table)
@@ -138,10 +137,30 @@ async def _guards_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = app[ENGINE]
-    engine.start(asyncio.get_running_loop())
+    engine = app[ENGINES].embedded
+    if engine is not None:
+        engine.start(asyncio.get_running_loop())
     yield
-    await asyncio.to_thread(engine.stop)
+    if engine is not None:
+        await asyncio.to_thread(engine.stop)
+
+
+async def _upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The client session on this loop; a first round of probes before the server listens
+    (discovered models are routable at once), then probes every interval."""
+    engines = app[ENGINES]
+    if not engines.upstreams:
+        yield
+        return
+    await engines.http.open()
+    await probe_round(engines.upstreams, engines.router)
+    task = asyncio.create_task(probe_forever(
+        engines.upstreams, engines.router, app[SETTINGS].upstream_probe_interval_s))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await engines.http.close()
 
 
 async def _sweeper(app: web.Application, interval: float) -> None:
@@ -152,7 +171,8 @@ async def _sweeper(app: web.Application, interval: float) -> None:
         try:
             await app[CACHE].sweep()
             await app[MEMORY].gc()
-            if app[ENGINE].ready:
+            embedded = app[ENGINES].embedded
+            if embedded is None or embedded.ready:
                 await app[SUMMARISER].run_once()
             await app[CACHE_INDEX].asave()
             await app[MEMORY_INDEX].asave()
@@ -193,8 +213,8 @@ async def serve(settings: Settings, app: web.Application, *,
     site = BoundedSite(runner, settings.host, settings.port,
                        max_connections=settings.max_connections)
     await site.start()
-    log.info("listening on http://%s:%d (model %s)", settings.host, settings.port,
-             app[SERVED].id)
+    log.info("listening on http://%s:%d (engines %s)", settings.host, settings.port,
+             ", ".join(e.name for e in app[ENGINES].router.engines))
     if ready is not None:
         ready.set()
     try:

@@ -63,7 +63,7 @@ def _logprobs(job: Job, entries: Sequence[TokenLogprob],
 
 
 def choices_body(jobs: Sequence[Job], generations: Sequence[Generation], model: str,
-                 fingerprint: str) -> dict[str, Any]:
+                 fingerprint: str | None) -> dict[str, Any]:
     """The whole response: every choice (``n`` per job, in index order) and one usage."""
     n = jobs[0].n
     body: dict[str, Any] = {}
@@ -85,7 +85,7 @@ def choices_body(jobs: Sequence[Job], generations: Sequence[Generation], model: 
 class ChoicesFormatter:
     """Stream chunk bodies of every choice of one request."""
 
-    def __init__(self, jobs: Sequence[Job], model: str, fingerprint: str) -> None:
+    def __init__(self, jobs: Sequence[Job], model: str, fingerprint: str | None) -> None:
         self._jobs = jobs
         self._n = jobs[0].n
         self._formatters = [ChunkFormatter(job, model, fingerprint) for job in jobs]

@@ -9,6 +9,7 @@ from typing import Any
 from appliance.engine.chat import ToolCall
 from appliance.engine.models import ModelSpec
 from appliance.pipeline.job import Chunk, Generation, Job, Usage
+from appliance.routing.catalog import Catalog
 
 # A call's arguments are streamed in pieces of whole JSON tokens (strings, numbers, words,
 # punctuation with its spaces), as a model would write them.
@@ -30,12 +31,13 @@ def tool_calls_body(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
              "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
-def _head(p: Job, model: str, fingerprint: str, obj: str) -> dict[str, Any]:
+def _head(p: Job, model: str, fingerprint: str | None, obj: str) -> dict[str, Any]:
     return {"id": p.id, "object": obj, "created": p.created, "model": model,
             "system_fingerprint": fingerprint}
 
 
-def completion_body(p: Job, g: Generation, model: str, fingerprint: str) -> dict[str, Any]:
+def completion_body(p: Job, g: Generation, model: str, fingerprint: str | None
+                    ) -> dict[str, Any]:
     if p.kind == "chat":
         body = _head(p, model, fingerprint, "chat.completion")
         message: dict[str, Any] = {"role": "assistant", "content": g.text}
@@ -59,7 +61,7 @@ def completion_body(p: Job, g: Generation, model: str, fingerprint: str) -> dict
 class ChunkFormatter:
     """Turns service ``Chunk``s into OpenAI stream chunk bodies for one request."""
 
-    def __init__(self, p: Job, model: str, fingerprint: str) -> None:
+    def __init__(self, p: Job, model: str, fingerprint: str | None) -> None:
         self.p = p
         self.chat = p.kind == "chat"
         self._head = _head(p, model, fingerprint,
@@ -112,20 +114,30 @@ class ChunkFormatter:
         return deltas
 
 
-def models_body(manifest: tuple[ModelSpec, ...], served: ModelSpec, available: set[str],
+def models_body(catalog: Catalog, manifest: tuple[ModelSpec, ...], available: set[str],
                 created: int) -> dict[str, Any]:
-    def row(spec: ModelSpec, model_id: str) -> dict[str, Any]:
-        return {
-            "id": model_id, "object": "model", "created": created, "owned_by": "appliance",
-            "loaded": spec.id == served.id, "available": spec.id in available,
-            "file": spec.file, "sha256": spec.sha256, "quantization": spec.quantization,
-            "licence": spec.licence, "chat_template": spec.chat_template != "none",
-        }
+    """Every model an engine serves, with its engines (``default`` and ``auto`` among
+    them), then the manifest's models this server does not load."""
+    served = catalog.served
+    specs = {s.id: s for s in manifest}
+    if served is not None:
+        specs[served.id] = served.model.spec
 
-    data = [row(served, "default")]
-    seen = set()
-    for spec in (served, *manifest):
-        if spec.id not in seen:
-            seen.add(spec.id)
-            data.append(row(spec, spec.id))
+    def row(model_id: str, engines: tuple[str, ...], alias_of: str | None) -> dict[str, Any]:
+        spec = specs.get(alias_of or model_id)
+        out: dict[str, Any] = {"id": model_id, "object": "model", "created": created,
+                               "owned_by": "appliance", "engines": list(engines),
+                               "engine": engines[0] if engines else None,
+                               "loaded": bool(engines)}
+        if alias_of is not None:
+            out["alias_of"] = alias_of
+        if spec is not None and (served is None or spec.id == served.id or not engines):
+            out.update(available=spec.id in available, file=spec.file, sha256=spec.sha256,
+                       quantization=spec.quantization, licence=spec.licence,
+                       chat_template=spec.chat_template != "none")
+        return out
+
+    data = [row(m.id, m.engines, m.alias_of) for m in catalog.listing()]
+    listed = {m["id"] for m in data}
+    data += [row(spec.id, (), None) for spec in manifest if spec.id not in listed]
     return {"object": "list", "data": data}

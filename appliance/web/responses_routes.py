@@ -13,7 +13,7 @@ from appliance.web.cache_http import GENERATION_HEADERS
 from appliance.web.openapi import Operation
 from appliance.web.responses_format import ResponseEvents, ResponseShape
 from appliance.web.routes import admit_and_read, context, json_response, relay
-from appliance.web.state import PIPELINE, SERVED
+from appliance.web.state import PIPELINE
 
 routes = web.RouteTableDef()
 
@@ -23,9 +23,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
     body = await admit_and_read(request)
     req = parse_responses(body)
     ctx = context(request, body, req.chat.options.user)
-    pipeline, served = request.app[PIPELINE], request.app[SERVED]
+    pipeline = request.app[PIPELINE]
     job = await pipeline.prepare.chat(req.chat, ctx)
-    shape = ResponseShape(job, req, served.id)
+    shape = ResponseShape(job, req, job.route.model)
     if not job.options.stream:
         (answer,) = await complete_jobs(pipeline, [job], ctx)
         return json_response(shape.body(text=answer.text, finish=answer.finish_reason,

@@ -15,11 +15,18 @@ from aiohttp import web
 from appliance.admission.keys import Scope
 from appliance.api import schema
 from appliance.api.requests import parse_chat, parse_completion
-from appliance.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
+from appliance.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    RequestError,
+    RequestTimeout,
+)
 from appliance.pipeline.choices import complete_jobs, stream_jobs
 from appliance.pipeline.job import Chunk, Job, RequestContext
 from appliance.web.cache_http import GENERATION_HEADERS, cache_directives, session_id
 from appliance.web.choice_format import ChoicesFormatter, choices_body
+from appliance.web.engines import EngineSet, engine_views
 from appliance.web.extensions import FIELD as EXTRA_FIELD
 from appliance.web.extensions import appliance_extra
 from appliance.web.formatting import models_body
@@ -27,14 +34,13 @@ from appliance.web.openapi import Operation, Param
 from appliance.web.protocol import http_error
 from appliance.web.sse import ClientStalled, EventStream
 from appliance.web.state import (
-    ENGINE,
+    ENGINES,
     GATE,
     GUARDS,
     KEY,
     MODELS,
     PIPELINE,
     PSEUDONYMS,
-    SERVED,
     SETTINGS,
     STARTED_AT,
     TRACE,
@@ -69,12 +75,13 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 async def _respond(request: web.Request, jobs: list[Job],
                    ctx: RequestContext) -> web.StreamResponse:
-    pipeline, served = request.app[PIPELINE], request.app[SERVED]
+    """The answer names the model that served it (``auto``: the one the rule chose)."""
+    pipeline, route = request.app[PIPELINE], jobs[0].route
     if not jobs[0].options.stream:
         results = await complete_jobs(pipeline, jobs, ctx)
-        body = choices_body(jobs, results, served.id, served.fingerprint)
+        body = choices_body(jobs, results, route.model, route.fingerprint)
         return json_response(_with_extra(body, appliance_extra(jobs[0], ctx.trace)))
-    fmt = ChoicesFormatter(jobs, served.id, served.fingerprint)
+    fmt = ChoicesFormatter(jobs, route.model, route.fingerprint)
 
     def render(chunk: Chunk, first: bool) -> list[dict[str, Any]]:
         if not first:
@@ -112,6 +119,11 @@ async def relay(request: web.Request, ctx: RequestContext,
             ctx.trace.error_type = "client_stalled"
             if request.transport is not None:
                 request.transport.close()
+        except RequestError as err:  # too late for a status: an error event ends it
+            ctx.trace.error_type = err.type
+            await (out.send_typed([{"type": "error", **err.body()}]) if typed
+                   else out.send([err.body()]))
+            await out.response.write_eof()
     return out.response
 
 
@@ -150,9 +162,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 def _models(request: web.Request) -> dict[str, Any]:
-    store, served = request.app[MODELS], request.app[SERVED]
+    store, engines = request.app[MODELS], request.app[ENGINES]
     available = {s.id for s in store.specs if store.is_available(s)}
-    return models_body(store.specs, served.model.spec, available, int(request.app[STARTED_AT]))
+    return models_body(engines.catalog, store.specs, available, int(request.app[STARTED_AT]))
 
 
 @routes.get("/v1/models")
@@ -183,21 +195,27 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Ready once the model is loaded, a first decode succeeded and (when on) the guards
-    are loaded and passed their self-test; otherwise 503 saying which part is not."""
-    engine, guards = request.app[ENGINE], request.app[GUARDS]
-    status = guards.status
-    is_ready = engine.ready and status in ("ready", "off")
+    """Ready once the embedded model (if any) is loaded and a first decode succeeded, some
+    upstream engine (if any) takes requests, and (when on) the guards are loaded and passed
+    their self-test; otherwise 503 saying which part is not. Each engine is reported."""
+    engines, guards = request.app[ENGINES], request.app[GUARDS]
+    engine, status = engines.embedded, guards.status
+    views = engine_views(engines, request.app[GATE])
+    upstreams_ok = not engines.upstreams or any(v.up for v in views if v.kind == "openai")
+    local_ok = engine is None or engine.ready
+    is_ready = local_ok and upstreams_ok and status in ("ready", "off")
+    state = ("ready" if is_ready else engine.state if engine is not None and not local_ok
+             else "no upstream engine reachable" if not upstreams_ok else f"guards {status}")
     body: dict[str, Any] = {
-        "status": "ready" if is_ready else engine.state if not engine.ready else
-        f"guards {status}",
-        "model": request.app[SERVED].id, "guards": status,
-        "uptime_s": round(time.time() - request.app[STARTED_AT], 3)}
-    if engine.error:
+        "status": state, "model": engines.served.id if engines.served else None,
+        "guards": status, "uptime_s": round(time.time() - request.app[STARTED_AT], 3),
+        "engines": [{"name": v.name, "kind": v.kind, "up": v.up, "outstanding": v.outstanding,
+                     "slots": v.slots, **_engine_detail(engines, v.name)} for v in views]}
+    if engine is not None and engine.error:
         body["error"] = engine.error
     if guards.error:
         body["guards_error"] = guards.error
-    if engine.ready:
+    if engine is not None and engine.ready:
         body["backend"] = engine.backend
     return json_response(body, 200 if is_ready else 503)
 
@@ -210,7 +228,8 @@ OPERATIONS = (
     Operation("POST", "/v1/completions", "text completion, streamed (SSE) or not",
               body=schema.COMPLETION, params=GENERATION_HEADERS, errors=(404, 429, 503),
               media=_GENERATED),
-    Operation("GET", "/v1/models", "the manifest's models and the \"default\" alias"),
+    Operation("GET", "/v1/models", "every model an engine serves (\"default\" and \"auto\" "
+              "among them), then the manifest's other models"),
     Operation("GET", "/v1/models/{model_id}", "one model (\"default\" names the served one)",
               params=(Param("model_id", "path", {"type": "string"}, required=True),),
               errors=(404,)),
@@ -219,3 +238,16 @@ OPERATIONS = (
     Operation("GET", "/ready", "200 once the model and the guards are ready, else 503",
               auth="none", errors=(503,)),
 )
+
+
+def _engine_detail(engines: EngineSet, name: str) -> dict[str, Any]:
+    """What ``/ready`` says of one engine beyond its view: state and models (never its
+    address or key)."""
+    if engines.embedded is not None and name == engines.embedded.name:
+        return {"state": engines.embedded.state,
+                "models": [engines.served.id] if engines.served else []}
+    upstream = next(u for u in engines.upstreams if u.name == name)
+    health = engines.router.health(name)
+    return {"state": health.state if health is not None else "up",
+            "models": list(upstream.models),
+            "retry_in_s": round(health.retry_after(), 3) if health is not None else 0.0}

@@ -10,8 +10,7 @@ from appliance.admission.keys import KeyRecord, KeyStore
 from appliance.cache.response import ResponseCache
 from appliance.config import Settings
 from appliance.encoder.sentence import Encoder
-from appliance.engine.engine import Engine
-from appliance.engine.models import ModelStore, ServedModel
+from appliance.engine.models import ModelStore
 from appliance.guards.readiness import GuardsState
 from appliance.memory.memories import MemoryStore
 from appliance.memory.summarise import SessionSummariser
@@ -27,11 +26,11 @@ from appliance.store.db import Database
 from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import VectorIndex
 from appliance.web.console_assets import ConsoleAssets
+from appliance.web.engines import EngineSet
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelStore)
-SERVED = web.AppKey("served", ServedModel)
-ENGINE = web.AppKey("engine", Engine)
+ENGINES = web.AppKey("engines", EngineSet)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 STARTED_AT = web.AppKey("started_at", float)
 DATABASE = web.AppKey("database", Database)

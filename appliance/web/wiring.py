@@ -1,10 +1,12 @@
 """The one place the appliance is put together: settings in, every component out.
 
 Each object is built once, with its collaborators passed in, in dependency order:
-model files (verified) -> encoder -> install key and database -> gate -> engine and its
-tokenizer -> guards state -> cache and memory -> the pipeline's stages -> the pipeline. Nothing is
-assigned onto a built object afterwards; what changes at run time (the engine loading its
-model, the guards loading theirs) is the state of an object made for it.
+model files (verified) -> encoder -> install key and database -> gate (a lane per engine)
+-> the engines (embedded and upstream) and the routing over them -> guards state -> cache
+and memory -> the pipeline's stages -> the pipeline. Nothing is assigned onto a built
+object afterwards; what changes at run time (the engine loading its model, the guards
+loading theirs, an upstream's discovered models and health, the client session opened on
+the loop) is the state of an object made for it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from dataclasses import dataclass
 from appliance.admission.gate import Gate
 from appliance.admission.keys import KeyStore
 from appliance.admission.limiter import RateLimiter
-from appliance.admission.queue import AdmissionQueue
 from appliance.cache.response import TABLE as CACHE_TABLE
 from appliance.cache.response import CacheConfig, ResponseCache
 from appliance.config import Settings
+from appliance.config_engines import EMBEDDED
 from appliance.encoder.sentence import Encoder, load_encoder_spec
 from appliance.engine.cpu_turns import CpuTurns
-from appliance.engine.engine import Engine, EngineConfig
+from appliance.engine.engine import BATCH_SIZE_BOUNDS
 from appliance.engine.models import ModelStore, ServedModel
-from appliance.engine.tokenizer import Tokenizer
 from appliance.errors import ConfigError
 from appliance.guards.policy import load_policy, presets
 from appliance.guards.readiness import GuardsState
@@ -46,17 +47,17 @@ from appliance.store.db import Database
 from appliance.store.pseudonyms import Pseudonyms
 from appliance.store.vectors import IndexParams, VectorIndex
 from appliance.web.console_assets import ConsoleAssets
+from appliance.web.engines import EngineSet, build_engines, engine_views, lanes
 
 
 @dataclass(frozen=True)
 class Components:
     settings: Settings
     models: ModelStore
-    served: ServedModel
     encoder: Encoder
     database: Database
     gate: Gate
-    engine: Engine
+    engines: EngineSet
     guards: GuardsState
     cache: ResponseCache
     cache_index: VectorIndex
@@ -86,9 +87,11 @@ def is_loopback(host: str) -> bool:
 
 def build(settings: Settings) -> Components:
     """Resolve and verify the model (sha256) and everything else before anything listens;
-    the engine loads the model in its own thread once the server is up (see /ready)."""
+    the engine loads the model in its own thread once the server is up (see /ready). With
+    only upstream engines configured, no local model is resolved."""
     models = ModelStore(settings.manifest, settings.models_dir)
-    served = ServedModel(models.verify(models.resolve(settings.model)), models.specs)
+    served = (ServedModel(models.verify(models.resolve(settings.model)), models.specs)
+              if any(e.kind == EMBEDDED for e in settings.engines) else None)
     if settings.guards:
         load_policy(settings.guard_policy)  # a bad policy stops start-up with its error
     # CPU turn-taking between the engine and the encoder (see engine/cpu_turns.py); with
@@ -117,45 +120,41 @@ def _gate(settings: Settings, keys: KeyStore) -> Gate:
             f"refusing to serve on {settings.host} (not loopback) without API keys: create "
             f"one with `appliance keys create --name NAME --data-dir {settings.data_dir}`, "
             f"or bind 127.0.0.1")
-    queue = AdmissionQueue(slots=settings.parallel, depth=settings.queue_depth,
-                           timeout_s=settings.queue_timeout_s)
-    return Gate(keys, RateLimiter(), queue, open_access=open_access,
+    return Gate(keys, RateLimiter(), lanes(settings), open_access=open_access,
                 key_count_ttl_s=settings.key_cache_ttl)
 
 
-def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encoder: Encoder,
-              turns: CpuTurns | None, db: Database, ids: Pseudonyms) -> Components:
+def _build_on(settings: Settings, models: ModelStore, served: ServedModel | None,
+              encoder: Encoder, turns: CpuTurns | None, db: Database,
+              ids: Pseudonyms) -> Components:
     keys = KeyStore(db, cache_ttl_s=settings.key_cache_ttl)
     gate = _gate(settings, keys)
-    engine = Engine(EngineConfig(
-        model_path=served.model.path, parallel=settings.parallel, ctx_size=settings.ctx_size,
-        batch_size=settings.batch_size, n_threads=settings.n_threads,
-        n_gpu_layers=settings.n_gpu_layers, split_mode=settings.split_mode,
-        main_gpu=settings.main_gpu, prefix_reuse_min=settings.prefix_reuse_min,
-        default_seed=settings.seed,
-    ), turns=turns)
-    tokenizer = Tokenizer(engine, model_id=served.id,
-                          use_template=served.model.spec.chat_template != "none",
-                          template_fallback=settings.chat_template_fallback)
+    engines = build_engines(settings, served, turns, gate.outstanding)
+    tokenizer, engine = engines.tokenizer, engines.embedded
     guards = GuardsState(enabled=settings.guards)
     audit = Audit(db)
     stores = _stores(settings, db, encoder, audit)
     cache, memory = stores.cache, stores.memory
     inputs = InputStage(guards)
-    cache_stage = (CacheStage(cache, gate, tokenizer, model_sha256=served.model.sha256)
+    cache_stage = (CacheStage(cache, gate, tokenizer, catalog=engines.catalog,
+                              model_sha256=served.model.sha256 if served else None)
                    if settings.cache_enabled else None)
     memory_stage = MemoryStage(memory, tokenizer) if settings.memory_enabled else None
-    prepare = Preparer(served, tokenizer, inputs, ctx_size=settings.ctx_size,
-                       memory=memory_stage, cache=cache_stage,
+    prepare = Preparer(engines.catalog, inputs, tokenizer=tokenizer,
+                       ctx_size=settings.ctx_size, memory=memory_stage, cache=cache_stage,
                        max_n=min(settings.max_n, settings.parallel))
-    pipeline = Pipeline(engine, gate, prepare, inputs,
+    pipeline = Pipeline(engines.router, gate, prepare, inputs,
                         OutputStage(guards, holdback_tokens=settings.guard_holdback_tokens),
                         cache=cache_stage, memory=memory_stage)
     summariser = SessionSummariser(memory, pipeline.summarise, SummaryConfig(
         threshold_tokens=settings.memory_summary_tokens))
 
     def gauges() -> EngineGauges:
-        stats, waiting = engine.stats, gate.stats()
+        waiting = gate.stats()
+        if engine is None:
+            return EngineGauges(0, waiting.queued, 0.0, [0] * (len(BATCH_SIZE_BOUNDS) + 1),
+                                0.0)
+        stats = engine.stats
         total = stats.kv_cells_total
         return EngineGauges(
             sequences_running=stats.running, queue_depth=waiting.queued,
@@ -164,14 +163,15 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel, encod
             batch_size_sum=float(stats.batch_size_sum))
 
     return Components(
-        settings=settings, models=models, served=served, encoder=encoder, database=db,
-        gate=gate, engine=engine, guards=guards, cache=cache, cache_index=stores.cache_index,
+        settings=settings, models=models, encoder=encoder, database=db,
+        gate=gate, engines=engines, guards=guards, cache=cache, cache_index=stores.cache_index,
         memory=memory, memory_index=stores.memory_index,
         memory_writer=MemoryWriter(memory, inputs), pipeline=pipeline, summariser=summariser,
         embeddings=EmbeddingService(encoder, gate, load_encoder_spec().id,
                                     max_tokens=settings.embeddings_max_tokens),
         guard_check=GuardCheck(guards, gate, encoder, max_tokens=settings.guard_max_tokens),
-        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels), audit=audit,
+        metrics=Metrics(gauges, key_labels=settings.metrics_key_labels,
+                        engines=lambda: engine_views(engines, gate)), audit=audit,
         pseudonyms=ids, scrubber=_scrubber(settings), keys=keys,
         console=ConsoleAssets.load(enabled=console_enabled(settings)))
 

@@ -31,8 +31,10 @@ def test_build_flags_are_native_build_sh_cpu_flags(sbs: Any) -> None:
     assert f'version="{version}"' in text
     assert "-DGGML_NATIVE=OFF" in flags and " ".join(flags) in text
     cache = {f.removeprefix("-D").split("=")[0]: f.split("=")[1] for f in flags}
-    assert sbs._flags_match(cache, flags)
-    assert not sbs._flags_match({**cache, "GGML_NATIVE": "ON"}, flags)
+    import llama_build  # (on the path while sbs is imported)
+
+    assert llama_build._flags_match(cache, flags)
+    assert not llama_build._flags_match({**cache, "GGML_NATIVE": "ON"}, flags)
 
 
 def test_batched_bench_rates(sbs: Any) -> None:

@@ -73,6 +73,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 def make_gate(db: Database, *, slots: int = 2, depth: int = 4) -> Gate:
-    return Gate(KeyStore(db), RateLimiter(), AdmissionQueue(slots=slots, depth=depth,
-                                                            timeout_s=30.0),
+    return Gate(KeyStore(db), RateLimiter(),
+                {"embedded": AdmissionQueue(slots=slots, depth=depth, timeout_s=30.0)},
                 open_access=True)

@@ -22,6 +22,7 @@ from appliance.pipeline.cache_stage import CacheStage
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import Chunk, Job, RequestContext, Usage
 from appliance.pipeline.prepare import Preparer
+from appliance.routing.catalog import Catalog
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 from tests.unit.pipeline.conftest import make_gate
@@ -43,8 +44,8 @@ async def rig(db: Database, tmp_path: Path, encoder: Encoder, served: ServedMode
     gate = make_gate(db)
     stage = CacheStage(cache, gate, tokenizer, model_sha256=served.model.sha256)
     key = (await KeyStore(db).create("clinic", tpm=1000, burst_tokens=1000)).record
-    yield Rig(stage, Preparer(served, tokenizer, InputStage(guards), ctx_size=512,
-                              cache=stage), key)
+    yield Rig(stage, Preparer(Catalog(served), InputStage(guards), tokenizer=tokenizer,
+                              ctx_size=512, cache=stage), key)
     await index.aclose()
 
 

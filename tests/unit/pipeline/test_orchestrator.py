@@ -30,6 +30,8 @@ from appliance.pipeline.memory_stage import MemoryStage
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.pipeline.output_stage import OutputStage
 from appliance.pipeline.prepare import Preparer
+from appliance.routing.catalog import Catalog
+from appliance.routing.router import Router
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
 from tests.unit.pipeline.conftest import make_gate
@@ -67,9 +69,10 @@ async def rig(db: Database, tmp_path: Path, encoder: Encoder, served: ServedMode
     memory_store = MemoryStore(db, indexes[1], encoder)
     memory = MemoryStage(memory_store, tokenizer)
     inputs = InputStage(guards)
-    prepare = Preparer(served, tokenizer, inputs, ctx_size=512, memory=memory, cache=cache,
-                       max_n=2)
-    pipeline = Pipeline(engine, gate, prepare, inputs, OutputStage(guards, holdback_tokens=8),
+    prepare = Preparer(Catalog(served), inputs, tokenizer=tokenizer, ctx_size=512,
+                       memory=memory, cache=cache, max_n=2)
+    router = Router(engine, (), {}, gate.outstanding)
+    pipeline = Pipeline(router, gate, prepare, inputs, OutputStage(guards, holdback_tokens=8),
                         cache=cache, memory=memory)
     keys = KeyStore(db)
     key = (await keys.create("desk")).record

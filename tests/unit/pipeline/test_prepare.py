@@ -16,6 +16,7 @@ from appliance.observability.trace import RequestTrace
 from appliance.pipeline.input_stage import InputStage
 from appliance.pipeline.job import RequestContext
 from appliance.pipeline.prepare import Preparer
+from appliance.routing.catalog import Catalog
 
 
 def _ctx() -> RequestContext:
@@ -29,7 +30,7 @@ def _chat(content: str, **fields: Any) -> Any:
 
 @pytest.fixture
 def prepare(served: ServedModel, tokenizer: Tokenizer, guards: GuardsState) -> Preparer:
-    return Preparer(served, tokenizer, InputStage(guards), ctx_size=256)
+    return Preparer(Catalog(served), InputStage(guards), tokenizer=tokenizer, ctx_size=256)
 
 
 async def test_a_chat_request_becomes_the_templated_prompt_tokens(
@@ -93,8 +94,8 @@ async def test_token_id_prompts_are_checked_against_the_vocabulary(
 
 async def test_with_guards_off_there_are_no_rails(served: ServedModel,
                                                   tokenizer: Tokenizer) -> None:
-    prepare = Preparer(served, tokenizer, InputStage(GuardsState(enabled=False)),
-                       ctx_size=256)
+    prepare = Preparer(Catalog(served), InputStage(GuardsState(enabled=False)),
+                       tokenizer=tokenizer, ctx_size=256)
     job = await prepare.chat(_chat("Write to jane.doe@example.com"), _ctx())
     assert job.rails is None and job.rules is None
     assert "jane.doe@example.com" in tokenizer.detokenize(job.request.prompt_tokens)
