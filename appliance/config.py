@@ -14,12 +14,12 @@ import argparse
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.config_engines import EngineSettings, resolve_engines
+from appliance.config_engines import ROUTING_SETTINGS, EngineSettings, resolve_engines
 from appliance.errors import ConfigError
 from appliance.resources import data_root
 from appliance.setting import Setting
@@ -173,28 +173,7 @@ SETTINGS: tuple[Setting, ...] = (
             "pages) under /. Default: on when bound to a loopback address, off otherwise "
             "(set it to true to serve it on a network bind; it signs in with an API key)."),
     # --- engines and routing (the [[engines]] tables: see docs/CONFIG.md) ---
-    Setting("upstream", tuple, (), "Root URL of an OpenAI-API server to generate with "
-            "(repeat the flag; comma-separated in the environment): one openai engine each, "
-            "its models discovered. With no [[engines]] table it replaces the embedded "
-            "engine."),
-    Setting("default_model", str, "", "The model `\"default\"` names: any model an engine "
-            "serves. Empty: the embedded engine's, else the first upstream model."),
-    Setting("auto_small", str, "", "Model `\"auto\"` routes to unless the rule picks "
-            "auto_large (see README, Scaling out). Empty: `auto` is not offered."),
-    Setting("auto_large", str, "", "Model `\"auto\"` routes to for prompts over "
-            "auto_prompt_tokens, requests with tools or a structured response_format, and "
-            "chats whose last user turn matches a policy topic with route = \"large\"."),
-    Setting("auto_prompt_tokens", int, 1024, "`auto`: prompts over this many tokens go to "
-            "auto_large (counted by the embedded tokenizer for an embedded model, else "
-            "estimated as characters / 4).", minimum=1),
-    Setting("upstream_probe_interval_s", float, 5.0, "Seconds between health probes "
-            "(GET /v1/models, which also refreshes discovered models) of each upstream.",
-            minimum=0.05),
-    Setting("upstream_eject_failures", int, 3, "Consecutive failures (requests or probes) "
-            "after which an upstream is ejected from routing.", minimum=1),
-    Setting("upstream_backoff_s", float, 10.0, "Seconds an ejected upstream stays out "
-            "before it is tried again; doubles on each ejection in a row, up to 32 times "
-            "this.", minimum=0.01),
+    *ROUTING_SETTINGS,
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -365,17 +344,3 @@ def load(
     engines = resolve_engines(engine_rows, values["upstream"], env, origin)
     return Settings(**values, engines=engines)
 
-
-def describe(settings: Sequence[Setting] = SETTINGS) -> str:
-    """The settings table as Markdown (for docs/CONFIG.md)."""
-    rows = ["| setting | env | flag | default | help |", "|---|---|---|---|---|"]
-    for s in settings:
-        default = "" if s.default in (None, ()) else str(s.default)
-        if isinstance(s.default, Path):
-            default = str(s.default.relative_to(REPO_ROOT)) if s.default.is_relative_to(
-                REPO_ROOT) else default
-        rows.append(
-            f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | `{s.option}` "
-            f"| `{default}` | {s.help} |"
-        )
-    return "\n".join(rows) + "\n"

@@ -149,3 +149,30 @@ def describe() -> str:
         default = ", ".join(f.default) if isinstance(f.default, tuple) else str(f.default)
         rows.append(f"| `{f.name}` | `{default}` | {f.help} |")
     return "\n".join(rows) + "\n"
+
+
+# The top-level settings of engines and routing (part of config.SETTINGS).
+ROUTING_SETTINGS: tuple[Setting, ...] = (
+    Setting("upstream", tuple, (), "Root URL of an OpenAI-API server to generate with "
+            "(repeat the flag; comma-separated in the environment): one openai engine each, "
+            "its models discovered. With no [[engines]] table it replaces the embedded "
+            "engine."),
+    Setting("default_model", str, "", "The model `\"default\"` names: any model an engine "
+            "serves. Empty: the embedded engine's, else the first upstream model."),
+    Setting("auto_small", str, "", "Model `\"auto\"` routes to unless the rule picks "
+            "auto_large (see README, Scaling out). Empty: `auto` is not offered."),
+    Setting("auto_large", str, "", "Model `\"auto\"` routes to for prompts over "
+            "auto_prompt_tokens, requests with tools or a structured response_format, and "
+            "chats whose last user turn matches a policy topic with route = \"large\"."),
+    Setting("auto_prompt_tokens", int, 1024, "`auto`: prompts over this many tokens go to "
+            "auto_large (counted by the embedded tokenizer for an embedded model, else "
+            "estimated as characters / 4).", minimum=1),
+    Setting("upstream_probe_interval_s", float, 5.0, "Seconds between health probes "
+            "(GET /v1/models, which also refreshes discovered models) of each upstream.",
+            minimum=0.05),
+    Setting("upstream_eject_failures", int, 3, "Consecutive failures (requests or probes) "
+            "after which an upstream is ejected from routing.", minimum=1),
+    Setting("upstream_backoff_s", float, 10.0, "Seconds an ejected upstream stays out "
+            "before it is tried again; doubles on each ejection in a row, up to 32 times "
+            "this.", minimum=0.01),
+)

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from appliance import config
-from appliance.engine.engine import Engine, EngineConfig
+from appliance.engine.engine import Engine
+from appliance.engine.engine_config import EngineConfig
 from appliance.engine.logprobs import LogprobSampler
 from appliance.engine.models import ModelStore
 from appliance.engine.native import Batch, ContextConfig, LlamaContext, LlamaModel, SamplerChain

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from appliance import config, config_engines
+from appliance.setting import Setting
 
 HEADER = """# Settings
 
@@ -45,8 +49,21 @@ max_concurrent = 32
 """
 
 
+def describe(settings: Sequence[Setting]) -> str:
+    """The settings table as Markdown."""
+    rows = ["| setting | env | flag | default | help |", "|---|---|---|---|---|"]
+    for s in settings:
+        default = "" if s.default in (None, ()) else str(s.default)
+        if isinstance(s.default, Path):
+            default = str(s.default.relative_to(config.REPO_ROOT)) if s.default.is_relative_to(
+                config.REPO_ROOT) else default
+        rows.append(f"| `{s.name}` | `{config.ENV_PREFIX}{s.name.upper()}` | `{s.option}` "
+                    f"| `{default}` | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
 def render() -> str:
-    return HEADER + config.describe() + ENGINES + config_engines.describe() + EXAMPLE
+    return HEADER + describe(config.SETTINGS) + ENGINES + config_engines.describe() + EXAMPLE
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from appliance.engine.engine import BATCH_SIZE_BOUNDS
+from appliance.engine.engine_config import BATCH_SIZE_BOUNDS
 from appliance.observability.engine_metrics import EngineMetrics, EngineView
 from appliance.observability.trace import RequestTrace
 

@@ -26,7 +26,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from appliance.engine.engine import EngineStats
+from appliance.engine.engine_config import EngineStats
 from appliance.observability.logs import ACCESS_LOGGER, JsonFormatter, access_fields
 from appliance.observability.metrics import EngineGauges, Metrics
 from appliance.observability.trace import GuardAction, RequestTrace

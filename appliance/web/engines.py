@@ -13,7 +13,8 @@ from appliance.admission.queue import AdmissionQueue
 from appliance.config import Settings
 from appliance.config_engines import EMBEDDED, OPENAI
 from appliance.engine.cpu_turns import CpuTurns
-from appliance.engine.engine import Engine, EngineConfig
+from appliance.engine.engine import Engine
+from appliance.engine.engine_config import EngineConfig
 from appliance.engine.models import ServedModel
 from appliance.engine.tokenizer import Tokenizer
 from appliance.errors import ConfigError

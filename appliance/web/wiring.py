@@ -23,7 +23,7 @@ from appliance.config import Settings
 from appliance.config_engines import EMBEDDED
 from appliance.encoder.sentence import Encoder, load_encoder_spec
 from appliance.engine.cpu_turns import CpuTurns
-from appliance.engine.engine import BATCH_SIZE_BOUNDS
+from appliance.engine.engine_config import BATCH_SIZE_BOUNDS
 from appliance.engine.models import ModelStore, ServedModel
 from appliance.errors import ConfigError
 from appliance.guards.policy import load_policy, presets

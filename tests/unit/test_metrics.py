@@ -7,7 +7,7 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.config import REPO_ROOT
-from appliance.engine.engine import BATCH_SIZE_BOUNDS, EngineStats
+from appliance.engine.engine_config import BATCH_SIZE_BOUNDS, EngineStats
 from appliance.observability.metrics import EngineGauges, Metrics
 from appliance.observability.trace import RequestTrace
 

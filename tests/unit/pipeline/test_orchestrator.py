@@ -17,7 +17,8 @@ from appliance.admission.keys import KeyRecord, KeyStore
 from appliance.api.requests import parse_chat
 from appliance.cache.response import CacheConfig, ResponseCache
 from appliance.encoder.sentence import Encoder
-from appliance.engine.engine import Engine, EngineConfig
+from appliance.engine.engine import Engine
+from appliance.engine.engine_config import EngineConfig
 from appliance.engine.models import ServedModel
 from appliance.engine.tokenizer import Tokenizer
 from appliance.guards.readiness import GuardsState
