@@ -113,3 +113,30 @@ def test_a_routing_topic_routes_and_never_answers(routing_guards: GuardsState,
     assert rails.topics.routes and rails.topics.routed(text) == "oncology"
     assert rails.topics.match(encoder.encode_one(text)) is None  # no canned answer
     assert rails.topics.routed("What time does the clinic open?") is None
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"n": 2}, "n"),
+    ({"logprobs": True}, "logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "lookup"}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "tools"),
+])
+async def test_what_only_the_embedded_engine_does_is_refused_for_an_upstream_model(
+        prepare: Preparer, fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        await prepare.chat(_chat(BIG, "When do you open?", **fields), _ctx())
+    assert refused.value.status == 400 and refused.value.param == param
+    assert refused.value.code == "unsupported_parameter" and BIG in str(refused.value)
+    # the same request for the embedded model is prepared (n within max_n aside)
+    if param != "n":
+        job = await prepare.chat(_chat("default", "When do you open?", **fields), _ctx())
+        assert job.route.embedded
+
+
+async def test_n_and_logprobs_of_a_completion_for_an_upstream_model_are_refused(
+        prepare: Preparer) -> None:
+    for fields, param in (({"n": 3}, "n"), ({"logprobs": 2}, "logprobs")):
+        with pytest.raises(InvalidRequest) as refused:
+            await prepare.completion(parse_completion(
+                {"model": BIG, "prompt": "Opening hours:", **fields}), _ctx())
+        assert refused.value.param == param
