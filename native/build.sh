@@ -4,12 +4,15 @@
 #   native/build.sh cuda     GGML_CUDA (CUDA_ARCHITECTURES="86;89" by default)
 #   native/build.sh metal    macOS Metal
 # `make install` calls `native/build.sh cpu` once; the wheel is then reused.
+#   native/build.sh BACKEND --print-flags   only print the CMake flags (llama-server's build
+#                                           uses the same ones)
+# WHEELHOUSE=/abs/dir puts the wheel elsewhere (the GPU check builds into its own folder).
 set -euo pipefail
 cd "$(dirname "$0")"
 backend="${1:-cpu}"
 version="0.3.36"
 python="${PYTHON:-python3}"
-out="wheelhouse/${backend}"
+out="${WHEELHOUSE:-wheelhouse/${backend}}"
 case "$backend" in
   cpu)
     # Not GGML_NATIVE: a native build bakes in whatever the build machine has (on CPUs with
@@ -45,6 +48,10 @@ case "$backend" in
     echo "usage: native/build.sh cpu|cuda|metal" >&2; exit 2 ;;
 esac
 flags="$flags -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF ${EXTRA_CMAKE_ARGS:-}"
+if [ "${2:-}" = "--print-flags" ]; then
+  echo "$flags"
+  exit 0
+fi
 if ls "$out"/llama_cpp_python-${version}-*.whl >/dev/null 2>&1 && [ "$(cat "$out/FLAGS" 2>/dev/null)" = "$flags" ]; then
   echo "native: $out already holds llama-cpp-python ${version} built with: $flags"
   exit 0
