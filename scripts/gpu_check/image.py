@@ -42,7 +42,7 @@ tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokeniz
 torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers
 treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig
 werkzeug wheel wrapt xarray xxhash yarl zipp
-""".split())
+""".split())  # noqa: SIM905 (a word list, as pip freeze names them)
 
 # The versions read there (the rest: whatever the image has). The dry run's stand-in for
 # the image installs these, so the appliance is checked against them here too.

@@ -197,7 +197,8 @@ class StashState:
         have = sorted({p.call for p in self.manifest.parts()} - set(self.missing_calls()))
         size = sum(p.size for p in self.manifest.parts(self.call))
         todo = ", ".join(map(str, self.missing_calls())) or "none: ready to run"
-        return (f"call {self.call} of {self.manifest.calls} kept ({len(self.manifest.parts(self.call))}"
+        parts = len(self.manifest.parts(self.call))
+        return (f"call {self.call} of {self.manifest.calls} kept ({parts}"
                 f" parts, {size / 2**20:.1f} MiB); calls complete in the stash: "
                 f"{', '.join(map(str, have))}; still to come: {todo}")
 

@@ -132,7 +132,7 @@ def model_files(repo: Path) -> list[tuple[str, Path, str]]:
     for key in ("model", "tokenizer"):
         part = encoder[key]["part"]
         out.append((f"site/{part}", locate_part(part), encoder[key]["sha256"]))
-    for dest, path, pin in out:
+    for _, path, pin in out:
         if not path.is_file() or sha256_file(path) != pin:
             raise CheckError(f"{path} is missing or fails its pin; run `make install` first")
     return out
