@@ -17,7 +17,7 @@ from appliance.encoder.sentence import Encoder
 from appliance.guards.guardnet import GuardNetwork, GuardScores
 from appliance.guards.loader import verified_entry
 from appliance.guards.pipeline import GuardDecision, InputPipeline
-from appliance.guards.policy import Policy, load_policy, parse_policy
+from appliance.guards.policy import POLICIES_DIR, Policy, load_policy, parse_policy
 
 Vector = npt.NDArray[np.float32]
 
@@ -343,8 +343,13 @@ async def test_print_latency(encoder: CountingEncoder, network: CountingNetwork,
                              capsys: pytest.CaptureFixture[str]) -> None:
     lines = ["", "input pipeline latency, 30 runs each (ms): "
              "policy tokens p50 p95 | p50 of the network pass"]
-    for policy in ("default", "clinic"):
-        p = pipeline(policy, encoder, network)
+    for name in ("default", "clinic"):
+        # The preset with no time budget: on a loaded machine a pass may exceed the preset's
+        # (a retryable 503 in the server); here the figure is what is measured.
+        text = (POLICIES_DIR / f"{name}.toml").read_text().replace("budget_ms = ",
+                                                                   "budget_ms = 600")
+        policy = name
+        p = pipeline(parse_policy(text.encode(), source=name), encoder, network)
         for tokens in (32, 128, 256):
             text = _prompt(tokens)
             assert network.token_count(text) == tokens
