@@ -173,7 +173,7 @@ def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> Non
         return injection_verdict(scores, policy, thresholds, words).label
 
     assert verdict(0.97, 5) == "benign"  # "Count: one, two, three," scores 0.97
-    assert verdict(0.995, 5) == "injection"
+    assert verdict(0.997, 5) == "injection"
     assert verdict(0.97, 16) == "injection"  # 16 words: the calibrated threshold
     assert verdict(0.6, 40) == "benign"
     plain = parse_policy(b'name = "x"\n')  # not set: every text at the calibrated threshold
