@@ -119,6 +119,8 @@ async def relay(request: web.Request, ctx: RequestContext,
             ctx.trace.error_type = "client_stalled"
             if request.transport is not None:
                 request.transport.close()
+        except ConnectionResetError:  # the client left while the last bytes were written
+            ctx.trace.error_type = "client_disconnected"
         except RequestError as err:  # too late for a status: an error event ends it
             ctx.trace.error_type = err.type
             await (out.send_typed([{"type": "error", **err.body()}]) if typed
