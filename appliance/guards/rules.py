@@ -88,6 +88,7 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
      r"(?:instructions|guidelines|programming|rules|training|restrictions|constraints)\b"),
     ("injection.reveal-system-prompt", ("system", "initial", "hidden", "original", "verbatim"),
      r"\b(?:reveal|show|print|output|display|repeat|leak|dump|tell\s+me|give\s+me|share|"
+     r"translate|summari[sz]e|rewrite|paraphrase|"
      r"what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:all\s+)?your\s+(?:\w+\s+)?"
      r"(?:system\s+(?:prompt|message)|initial\s+(?:prompt|instructions)|hidden\s+"
      r"(?:prompt|instructions)|original\s+(?:prompt|instructions)|instructions\s+verbatim)"),
@@ -108,6 +109,15 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
      r"(?:restrictions|filters|limitations|rules|guidelines|censorship)\b"
      r"|\bact\s+as\s+an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken)\s+(?:ai|model|"
      r"assistant|chatbot)\b"),
+    ("injection.forget-everything", ("forget", "disregard", "ignore"),
+     r"\b(?:forget|disregard|ignore)\s+(?:everything|anything)\s+(?:above|previous|"
+     r"prior|earlier|(?:that\s+)?you\s+(?:were|have\s+been)\s+told)\b"),
+    ("injection.disable-filters", ("disable", "turn", "switch", "deactivate", "remove"),
+     r"\b(?:disable|turn\s+off|switch\s+off|deactivate|remove)\s+(?:all\s+)?(?:of\s+)?your\s+"
+     r"(?:safety\s+|content\s+)?(?:filters?|guardrails|safeguards|restrictions|moderation)\b"),
+    ("injection.new-instructions-from", ("new",),
+     r"\bnew\s+instructions?\s+from\s+(?:your\s+|the\s+)?(?:admin|administrator|developers?|"
+     r"creators?|operators?|owners?|system)\b"),
     ("injection.system-override", ("override", "system"),
      r"\b(?-i:SYSTEM\s+OVERRIDE)\b|\bsystem\s+override\s*[:!]"
      r"|\b(?:new|updated)\s+system\s+(?:prompt|instructions?)\s*:"),

@@ -63,7 +63,9 @@ def said(kind: str) -> str:
     return SAID.get(kind, kind + " {}").format(PII[kind])
 
 
-ALL = f"{MARKER}: " + "; ".join(said(k) for k in PII if k != "secret") + "."
+# (a sentence: the guard network reads a "Name: field; field" note as an injection, a known
+# limitation noted in models/README.md; this test is about where PII ends up)
+ALL = f"{MARKER}'s record lists " + ", ".join(said(k) for k in PII if k != "secret") + "."
 
 
 @dataclass
