@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -80,8 +81,8 @@ def _server(target: Target, parallel: int, models_dir: str) -> Iterator[str]:
         if target.window is not None:
             policy = Path(tmp) / "window.toml"
             base = (target.checkout / "appliance/guards/policies/default.toml").read_text()
-            policy.write_text(base.replace("[output]\n",
-                                           f"[output]\nwindow_tokens = {target.window}\n"))
+            policy.write_text(re.sub(r"(?m)^window_tokens = [0-9]+",
+                                     f"window_tokens = {target.window}", base))
             argv += ["--guard-policy", str(policy)]
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 (closed below)
         proc = subprocess.Popen(argv, cwd=target.checkout, stdout=log, stderr=log)

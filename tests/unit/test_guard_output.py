@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -314,6 +315,10 @@ async def test_text_held_when_the_stream_stops_is_never_released(window_tokens: 
     assert all(any(piece in t for t in checked) for piece in released.split())
 
 
-def test_window_tokens_is_a_policy_setting() -> None:
+def test_window_tokens_is_a_policy_setting(tmp_path: Path) -> None:
     assert load_policy("default").output.window_tokens == 4
     assert load_policy("clinic").output.window_tokens == 4
+    path = tmp_path / "p.toml"
+    for window in (0, 1, 64):
+        path.write_text(f'name = "p"\n[output]\nwindow_tokens = {window}\n')
+        assert load_policy(path).output.window_tokens == window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ def _trace() -> RequestTrace:
 def _policy(name: str, window: int, tmp: Path) -> str:
     """A preset with ``[output] window_tokens = window``, as a policy file."""
     path = tmp / f"{name}-w{window}.toml"
-    path.write_text((POLICIES_DIR / f"{name}.toml").read_text().replace(
-        "[output]\n", f"[output]\nwindow_tokens = {window}\n", 1))
+    text, n = re.subn(r"(?m)^window_tokens = [0-9]+", f"window_tokens = {window}",
+                      (POLICIES_DIR / f"{name}.toml").read_text())
+    assert n == 1
+    path.write_text(text)
     return str(path)
 
 
