@@ -39,7 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from appliance.guards.decide import HOLD_SCALE  # noqa: E402
-from appliance.guards.output import OutputBuffer, OutputRail, Window  # noqa: E402
+from appliance.guards.output import (  # noqa: E402
+    CLASSIFY_CONTEXT,
+    OutputBuffer,
+    OutputRail,
+    Window,
+)
 from appliance.guards.rails import Guards, PolicyRails  # noqa: E402
 
 DATA = REPO / "models" / "guards" / "data"
@@ -94,7 +99,8 @@ async def stream(guards: Guards, rails: PolicyRails, row: Row, window: int, mode
         tally.net_s += time.perf_counter() - start
         return (verdict.category or verdict.label) if verdict.action == "block" else None
 
-    rail = OutputRail(rails.output, classify=classify)  # both presets classify
+    rail = OutputRail(rails.output, classify=classify,  # both presets classify
+                      context_chars=args.context)
     buffer = OutputBuffer(32, ends_in_phrase=rail.ends_in_phrase, window_tokens=window)
     text = SAFE + row.text
     pieces = [text[i:i + args.chars] for i in range(0, len(text), args.chars)]
@@ -176,6 +182,8 @@ def main() -> int:
     parser.add_argument("--variants", type=int, nargs="*", default=[4],
                         help="window sizes to also run the capped and cheap ways at")
     parser.add_argument("--chars", type=int, default=4, help="characters per token")
+    parser.add_argument("--context", type=int, default=CLASSIFY_CONTEXT,
+                        help="characters of context for a window inside a sentence")
     parser.add_argument("--hold-scale", type=float, default=HOLD_SCALE,
                         help="share of a threshold that holds a small window back")
     parser.add_argument("--out", type=Path)

@@ -186,9 +186,11 @@ Classify = Callable[[str, bool], Awaitable[str | None]]
 class OutputRail:
     """Checks the windows of one answer in order (one per response)."""
 
-    def __init__(self, rules: OutputRules, *, classify: Classify | None = None) -> None:
+    def __init__(self, rules: OutputRules, *, classify: Classify | None = None,
+                 context_chars: int = CLASSIFY_CONTEXT) -> None:
         self._rules = rules
         self._classify = classify
+        self._context_chars = context_chars  # the network's context inside a sentence
         self._released = ""
 
     def ends_in_phrase(self, held: str) -> bool:
@@ -207,7 +209,8 @@ class OutputRail:
             # Every window is classified before release, with the part of its sentence
             # already released (and the end of the sentence before); a window that ends a
             # sentence with all of it, so a sentence released in pieces is judged whole.
-            seen = _classifier_context(self._released[-_CLASSIFY_TAIL:], whole=window.sentence)
+            seen = _classifier_context(self._released[-_CLASSIFY_TAIL:], self._context_chars,
+                                       whole=window.sentence)
             label = await self._classify(seen + text, window.tentative)
             if label is not None and window.tentative:
                 return WindowVerdict("", None, label, "hold")
@@ -222,17 +225,17 @@ class OutputRail:
         return WindowVerdict(text)
 
 
-def _classifier_context(released: str, *, whole: bool) -> str:
+def _classifier_context(released: str, limit: int, *, whole: bool) -> str:
     """What the classifier reads before a window: the released part of the current sentence
-    and the end of the sentence before. Inside a sentence, at most ``CLASSIFY_CONTEXT``
-    characters in all; for the window ending a sentence (``whole``), all of the sentence (at
-    most ``SENTENCE_CHARS``) and up to ``CLASSIFY_CONTEXT`` characters before it. Cuts are
-    made at a word start."""
+    and the end of the sentence before. Inside a sentence, at most ``limit`` characters in
+    all; for the window ending a sentence (``whole``), all of the sentence (at most
+    ``SENTENCE_CHARS``) and up to ``CLASSIFY_CONTEXT`` characters before it. Cuts are made
+    at a word start."""
     ends = [m.end() for m in _BOUNDARY.finditer(released)]
     current = ends[-1] if ends else 0  # where the current sentence starts
     before = ends[-2] if len(ends) >= 2 else 0
     if not whole:
-        return _tail(released, before, CLASSIFY_CONTEXT)
+        return _tail(released, before, limit)
     sentence = _tail(released, current, SENTENCE_CHARS)
     if len(sentence) < len(released) - current:  # a run-on sentence: its end only
         return sentence
