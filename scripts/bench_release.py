@@ -72,12 +72,12 @@ def _port() -> int:
 
 
 @contextlib.contextmanager
-def _server(target: Target, parallel: int, models_dir: str) -> Iterator[str]:
+def _server(target: Target, parallel: int, threads: int, models_dir: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bench-release-") as tmp:
         port = _port()
         argv = [sys.executable, "-m", "appliance", "serve", "--port", str(port),
                 "--data-dir", tmp, "--models-dir", models_dir, "--parallel", str(parallel),
-                "--threads", "2", "--guards", "true", "--cache-enabled", "false"]
+                "--threads", str(threads), "--guards", "true", "--cache-enabled", "false"]
         if target.window is not None:
             policy = Path(tmp) / "window.toml"
             base = (target.checkout / "appliance/guards/policies/default.toml").read_text()
@@ -172,6 +172,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=8, help="per client per level")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2, help="the engine's")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -181,7 +182,7 @@ def main() -> int:
     runs: dict[str, dict[int, list[dict[str, float]]]] = {}
     for r in range(args.rounds):
         for target in args.target:
-            with _server(target, args.parallel, models_dir) as url:
+            with _server(target, args.parallel, args.threads, models_dir) as url:
                 asyncio.run(_level(url, 1, 2, args.max_tokens, 900_000))
                 for clients in args.clients:
                     level = asyncio.run(_level(url, clients, args.requests, args.max_tokens,
