@@ -127,6 +127,15 @@ class TokenBucket:
             self._rem = 0
         self._units = units
 
+    def charge(self, amount: int, now: float | None = None) -> None:
+        """Take ``amount`` tokens whether or not they are there (the bucket may go below
+        zero): what a request used beyond its reservation is owed, and the next requests
+        wait until the refill has paid it back."""
+        if amount < 0:
+            raise ValueError("a charge must not be negative")
+        self._advance(now)
+        self._units -= amount * _UNITS
+
     def _decide(self, cost: int, take: bool) -> Decision:
         if cost < 0:
             raise ValueError("cost must not be negative")

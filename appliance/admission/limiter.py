@@ -72,11 +72,18 @@ class Reservation:
         return self._settled
 
     def settle(self, actual_tokens: int) -> int:
-        """Refund ``charged - actual`` tokens (never negative); return it. Only the first
-        call refunds; later calls return 0. Pass ``0`` for a request that failed early."""
+        """Refund ``charged - actual`` tokens, or charge what was used beyond the
+        reservation (an upstream's prompt counted by its own tokenizer may exceed the
+        estimate); return the refund. Only the first call settles; later calls return 0.
+        Pass ``0`` for a request that failed early."""
         if self._settled:
             return 0
         self._settled = True
+        owed = max(0, actual_tokens) - self.charged_tokens
+        if owed > 0:
+            if self._bucket is not None:
+                self._bucket.charge(owed)
+            return 0
         refund = max(0, self.charged_tokens - max(0, actual_tokens))
         if self._bucket is not None and refund:
             self._bucket.refund(refund)
@@ -133,7 +140,7 @@ class RateLimiter:
                 continue
             state = bucket.peek(0, now)
             out[f"x-ratelimit-limit-{suffix}"] = str(bucket.capacity)
-            out[f"x-ratelimit-remaining-{suffix}"] = str(math.floor(state.remaining))
+            out[f"x-ratelimit-remaining-{suffix}"] = str(max(0, math.floor(state.remaining)))
             out[f"x-ratelimit-reset-{suffix}"] = format_reset(state.reset)
         return out
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.api.requests import ChatRequest, parse_chat
+from appliance.api.requests import ChatRequest, as_int, parse_chat
 from appliance.errors import InvalidRequest
 
 _ROLES = ("user", "assistant", "system", "developer")
@@ -109,9 +109,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
-    value = body.get("max_output_tokens")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < 1):
+    raw = body.get("max_output_tokens")
+    value = as_int(raw)
+    if raw is not None and (value is None or value < 1):
         raise InvalidRequest("'max_output_tokens' must be a positive integer",
                              param="max_output_tokens")
     return value

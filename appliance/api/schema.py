@@ -277,7 +277,7 @@ _RESPONSE_PART = {"type": "object", "required": ["type", "text"],
                                  "text": {"type": "string"}}}
 _RESPONSE_ITEM = {
     "type": "object",
-    "required": ["role"],
+    "required": ["role", "content"],
     "properties": {
         "type": {"const": "message"},
         "role": {"enum": ["user", "assistant", "system", "developer"]},
@@ -288,7 +288,7 @@ _RESPONSE_ITEM = {
 
 RESPONSES: Schema = {
     "type": "object",
-    "required": ["input"],
+    "required": ["model", "input"],
     "description": "text turns only: tools, stored responses (previous_response_id, "
                    "conversation), background runs, reasoning and 'include' are a 400",
     "properties": {

@@ -59,11 +59,16 @@ class Thresholds:
         return max(self.categories, key=lambda c: scores[c] / self.values.get(c, 0.5))
 
 
-def injection_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds
-                      ) -> GuardVerdict:
+def injection_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
+                      words: int) -> GuardVerdict:
+    """``words``: the text's length in words (a short text needs the policy's
+    ``short_threshold``)."""
     settings = policy.injection
     score = scores["injection"]
-    if score < thresholds.of("injection", settings):
+    threshold = thresholds.of("injection", settings)
+    if words < settings.short_words:
+        threshold = max(threshold, settings.short_threshold)
+    if score < threshold:
         return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "benign", score, "allow", 0.0)
     return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "injection", score, settings.action, 0.0,
                         "injection")
@@ -81,11 +86,12 @@ def safety_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds
 
 
 def input_verdicts(scores: GuardScores, policy: Policy, thresholds: Thresholds, *,
-                   main: bool) -> list[GuardVerdict]:
-    """The enabled input decisions on one text (``main``: the last user turn)."""
+                   main: bool, words: int) -> list[GuardVerdict]:
+    """The enabled input decisions on one text (``main``: the last user turn; ``words``:
+    its length in words)."""
     out = []
     if policy.injection.enabled:
-        out.append(injection_verdict(scores, policy, thresholds))
+        out.append(injection_verdict(scores, policy, thresholds, words))
     if main and policy.safety.enabled:
         out.append(safety_verdict(scores, policy, thresholds))
     return out

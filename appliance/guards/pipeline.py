@@ -205,16 +205,18 @@ class InputPipeline:
                 embedding = self._embedding(embedded, verdicts)
             else:
                 outcome = await scoring
-            if not self._scored(outcome, verdicts, main=True):
+            if not self._scored(outcome, verdicts, main=True, words=len(seen.split())):
                 return self._decide(verdicts, rules, embedding, start)
         for other in untrusted:
             if not self.policy.injection.enabled or any(v.action == "block" for v in verdicts):
                 break
             self._scored(await run(lambda t=other: self._network.score(t),  # type: ignore[misc]
-                                   budget.budget_ms), verdicts, main=False)
+                                   budget.budget_ms), verdicts, main=False,
+                         words=len(other.split()))
         return self._decide(verdicts, rules, embedding, start)
 
-    def _scored(self, outcome: Outcome, verdicts: list[GuardVerdict], *, main: bool) -> bool:
+    def _scored(self, outcome: Outcome, verdicts: list[GuardVerdict], *, main: bool,
+                words: int) -> bool:
         """Append the pass's verdict and its decisions; False when the pass failed."""
         if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
             label = "error" if outcome.label == "ok" else outcome.label
@@ -223,7 +225,7 @@ class InputPipeline:
         verdicts.append(GuardVerdict(NETWORK, TIER_CLASSIFIERS, "ok" if main else "untrusted",
                                      0.0, "allow", outcome.ms))
         verdicts.extend(input_verdicts(outcome.value, self.policy, self._thresholds,
-                                       main=main))
+                                       main=main, words=words))
         return True
 
     def _embedding(self, outcome: Outcome, verdicts: list[GuardVerdict]) -> Vector | None:

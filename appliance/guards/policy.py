@@ -19,6 +19,8 @@ by name (``load_policy("clinic")``), any other file by path::
 
     [classifiers.prompt-injection]       # the injection label (user, system and tool texts)
     threshold = 0.8                      # optional; default labels.json's calibrated one
+    short_words = 16                     # a text under 16 words needs ...
+    short_threshold = 0.99               # ... this score (injection only; default: off)
     action = "block"                     # on a flag: block | flag | allow
     budget_ms = 250                      # content-safety's: the output rail's window check
     [classifiers.content-safety.categories]  # the unsafe label (the main text) by S-code
@@ -79,7 +81,8 @@ _CATEGORY = CATEGORY
 _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "network",
                        "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
-_CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories"}
+_CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories",
+                                   "short_words", "short_threshold"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer", "route"})
 
@@ -100,6 +103,11 @@ class ClassifierPolicy:
     action: OnFlag = "block"
     categories: Mapping[str, OnFlag] = field(default_factory=lambda: MappingProxyType({}))
     budget: Budget = Budget(250.0)
+    # A text of fewer than short_words words needs at least short_threshold (injection):
+    # the network over-fires on terse instructions ("Be brief.", "Count to 20."), which an
+    # attack rarely is; the rules tier still sees every text.
+    short_words: int = 0
+    short_threshold: float = 1.0
 
     def action_for(self, category: str | None) -> OnFlag:
         """The action on a flag whose top category is ``category`` (an S-code or None)."""
@@ -178,20 +186,30 @@ def _classifier(raw: object, where: str) -> ClassifierPolicy:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
-    threshold = table.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool)
-                                  or not isinstance(threshold, int | float)
-                                  or not 0.0 <= threshold <= 1.0):
-        raise ConfigError(f"{where}.threshold must be a number in [0, 1], got {threshold!r}")
+    threshold = _unit(table.get("threshold"), f"{where}.threshold")
+    short_threshold = _unit(table.get("short_threshold", 1.0), f"{where}.short_threshold")
+    short_words = table.get("short_words", 0)
+    if isinstance(short_words, bool) or not isinstance(short_words, int) or short_words < 0:
+        raise ConfigError(f"{where}.short_words must be a whole number >= 0, got "
+                          f"{short_words!r}")
     categories: dict[str, OnFlag] = {}
     for code, action in _table(table.get("categories", {}), f"{where}.categories").items():
         if not _CATEGORY.fullmatch(code):
             raise ConfigError(f"{where}.categories: {code!r} is not an S-code like 'S6'")
         categories[code] = _on_flag(action, f"{where}.categories.{code}")
     return ClassifierPolicy(
-        enabled=enabled, threshold=None if threshold is None else float(threshold),
+        enabled=enabled, threshold=threshold,
         action=_on_flag(table.get("action", "block"), f"{where}.action"),
-        categories=MappingProxyType(categories), budget=_budget(table, where, 250.0))
+        categories=MappingProxyType(categories), budget=_budget(table, where, 250.0),
+        short_words=short_words, short_threshold=1.0 if short_threshold is None
+        else short_threshold)
+
+
+def _unit(value: object, where: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not 0.0 <= value <= 1.0):
+        raise ConfigError(f"{where} must be a number in [0, 1], got {value!r}")
+    return None if value is None else float(value)
 
 
 def _topics(raw: object) -> tuple[Topic, ...]:

@@ -112,7 +112,9 @@ def load_prompts(name: str) -> list[list[dict[str, str]]]:
 def _numbered(messages: list[dict[str, str]], i: int) -> list[dict[str, str]]:
     """The same conversation with the request number appended to its last message."""
     last = messages[-1]
-    return [*messages[:-1], {**last, "content": f"{last['content']} (request {i})"}]
+    # (a bare number: "(request 3)" after a short instruction reads as an injection to the
+    # guard network often enough to refuse a benchmark's requests)
+    return [*messages[:-1], {**last, "content": f"{last['content']} ({i})"}]
 
 
 async def _one(session: aiohttp.ClientSession, url: str, model: str,

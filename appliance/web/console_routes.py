@@ -51,6 +51,8 @@ OPERATIONS = (
     Operation("GET", "/", "the web console (when it is on)", auth="none", errors=(404,),
               media=("text/html",)),
     Operation("GET", "/console/{name}", "the console's scripts, styles and icon", auth="none",
-              params=(Param("name", "path", {"type": "string"}, required=True),),
+              params=(Param("name", "path", {"type": "string",
+                                             "pattern": "^[A-Za-z0-9_-]+[.][a-z]+$"},
+                            required=True),),
               errors=(404,), media=("text/javascript", "text/css", "image/svg+xml")),
 )

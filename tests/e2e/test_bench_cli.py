@@ -112,4 +112,4 @@ def test_shared_system_prompt_is_about_300_tokens_and_numbered_per_request() -> 
     assert all(p[0] == {"role": "system", "content": SHARED_SYSTEM} for p in prompts)
     numbered = _numbered(prompts[0], 17)
     assert numbered[0] == prompts[0][0]
-    assert numbered[1]["content"] == prompts[0][1]["content"] + " (request 17)"
+    assert numbered[1]["content"] == prompts[0][1]["content"] + " (17)"

@@ -161,9 +161,11 @@ def test_an_injection_hidden_in_a_document_is_blocked(client: openai.OpenAI,
         messages = [{"role": "system", "content": INJECTED_DOCUMENT},
                     {"role": "user", "content": "Summarise the search results for me."}]
     elif where == "tool":  # what a search tool returned
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "web_search", "arguments": '{"q": "tomato tips"}'}}
         messages = [{"role": "user", "content": "Find tips on growing tomatoes."},
-                    {"role": "assistant", "content": "Searching the web."},
-                    {"role": "tool", "content": INJECTED_DOCUMENT}]
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": INJECTED_DOCUMENT}]
     else:  # pasted into the user's turn
         messages = [{"role": "user", "content": "Summarise this:\n\n" + INJECTED_DOCUMENT}]
     with pytest.raises(openai.BadRequestError) as err:

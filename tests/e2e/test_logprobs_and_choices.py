@@ -16,7 +16,10 @@ from tests.conftest import RunningServer
 pytestmark = pytest.mark.model
 
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
-JAPANESE = [{"role": "user", "content": "日本の首都はどこですか？日本語で答えてください。"}]
+# Asked in English: the guard network reads Japanese poorly (its tokenizer is English
+# WordPiece) and blocks most Japanese questions as injections (a known limitation; see
+# models/README.md); this test is about the cut, not the rail.
+JAPANESE = [{"role": "user", "content": "Translate into Japanese: I like green tea."}]
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from appliance.observability.metrics import Metrics
 from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import GuardAction
 from appliance.store.db import Database
+from appliance.web.cors import CORS, CorsPolicy
 from appliance.web.middleware import errors_middleware
 from appliance.web.state import AUDIT, METRICS, SCRUBBER, SETTINGS, TRACE
 from tests.conftest import RunningServer, free_port, make_settings, start_server
@@ -299,6 +300,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
     app[SETTINGS] = make_settings(tmp_path)
     db = Database(tmp_path / "guarded.db")
     app[METRICS], app[AUDIT], app[SCRUBBER] = Metrics(), Audit(db), Scrubber()
+    app[CORS] = CorsPolicy.parse("")
     app.router.add_post("/v1/blocked", blocked)
     app.router.add_post("/v1/redacted", redacted)
     app.router.add_post("/v1/slow", slow)

@@ -167,7 +167,10 @@ def test_requests_route_by_model_and_say_which_model_answered(fleet: Fleet) -> N
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger(ACCESS_LOGGER).addHandler(handler)
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)  # as `appliance serve` sets it up (log_level info)
     try:
         with fleet.client() as c:
             up = c.chat.completions.create(
@@ -177,7 +180,8 @@ def test_requests_route_by_model_and_say_which_model_answered(fleet: Fleet) -> N
                 model="default", messages=[{"role": "user", "content": "Name a colour."}],
                 max_tokens=8)
     finally:
-        logging.getLogger(ACCESS_LOGGER).removeHandler(handler)
+        access.removeHandler(handler)
+        access.setLevel(level)
     assert up.model == UP and local.model == LOCAL
     assert up.usage is not None and 0 < up.usage.completion_tokens <= 8
     assert fleet.predicted() - before == up.usage.completion_tokens  # only `up` went out

@@ -123,11 +123,20 @@ def test_settle_refunds_unused_tokens_once() -> None:
     assert limiter.headers(key)["x-ratelimit-remaining-tokens"] == "850"
 
 
-def test_settle_with_more_than_charged_refunds_nothing() -> None:
-    limiter = RateLimiter(ManualClock())
-    key = Key(tpm=6000, burst_tokens=1000)
-    limiter.admit(key, 100, 100).settle(999)
-    assert limiter.headers(key)["x-ratelimit-remaining-tokens"] == "800"
+def test_settle_with_more_than_charged_charges_the_rest() -> None:
+    """An upstream's own count can exceed the estimate reserved: the key pays what was
+    used, going into debt that the refill pays back before the next request passes."""
+    clock = ManualClock()
+    limiter = RateLimiter(clock)
+    key = Key(tpm=6000, burst_tokens=1000)  # 100 tokens a second
+    assert limiter.admit(key, 100, 100).settle(999) == 0
+    assert limiter.headers(key)["x-ratelimit-remaining-tokens"] == "1"
+    reservation = limiter.admit(key, 1, 0)
+    assert reservation.settle(101) == 0  # 100 owed: the bucket is 100 tokens below zero
+    with pytest.raises(RateLimited):
+        limiter.admit(key, 10, 0)
+    clock.advance(1.1)  # 110 refilled: 10 in the bucket
+    limiter.admit(key, 10, 0).settle(10)
 
 
 def test_changed_limits_take_effect() -> None:

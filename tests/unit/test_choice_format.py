@@ -11,6 +11,7 @@ from appliance.engine.logprobs import entry, log_normaliser
 from appliance.engine.types import GenerationRequest, TokenLogprob, TopLogprob
 from appliance.pipeline.choices import total_usage
 from appliance.pipeline.job import Chunk, Generation, Job, Usage
+from appliance.routing.catalog import Route
 from appliance.web.choice_format import ChoicesFormatter, TextOffsets, chat_logprobs, choices_body
 from appliance.web.cors import CorsPolicy
 
@@ -26,7 +27,8 @@ def _job(kind: str, n: int, logprobs: int | None, *, stream: bool = False) -> Jo
                                     if stream else None}).options
     options = dataclasses.replace(options, logprobs=logprobs)
     return Job(id="cmpl-1", created=1, kind=kind,  # type: ignore[arg-type]
-               request=GenerationRequest((1, 2), 4), options=options, prompt_chars=2)
+               request=GenerationRequest((1, 2), 4), options=options, route=Route("m", True),
+               prompt_chars=2)
 
 
 def _lp(piece: bytes, logprob: float) -> TokenLogprob:

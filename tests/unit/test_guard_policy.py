@@ -87,6 +87,8 @@ def test_presets_name_the_new_labels() -> None:
     ('name = "x"\nfrobnicate = 1\n', "frobnicate"),
     ('name = "x"\n[classifiers.prompt-injection]\naction = "nuke"\n', "action"),
     ('name = "x"\n[classifiers.content-safety]\nthreshold = 1.5\n', "threshold"),
+    ('name = "x"\n[classifiers.prompt-injection]\nshort_threshold = 2\n', "short_threshold"),
+    ('name = "x"\n[classifiers.prompt-injection]\nshort_words = -1\n', "short_words"),
     ('name = "x"\n[classifiers.content-safety.categories]\nviolence = "allow"\n', "S-code"),
     ('name = "x"\n[classifiers.nanoguard]\nenabled = true\n', "nanoguard"),
     ('name = "x"\n[embedding]\non_timeout = "allow"\n', "fail closed"),
@@ -158,3 +160,26 @@ def test_output_rules_apply_the_rules_tier_but_not_the_injection_rules() -> None
     assert pii.violated and pii.replacement is None
     assert pii.redacted == "Write to [EMAIL] for details."
     assert not rules.check_text("You should take 800 mg of ibuprofen.").violated  # no rule
+
+
+def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> None:
+    import numpy as np
+
+    from appliance.guards.decide import Thresholds, injection_verdict
+    from appliance.guards.guardnet import GuardScores
+
+    policy = load_policy("default")
+    assert policy.injection.short_words == 16 and policy.injection.short_threshold == 0.99
+    thresholds = Thresholds({"injection": 0.64}, ())
+
+    def verdict(score: float, words: int) -> str:
+        scores = GuardScores(("injection",), np.array([score]), 1)
+        return injection_verdict(scores, policy, thresholds, words).label
+
+    assert verdict(0.97, 5) == "benign"  # "Count: one, two, three," scores 0.97
+    assert verdict(0.997, 5) == "injection"
+    assert verdict(0.97, 16) == "injection"  # 16 words: the calibrated threshold
+    assert verdict(0.6, 40) == "benign"
+    plain = parse_policy(b'name = "x"\n')  # not set: every text at the calibrated threshold
+    assert injection_verdict(GuardScores(("injection",), np.array([0.97]), 1), plain,
+                             thresholds, 5).label == "injection"

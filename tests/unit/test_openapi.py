@@ -18,6 +18,7 @@ from appliance.api.embeddings import parse_embeddings
 from appliance.api.guard import parse_guard
 from appliance.api.memory import parse_memory_write, parse_pinned, parse_user
 from appliance.api.requests import parse_chat, parse_completion
+from appliance.api.responses import parse_responses
 from appliance.errors import InvalidRequest
 from appliance.guards.policy import presets
 from appliance.web import openapi
@@ -50,6 +51,7 @@ def _pin(body: Any) -> None:
 PARSERS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("POST", "/v1/chat/completions"): parse_chat,
     ("POST", "/v1/completions"): parse_completion,
+    ("POST", "/v1/responses"): parse_responses,
     ("POST", "/v1/embeddings"): parse_embeddings,
     ("POST", "/v1/guard"): lambda body: parse_guard(body, presets()),
     ("POST", "/v1/memory"): parse_memory_write,
