@@ -105,7 +105,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("guard_policy", str, "default", "Guard policy for keys that name none: a preset "
             "(default, clinic) or the path of a policy TOML file."),
     Setting("guard_holdback_tokens", int, 32, "Output rail: longest run of tokens held back "
-            "before a window is checked and released when no sentence ends.", minimum=1),
+            "with no sentence end (whole-sentence windows, or a sentence held back by a "
+            "flag) before it is checked as one window; the policy's [output] window_tokens "
+            "sets the small windows.", minimum=1),
     Setting("guard_threads", int, 1, "CPU threads of the guard network and the sentence "
             "encoder (ONNX Runtime).", minimum=1),
     Setting("cpu_turns", bool, True, "The engine and the guard models (guard network; "

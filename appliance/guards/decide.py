@@ -27,6 +27,11 @@ INJECTION = "prompt-injection"
 SAFETY = "content-safety"
 DIRECTIVE = "directive"
 NETWORK = "guardnet"
+# The output rail holds a small window inside a sentence back (to judge the sentence whole)
+# at this share of a label's threshold: the beginning of a sentence scores lower than the
+# sentence ("Increase your insulin dose to 30 units" 0.26, the sentence with "tonight" 0.73,
+# on a threshold of 0.5). A hold costs latency on that sentence only, never a false block.
+HOLD_SCALE = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,18 +98,21 @@ def input_verdicts(scores: GuardScores, policy: Policy, thresholds: Thresholds, 
 
 
 def output_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
-                   ms: float) -> GuardVerdict:
+                   ms: float, scale: float = 1.0) -> GuardVerdict:
     """The first output label that fires (categories, then directive), else an allow. The
     output categories always stop the answer, whatever the input rail does with them (a
-    policy may let users discuss hateful text, flagged, and still never generate it)."""
+    policy may let users discuss hateful text, flagged, and still never generate it).
+    ``scale`` multiplies every threshold (the output rail's lower bar for holding a window
+    back, ``HOLD_SCALE``)."""
     if policy.safety.enabled:
         for category in policy.output.categories:
-            if category in scores.labels and scores[category] >= thresholds.values[category]:
+            if category in scores.labels and \
+                    scores[category] >= scale * thresholds.values[category]:
                 return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "unsafe", scores[category],
                                     "block", ms, category)
     if policy.directive.enabled:
         score = scores["directive"]
-        if score >= thresholds.of("directive", policy.directive):
+        if score >= scale * thresholds.of("directive", policy.directive):
             return GuardVerdict(DIRECTIVE, TIER_CLASSIFIERS, "directive", score,
                                 policy.directive.action, ms, "directive")
     top = max((scores[c] for c in policy.output.categories if c in scores.labels), default=0.0)

@@ -40,6 +40,11 @@ by name (``load_policy("clinic")``), any other file by path::
     classify = true                      # the guard network on each output window
     categories = ["S10", "S12"]          # the content-safety categories it stops there
     directive_message = "..."            # replaces an answer the directive label stops
+    window_tokens = 4                    # streamed text goes out in checked windows of about
+                                         # this many tokens (0: whole sentences; at most 64);
+                                         # the network's flag inside a sentence holds it back
+                                         # to be judged whole, the sentence's end decides:
+                                         # see guards/output.py
     [[output.rules]]
     name = "dose-instruction"
     pattern = "you should take \\d+ ?mg"  # case-insensitive, on normalised text

@@ -13,7 +13,8 @@ from appliance.errors import ConfigError
 
 CATEGORY = re.compile(r"S[0-9]{1,2}")
 _OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify", "categories",
-                          "directive_message"})
+                          "directive_message", "window_tokens"})
+MAX_WINDOW_TOKENS = 64
 _OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
 
@@ -34,6 +35,9 @@ class OutputPolicy:
     classify: bool = True  # the guard network on each output window
     categories: tuple[str, ...] = ("S10", "S12")  # content-safety categories stopped there
     directive_message: str | None = None  # None: the policy's refusal
+    # Streamed text is released in windows of about this many tokens, each checked first
+    # (0: whole sentences). Measured default: see docs/BENCHMARKS.md.
+    window_tokens: int = 4
 
 
 def table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
@@ -82,8 +86,13 @@ def parse_output(raw: object) -> OutputPolicy:
         raise ConfigError(f"output.categories must be an array of S-codes like \"S10\", got "
                           f"{categories!r}")
     message = section.get("directive_message")
+    window = section.get("window_tokens", default.window_tokens)
+    if isinstance(window, bool) or not isinstance(window, int) \
+            or not 0 <= window <= MAX_WINDOW_TOKENS:
+        raise ConfigError(f"output.window_tokens must be an integer from 0 (whole sentences) "
+                          f"to {MAX_WINDOW_TOKENS}, got {window!r}")
     return OutputPolicy(tuple(rules),
                         text(section, "blocked_message", "output", default.blocked_message),
                         classify, tuple(categories),
                         None if message is None else text(section, "directive_message",
-                                                           "output", ""))
+                                                           "output", ""), window)

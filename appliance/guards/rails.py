@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.encoder.sentence import Encoder
-from appliance.guards.decide import DIRECTIVE, SAFETY, Thresholds, output_verdict
+from appliance.guards.decide import (
+    DIRECTIVE,
+    HOLD_SCALE,
+    SAFETY,
+    Thresholds,
+    output_verdict,
+)
 from appliance.guards.guardnet import GuardNetwork, GuardScores
 from appliance.guards.loader import load_guard_network
 from appliance.guards.output import OutputRail
@@ -208,23 +214,26 @@ class Guards:
         classify = None
         policy = rails.policy
         if policy.output.classify and (policy.safety.enabled or policy.directive.enabled):
-            async def classify_async(text: str) -> str | None:
-                verdict = await self.classify_output(text, rails)
+            async def classify_async(text: str, tentative: bool) -> str | None:
+                verdict = await self.classify_output(
+                    text, rails, scale=HOLD_SCALE if tentative else 1.0)
                 return (verdict.category or verdict.label) if verdict.action == "block" \
                     else None
             classify = classify_async
         return OutputRail(rails.output, classify=classify)
 
-    async def classify_output(self, text: str, rails: PolicyRails) -> GuardVerdict:
+    async def classify_output(self, text: str, rails: PolicyRails,
+                              scale: float = 1.0) -> GuardVerdict:
         """The guard network on one output window (with its context), within the policy's
-        content-safety budget."""
+        content-safety budget (``scale``: of every threshold, see ``output_verdict``)."""
         budget = rails.policy.safety.budget
         outcome = await run_in(self._executor, lambda: self.network.score(text),
                                budget.budget_ms)
         if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
             label = "error" if outcome.label == "ok" else outcome.label
             return failure(SAFETY, label, budget, outcome.ms)
-        return output_verdict(outcome.value, rails.policy, self._thresholds, outcome.ms)
+        return output_verdict(outcome.value, rails.policy, self._thresholds, outcome.ms,
+                              scale)
 
     # --- one text, as /v1/guard sees it ------------------------------------------------------
     async def check_text(self, text: str, role: str, rails: PolicyRails) -> TextReport:

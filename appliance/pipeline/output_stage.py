@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from appliance.engine.chat import ToolCall
@@ -36,7 +36,7 @@ from appliance.pipeline.job import Chunk, Generation, Usage
 def record_output(trace: RequestTrace, label: str, action: str, ms: float) -> None:
     check = GuardAction("output-rail", "output", label, action, ms)
     trace.guard_checks.append(check)
-    if action != "allow":
+    if action not in ("allow", "hold"):  # a hold decides nothing yet: not audited
         trace.guard_actions.append(check)
 
 
@@ -47,7 +47,8 @@ class OutputGuard:
     def __init__(self, guards: Guards, rails: PolicyRails, prompt_tokens: int, *,
                  holdback_tokens: int, trace: RequestTrace) -> None:
         self._rail: OutputRail = guards.output_rail(rails)
-        self._buffer = OutputBuffer(holdback_tokens, ends_in_phrase=self._rail.ends_in_phrase)
+        self._buffer = OutputBuffer(holdback_tokens, ends_in_phrase=self._rail.ends_in_phrase,
+                                    window_tokens=rails.policy.output.window_tokens)
         self._trace = trace
         self._prompt_tokens = prompt_tokens
         self._n_tokens = 0
@@ -77,10 +78,8 @@ class OutputGuard:
             self._n_tokens = final.usage.completion_tokens
         for item in final.logprobs:
             self._trail.add(item)
-        windows = self._buffer.push(final.text, 1)
-        rest = self._buffer.flush()
         released: list[str] = []
-        for window in [*windows, *([rest] if rest is not None else [])]:
+        for window in self._last_windows(final.text):
             chunk = await self._check(window)
             if chunk is not None and chunk.finish_reason is not None:
                 if released:  # apart, so the replacement is the answer's last delta alone
@@ -94,13 +93,24 @@ class OutputGuard:
         self._ready.extend(self._trail.rest())
         yield self._with_logprobs(Chunk("".join(released), final.finish_reason, final.usage))
 
+    def _last_windows(self, text: str) -> Iterator[Window]:
+        """The windows of the final text, then the rest; lazily, so a window held back by
+        its check goes out with the rest."""
+        yield from self._buffer.push(text, 1)
+        rest = self._buffer.flush()
+        if rest is not None:
+            yield rest
+
     async def _check(self, window: Window) -> Chunk | None:
         start = time.perf_counter()
         verdict = await self._rail.check(window)
         ms = (time.perf_counter() - start) * 1000.0
         self._trace.guard_s += ms / 1000.0
-        self._trace.holdback_s.append(window.held_s + ms / 1000.0)
         record_output(self._trace, verdict.rule or "clean", verdict.action, ms)
+        if verdict.action == "hold":  # checked again with the rest of its sentence
+            self._buffer.hold(window)
+            return None
+        self._trace.holdback_s.append(window.held_s + ms / 1000.0)
         if verdict.replacement is not None:
             self._trace.released(verdict.replacement, self._n_tokens)
             return Chunk(verdict.replacement, "content_filter",
