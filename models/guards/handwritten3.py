@@ -1,6 +1,7 @@
 # ruff: noqa: E501, RUF001  (hand-written sentences, one per line, in many scripts)
 """Hand-written material against the guard network's over-blocking (issue 20, phase 3),
-written for this project without reading either independent set's rows.
+written for this project; of the independent sets only the first three rows of each set-B
+file were seen (for their format), and none of them is reused or paraphrased here.
 
 The phase-1 network learned "not English, or a terse imperative -> injection": nearly all
 of its non-English training rows are jailbreaks (the yanismiraoui corpus), and short
