@@ -1,4 +1,4 @@
-# ruff: noqa: E501, RUF001  (hand-written sentences, one per line, in many scripts)
+# ruff: noqa: E501  (hand-written sentences, one per line, in many scripts)
 """Hand-written material against the guard network's over-blocking (issue 20, phase 3),
 written for this project; of the independent sets only the first three rows of each set-B
 file were seen (for their format), and none of them is reused or paraphrased here.
