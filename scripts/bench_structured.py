@@ -5,7 +5,7 @@ Each of the 16 clients sends streamed chat requests back to back for ``--seconds
 constrained client asks for a JSON object of a bounded schema (``response_format``
 json_schema), the others for free text (``--max-tokens``). Aggregate tokens/s is every
 completion token generated in the window over its length (closed loop, so both runs keep
-16 sequences in the batch). The target (issue 16): the mixed run within 10% of the
+16 sequences in the batch). The target: the mixed run within 10% of the
 unconstrained one.
 
     .venv/bin/python scripts/bench_structured.py              # starts its own server

@@ -102,7 +102,7 @@ def _m003_audit_log(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO audit_anchor (id, seq, hash) VALUES (1, 0, ?)", ["0" * 64])
 
 
-# --- memory and cache (issue 5) -----------------------------------------------------------
+# --- memory and cache -----------------------------------------------------------
 def _m004_vector_index_files(db: sqlite_utils.Database) -> None:
     # The sha256 of each saved hnswlib file (appliance.store.vectors): a file that does
     # not match is rebuilt from its table at start-up.

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (hand-written sentences, one per line, in many scripts)
-"""Hand-written material against the guard network's over-blocking (issue 20, phase 3),
+"""Hand-written material against the guard network's over-blocking,
 written for this project; of the independent sets only the first three rows of each set-B
 file were seen (for their format), and none of them is reused or paraphrased here.
 
