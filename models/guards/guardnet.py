@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from appliance.guards._tokenize import views  # the runtime's de-obfuscation, shared
 
 SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n+|$)")
