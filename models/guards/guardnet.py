@@ -6,7 +6,8 @@ port in ``appliance/guards/`` must reproduce it (the training script uses the sa
 One text is scored like this:
 
 1. **Views.** The text itself, and for an obfuscated text its de-obfuscated views
-   (``appliance.guards._tokenize.views``: base64/hex/... decoded, rot13, reversal, leetspeak undone) plus, when a
+   (the runtime's ``views()``: base64/hex/... decoded, rot13, reversal, leetspeak undone)
+   plus, when a
    word mixes Latin with Cyrillic/Greek look-alikes, the text with those folded to Latin.
 2. **Windows.** Each view is tokenised with MiniLM's WordPiece tokenizer (no special tokens,
    no truncation) and cut into windows of at most ``window_tokens`` (128) tokens, [CLS] and
