@@ -238,8 +238,11 @@ def test_tool_result_round_trip_gives_a_final_answer(client: openai.OpenAI) -> N
         model="default", messages=[*history, {**result, "content": "Storm warning: 40 cm "
                                               "of snow expected, all roads closed."}],
         tools=TOOLS, tool_choice="none", temperature=0, max_tokens=60)
-    assert final.usage is not None and other.usage is not None and first.usage is not None
-    assert final.usage.prompt_tokens > first.usage.prompt_tokens  # the call and its result
+    alone = client.chat.completions.create(model="default", messages=ASK, tools=TOOLS,
+                                           tool_choice="none", temperature=0, max_tokens=1)
+    assert final.usage is not None and other.usage is not None and alone.usage is not None
+    # (with tool_choice "none" the functions are not shown: compare with the question alone)
+    assert final.usage.prompt_tokens > alone.usage.prompt_tokens  # the call and its result
     assert final.usage.prompt_tokens != other.usage.prompt_tokens  # the result is in the prompt
 
 
