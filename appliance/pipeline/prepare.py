@@ -78,7 +78,9 @@ class Preparer:
         if route.embedded:
             job = await self._embedded_chat(req, route, injected.messages, rails, rules)
         else:
-            _refuse_upstream(req.options, route, structured=req.options.structured)
+            _refuse_upstream(req.options, route, structured="tools" if req.tools is not None
+                             else "response_format" if req.response_format is not None
+                             else None)
             job = self._upstream_job("chat", route, TextPrompt(injected.messages),
                                      estimate_chat(injected.messages), req.options,
                                      rails=rails, rules=rules)
@@ -121,7 +123,7 @@ class Preparer:
             route = await self._auto(req.options, estimate_text(echo), echo, rails)
         echo_text = echo if req.echo else ""
         if not route.embedded:
-            _refuse_upstream(req.options, route, structured=False)
+            _refuse_upstream(req.options, route, structured=None)
             return self._with_cache(self._upstream_job(
                 "text", route, TextPrompt(text=echo), estimate_text(echo), req.options,
                 echo_text=echo_text, default_max=16, rails=rails, rules=rules), ctx, ())
@@ -244,12 +246,14 @@ def _id(kind: Kind) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def _refuse_upstream(options: GenerationOptions, route: Route, *, structured: bool) -> None:
+def _refuse_upstream(options: GenerationOptions, route: Route, *,
+                     structured: str | None) -> None:
     """What only the embedded engine does yet: the upstream path relays text, so several
-    choices, log-probabilities, tools and enforced formats are a clear 400 there."""
-    asked = [name for name, on in (("n", options.n > 1), ("logprobs", options.logprobs
-                                                          is not None),
-                                   ("tools", structured)) if on]
+    choices, log-probabilities, tools and enforced formats (``structured``: the field that
+    asks for one) are a clear 400 there."""
+    asked = [name for name, on in (("n", options.n > 1),
+                                   ("logprobs", options.logprobs is not None),
+                                   (structured or "", structured is not None)) if on]
     if asked:
         raise InvalidRequest(
             f"'{asked[0]}' is not supported for the model {route.model!r}, which an upstream "

@@ -119,7 +119,7 @@ def test_a_routing_topic_routes_and_never_answers(routing_guards: GuardsState,
     ({"n": 2}, "n"),
     ({"logprobs": True}, "logprobs"),
     ({"tools": [{"type": "function", "function": {"name": "lookup"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
 ])
 async def test_what_only_the_embedded_engine_does_is_refused_for_an_upstream_model(
         prepare: Preparer, fields: dict[str, Any], param: str) -> None:
