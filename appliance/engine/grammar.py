@@ -27,6 +27,8 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from appliance.engine.native import HOT as _hot
+from appliance.engine.native import TOKEN_DATA as _TOKEN_DATA
 from appliance.engine.native import LlamaContext, LlamaModel, SamplerChain
 
 log = logging.getLogger("appliance.engine")
@@ -39,24 +41,6 @@ class GrammarRejected(Exception):
     """llama.cpp could not parse a grammar (a bug in whoever wrote it)."""
 
 
-class _Hot:
-    """The cheap calls, through a GIL-keeping handle (see ``native._HotCalls``)."""
-
-    def __init__(self) -> None:
-        lib = ctypes.PyDLL(llama_cpp.llama_cpp._lib._name)
-        self.logits = lib.llama_get_logits_ith
-        self.logits.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        self.logits.restype = ctypes.POINTER(ctypes.c_float)
-        self.apply = lib.llama_sampler_apply
-        self.apply.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.apply.restype = None
-        self.accept = lib.llama_sampler_accept
-        self.accept.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        self.accept.restype = None
-
-
-_hot = _Hot()
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 class Candidates:
@@ -113,7 +97,7 @@ class ConstrainedSampler:
 
     def sample(self, ctx: LlamaContext, index: int) -> int:
         cand, chain, grammar = self._cand, self._chain.ptr, self._grammar
-        logits = np.ctypeslib.as_array(_hot.logits(ctx.ptr, index), shape=(cand.n_vocab,))
+        logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, index), shape=(cand.n_vocab,))
         cand.fill(logits)
         _hot.apply(chain, cand.ref)
         token = cand.selected()

@@ -26,40 +26,13 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from appliance.engine.native import HOT as _hot
+from appliance.engine.native import TOKEN_DATA as _TOKEN_DATA
 from appliance.engine.native import LlamaContext, LlamaModel, SamplerChain
 from appliance.engine.types import TokenLogprob, TopLogprob
 
 MAX_TOP = 20  # alternatives per token, as OpenAI allows
 _FLOOR = -9999.0  # a probability of (nearly) zero, as OpenAI writes it (never -inf in JSON)
-
-# llama_token_data: {int32 id; float logit; float p}
-_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-
-
-class _Calls:
-    """The few C calls made per token, through a ``PyDLL`` handle: they keep the GIL (see
-    ``native._HotCalls`` for why that matters in the engine thread)."""
-
-    def __init__(self) -> None:
-        lib = ctypes.PyDLL(llama_cpp.llama_cpp._lib._name)
-        self.logits_ith = lib.llama_get_logits_ith
-        self.logits_ith.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        self.logits_ith.restype = ctypes.POINTER(ctypes.c_float)
-        self.chain_get = lib.llama_sampler_chain_get
-        self.chain_get.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        self.chain_get.restype = ctypes.c_void_p
-        self.chain_n = lib.llama_sampler_chain_n
-        self.chain_n.argtypes = [ctypes.c_void_p]
-        self.chain_n.restype = ctypes.c_int
-        self.apply = lib.llama_sampler_apply
-        self.apply.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.apply.restype = None
-        self.accept = lib.llama_sampler_accept
-        self.accept.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        self.accept.restype = None
-
-
-_calls = _Calls()
 
 
 def log_normaliser(logits: npt.NDArray[np.float32]) -> float:
@@ -104,19 +77,19 @@ class LogprobSampler:
         n_vocab = self._model.n_vocab
         data = self._data
         data["id"] = self._ids
-        data["logit"] = np.ctypeslib.as_array(_calls.logits_ith(ctx.ptr, row), shape=(n_vocab,))
+        data["logit"] = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row), shape=(n_vocab,))
         data["p"] = 0.0
         array: Any = self._array
         array.data = data.ctypes.data_as(llama_cpp.llama_token_data_p)
         array.size, array.selected, array.sorted = n_vocab, -1, False
-        n_all = int(_calls.chain_n(chain.ptr))
+        n_all = int(_hot.chain_n(chain.ptr))
         for i in range(chain.n_pre):
-            _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
+            _hot.apply(_hot.chain_get(chain.ptr, i), self._ref)
         size = int(array.size)
         ids = data["id"][:size].copy()
         logits = data["logit"][:size].copy()
         for i in range(chain.n_pre, n_all):
-            _calls.apply(_calls.chain_get(chain.ptr, i), self._ref)
+            _hot.apply(_hot.chain_get(chain.ptr, i), self._ref)
         token = int(array.data[array.selected].id)
-        _calls.accept(chain.ptr, token)
+        _hot.accept(chain.ptr, token)
         return token, entry(self._model, token, ids, logits, top)

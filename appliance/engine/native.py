@@ -42,9 +42,28 @@ class _HotCalls:
         self.token_to_piece.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p,
                                         ctypes.c_int32, ctypes.c_int32, ctypes.c_bool]
         self.token_to_piece.restype = ctypes.c_int32
+        # Per constrained or log-probability sample (grammar.py, logprobs.py).
+        self.logits_ith = lib.llama_get_logits_ith
+        self.logits_ith.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.logits_ith.restype = ctypes.POINTER(ctypes.c_float)
+        self.apply = lib.llama_sampler_apply
+        self.apply.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.apply.restype = None
+        self.accept = lib.llama_sampler_accept
+        self.accept.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.accept.restype = None
+        self.chain_get = lib.llama_sampler_chain_get
+        self.chain_get.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        self.chain_get.restype = ctypes.c_void_p
+        self.chain_n = lib.llama_sampler_chain_n
+        self.chain_n.argtypes = [ctypes.c_void_p]
+        self.chain_n.restype = ctypes.c_int
 
 
-_hot = _HotCalls()
+# llama_token_data {int32 id; float logit; float p}, for arrays numpy fills in place.
+TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+HOT = _HotCalls()  # the process's one GIL-keeping handle; engine thread callers only
+_hot = HOT
 
 
 def _backend_init() -> None:
