@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -45,6 +47,7 @@ from appliance.guards.output import (  # noqa: E402
     OutputRail,
     Window,
 )
+from appliance.guards.policy import POLICIES_DIR  # noqa: E402
 from appliance.guards.rails import Guards, PolicyRails  # noqa: E402
 
 DATA = REPO / "models" / "guards" / "data"
@@ -74,10 +77,11 @@ class Tally:
     leaked: list[float] = field(default_factory=list)  # caught rows: share released first
 
 
-def rows() -> list[Row]:
+def rows(sets: list[str], policies: dict[str, str]) -> list[Row]:
     out = []
-    for folder in ("independent", "independent_b"):
-        for name, policy in (("output_rail.jsonl", "clinic"), ("hateful.jsonl", "default")):
+    for folder in sets:
+        for name, preset in (("output_rail.jsonl", "clinic"), ("hateful.jsonl", "default")):
+            policy = policies[preset]
             for line in (DATA / folder / name).read_text().splitlines():
                 row = json.loads(line)
                 out.append(Row(row["text"], bool(row["label"]), policy, row["category"]))
@@ -145,9 +149,29 @@ def _windows(buffer: OutputBuffer, piece: str | None) -> Iterator[Window]:
         yield rest
 
 
+def presets(min_score: float | None, folder: Path) -> dict[str, str]:
+    """The two presets, or copies of them whose ``[output] min_score`` is ``min_score``."""
+    if min_score is None:
+        return {"clinic": "clinic", "default": "default"}
+    out = {}
+    for name in ("clinic", "default"):
+        text = (POLICIES_DIR / f"{name}.toml").read_text()
+        text = re.sub(r"(?m)^min_score = .*$\n?", "", text)
+        path = folder / f"{name}.toml"
+        path.write_text(text.replace("[output]\n", f"[output]\nmin_score = {min_score}\n", 1))
+        out[name] = str(path)
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     guards = Guards.load(threads=1)
-    data = rows()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = rows(args.sets, presets(args.min_score, Path(tmp)))
+        return await _run(args, guards, data)
+
+
+async def _run(args: argparse.Namespace, guards: Guards, data: list[Row]
+               ) -> dict[str, dict[str, float]]:
     ways = [(f"w{w}", w, "full") for w in args.windows]
     ways += [(f"w{w}-{m}", w, m) for w in args.variants for m in ("capped", "cheap")]
     out = {}
@@ -186,6 +210,10 @@ def main() -> int:
                         help="characters of context for a window inside a sentence")
     parser.add_argument("--hold-scale", type=float, default=HOLD_SCALE,
                         help="share of a threshold that holds a small window back")
+    parser.add_argument("--sets", nargs="+", default=["independent", "independent_b"],
+                        help="the independent sets to read (folders of models/guards/data)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="the presets' [output] min_score, replaced (default: shipped)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = asyncio.run(run(args))

@@ -7,7 +7,8 @@ llama-cpp-python's own server, on this machine, with the same model file.
 Runs, interleaved and repeated (A B C, A B C, ...), with the same threads, the same
 context per sequence and the same number of parallel sequences:
 
-  A  the appliance as shipped (`python -m appliance serve`, its defaults otherwise)
+  A  the appliance as shipped (`python -m appliance serve`, its defaults otherwise: guards on)
+  G  the appliance with its guards off (`--guards false`): what the rails cost
   B  `llama-server` built from the llama.cpp source our llama-cpp-python version vendors
   C  `python -m llama_cpp.server` (one sequence; `interrupt_requests` off), in its own venv
   A' the appliance with prefix reuse off (`--prefix-reuse-min 0`), shared-system workload
@@ -65,8 +66,9 @@ from appliance.engine.models import ModelStore  # noqa: E402
 from appliance.tools import bench  # noqa: E402
 
 BEGIN, END = "<!-- make-bench:begin -->", "<!-- make-bench:end -->"
-NAMES = {"A": "appliance", "A0": "appliance, prefix reuse off", "B": "llama-server",
-         "C": "llama-cpp-python server", "U": "appliance → llama-server (guards off)"}
+NAMES = {"A": "appliance", "G": "appliance, guards off", "A0": "appliance, prefix reuse off",
+         "B": "llama-server", "C": "llama-cpp-python server",
+         "U": "appliance → llama-server (guards off)"}
 METRICS = ("tokens_per_s", "ttft_p50", "ttft_p95", "itl_p50", "itl_p95", "e2e_p50")
 # Criteria given to the client: the issue's defaults. The targets are judged separately.
 CRITERIA = {"ttft_p95": 2.0, "itl_p95": 0.1, "error_rate": 0.01}
@@ -179,12 +181,13 @@ def server_argv(target: str, s: Setup, port: int, data_dir: Path,
         return [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(data_dir), "--config", str(cfg),
                 "--guards", "false", "--queue-depth", "256"], "/ready"
-    if target in ("A", "A0"):
+    if target in ("A", "G", "A0"):
         argv = [sys.executable, "-m", "appliance", "serve", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(data_dir),
                 "--models-dir", str(s.models_dir), "--threads", str(s.threads),
                 "--parallel", str(s.parallel), "--ctx-size", str(s.ctx)]
-        return argv + (["--prefix-reuse-min", "0"] if target == "A0" else []), "/ready"
+        extra = {"A0": ["--prefix-reuse-min", "0"], "G": ["--guards", "false"]}
+        return argv + extra.get(target, []), "/ready"
     if target == "B":
         assert s.bins is not None
         return [str(s.bins / "llama-server"), "-m", str(s.model), "--host", "127.0.0.1",
@@ -224,9 +227,9 @@ class Run:
 
 
 def drive(base: str, levels: list[int], requests: int | None, max_tokens: int,
-          prompt_set: str) -> list[dict[str, Any]]:
+          prompt_set: str, temperature: float) -> list[dict[str, Any]]:
     reports = asyncio.run(bench.run(base + "/v1", "default", levels, requests, max_tokens,
-                                    prompt_set, None, CRITERIA))
+                                    prompt_set, None, CRITERIA, temperature=temperature))
     return [dataclasses.asdict(r) for r in reports]
 
 
@@ -283,7 +286,8 @@ def _ratio(a: float, b: float) -> str:
 
 
 def _table(rows: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
-    out = ["| clients | server | tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 | e2e p50 | "
+    out = ["| clients | server | tok/s | TTFT p50 | TTFT p95 | chunk gap p50 | chunk gap p95 "
+           "| e2e p50 | "
            "ok / requests | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
     levels = sorted({c for per in rows.values() for c in per})
     for c in levels:
@@ -348,6 +352,42 @@ def _targets(short: dict[str, dict[int, dict[str, Any]]],
     return rows
 
 
+def _stream_targets(short: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """The streaming targets: guards on (A) and off (G) against llama-server (B), on the
+    gaps between content chunks as the client received them."""
+    a, g, b = short.get("A", {}), short.get("G", {}), short.get("B", {})
+    rows = ["| target | measured | met |", "|---|---|---|"]
+
+    def ratio(name: str, x: dict[int, dict[str, Any]], n: int, key: str, bound: float,
+              higher: bool) -> None:
+        if n not in x or n not in b or not b[n][key]:
+            rows.append(f"| {name} | – | not measured |")
+            return
+        r = x[n][key] / b[n][key]
+        met = r >= bound if higher else r <= bound
+        rows.append(f"| {name} | {r:.2f} × | {'yes' if met else '**no**'} |")
+
+    ratio("guards on, 16 clients: tok/s ≥ 1.0 × llama-server", a, 16, "tokens_per_s", 1.0, True)
+    ratio("guards on, 16 clients: TTFT p95 ≤ 1.0 × llama-server", a, 16, "ttft_p95", 1.0,
+          False)
+    ratio("guards on, 16 clients: chunk gap p95 ≤ 4 × llama-server", a, 16, "itl_p95", 4.0,
+          False)
+    if 1 in a and 1 in b:
+        d = (a[1]["ttft_p50"] - b[1]["ttft_p50"]) * 1e3
+        rows.append(f"| guards on, 1 client: TTFT p50 ≤ llama-server + 15 ms | {d:+.0f} ms | "
+                    f"{'yes' if d <= 15 else '**no**'} |")
+        gap = a[1]["itl_p95"] * 1e3
+        rows.append(f"| guards on, 1 client: chunk gap p95 ≤ 60 ms | {gap:.0f} ms | "
+                    f"{'yes' if gap <= 60 else '**no**'} |")
+    ratio("guards off, 16 clients: TTFT p95 ≤ 1.0 × llama-server", g, 16, "ttft_p95", 1.0,
+          False)
+    ratio("guards off, 4 clients: tok/s ≥ 1.05 × llama-server", g, 4, "tokens_per_s", 1.05,
+          True)
+    ratio("guards off, 16 clients: tok/s ≥ 1.05 × llama-server", g, 16, "tokens_per_s", 1.05,
+          True)
+    return rows
+
+
 def _proxy_rows(short: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """What putting the appliance (guards off) in front of llama-server adds, per level;
     targets: TTFT p50 at most 5 ms more, tok/s at least 0.97 x."""
@@ -376,7 +416,7 @@ def _machine() -> str:
 
 def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[dict[int, float]],
            versions: dict[str, str], started: str, machine: str, raw: Path) -> str:
-    short = {t: medians(runs, t, "short") for t in ("A", "B", "C", "U")}
+    short = {t: medians(runs, t, "short") for t in ("A", "G", "B", "C", "U")}
     short = {t: m for t, m in short.items() if m}
     shared = {t: medians(runs, t, "shared-system") for t in ("A", "A0", "B")}
     shared = {t: m for t, m in shared.items() if m}
@@ -395,7 +435,8 @@ def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[d
         "",
         f"- Machine: {machine}.",
         f"- Model: `{s.model.name}` (the same file for every server), {args.max_tokens} "
-        f"output tokens per request (`ignore_eos`), {s.threads} threads, {s.ctx} tokens of "
+        f"output tokens per request (`ignore_eos`), temperature {args.temperature}, "
+        f"{s.threads} threads, {s.ctx} tokens of "
         f"context per sequence, {s.parallel} parallel sequences (llama-server: "
         f"`-c {s.ctx * s.parallel} -np {s.parallel}`; llama-cpp-python's server has one "
         f"sequence of {s.ctx}).",
@@ -405,26 +446,32 @@ def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[d
         f"the repetitions. Client: `appliance bench` in the same process as this script, on "
         f"the same cores. Raw results: `{raw}`.",
         "",
-        "### Streamed generation, prompt set `short`",
+        "### Streamed generation, prompt set `short` (short unique prompts)",
+        "",
+        "Chunk gaps are the times between content chunks as the client received them (with "
+        "the rail on, a chunk is a released window of several tokens); tok/s counts the "
+        "completion tokens each answer's `usage` reports, over the level's wall time.",
         "",
         *_table(short),
         "",
         "Ratios appliance / peer (tok/s: higher is better for the appliance; TTFT: lower):",
         "",
         "| clients | tok/s ÷ llama-server | TTFT p50 ÷ llama-server | TTFT p95 ÷ llama-server "
-        "| tok/s ÷ llama-cpp-python | TTFT p95 ÷ llama-cpp-python | tok/s ÷ ceiling |",
-        "|---|---|---|---|---|---|---|",
+        "| chunk gap p95 ÷ llama-server | guards off: tok/s ÷ llama-server | guards off: TTFT "
+        "p95 ÷ llama-server | tok/s ÷ llama-cpp-python | tok/s ÷ ceiling |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    a, b, c = short.get("A", {}), short.get("B", {}), short.get("C", {})
+    a, g, b, c = (short.get(t, {}) for t in ("A", "G", "B", "C"))
+
+    def r(x: dict[int, dict[str, Any]], y: dict[int, dict[str, Any]], n: int, k: str) -> str:
+        return _ratio(x[n][k], y[n][k]) if n in x and n in y else "–"
+
     for n in sorted(a):
-        nb, nc = b.get(n), c.get(n)
-        lines.append(
-            f"| {n} | {_ratio(a[n]['tokens_per_s'], nb['tokens_per_s']) if nb else '–'} | "
-            f"{_ratio(a[n]['ttft_p50'], nb['ttft_p50']) if nb else '–'} | "
-            f"{_ratio(a[n]['ttft_p95'], nb['ttft_p95']) if nb else '–'} | "
-            f"{_ratio(a[n]['tokens_per_s'], nc['tokens_per_s']) if nc else '–'} | "
-            f"{_ratio(a[n]['ttft_p95'], nc['ttft_p95']) if nc else '–'} | "
-            f"{_ratio(a[n]['tokens_per_s'], ceiling.get(n, 0.0))} |")
+        lines.append(f"| {n} | {r(a, b, n, 'tokens_per_s')} | {r(a, b, n, 'ttft_p50')} | "
+                     f"{r(a, b, n, 'ttft_p95')} | {r(a, b, n, 'itl_p95')} | "
+                     f"{r(g, b, n, 'tokens_per_s')} | {r(g, b, n, 'ttft_p95')} | "
+                     f"{r(a, c, n, 'tokens_per_s')} | "
+                     f"{_ratio(a[n]['tokens_per_s'], ceiling.get(n, 0.0))} |")
     lines += ["", "### Shared system prompt (`--prompt-set shared-system`, ~300-token system "
               "prompt)", "", *_table(shared), ""]
     if ceiling:
@@ -436,7 +483,10 @@ def render(args: argparse.Namespace, s: Setup, runs: list[Run], ceilings: list[d
     if "U" in short:
         lines += ["### The appliance in front of llama-server (`--peers BU`)", "",
                   *_proxy_rows(short), ""]
-    lines += ["### Targets", "", *_targets(short, shared, ceiling), "", END]
+    lines += ["### Targets: streaming with the rail on (chunk gaps as received)", "",
+              *_stream_targets(short), "",
+              "### Targets: throughput and prefix reuse", "", *_targets(short, shared, ceiling),
+              "", END]
     return "\n".join(lines)
 
 
@@ -463,6 +513,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=None,
                    help="requests per level (default: appliance bench's, max(2c, 8))")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="sampling temperature of every request (default 0.7)")
     p.add_argument("--repetitions", type=int, default=None, help="default 3")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--ctx", type=int, default=2048, help="context per sequence")
@@ -492,6 +544,8 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         plan.append(("A", ["short", "shared-system"]))
     if "B" in args.peers:
         plan.append(("B", ["short"] if args.skip_appliance else ["short", "shared-system"]))
+    if not args.skip_appliance:
+        plan.append(("G", ["short"]))
     if not args.skip_appliance:
         plan.append(("A0", ["shared-system"]))
     if "C" in args.peers:
@@ -546,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"levels {levels}")
                     runs.append(Run(rep, target, prompt_set,
                                     drive(base, levels, args.requests, args.max_tokens,
-                                          prompt_set)))
+                                          prompt_set, args.temperature)))
         if not args.skip_appliance:
             ceilings.append(batched_bench(s, args.levels, args.max_tokens))
     raw = CACHE / f"results-{started.replace(' ', 'T').replace(':', '')}.json"

@@ -14,6 +14,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("--requests", type=int, default=None,
                        help="requests per level (default: max(2 x concurrency, 8))")
     bench.add_argument("--max-tokens", type=int, default=64)
+    bench.add_argument("--temperature", type=float, default=0.0,
+                       help="sampling temperature of every request (0: greedy)")
     bench.add_argument("--prompt-set", default="short",
                        help="short, shared-system, or a JSONL file")
     bench.add_argument("--api-key", default=None)

@@ -103,11 +103,13 @@ def output_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
     output categories always stop the answer, whatever the input rail does with them (a
     policy may let users discuss hateful text, flagged, and still never generate it).
     ``scale`` multiplies every threshold (the output rail's lower bar for holding a window
-    back, ``HOLD_SCALE``)."""
+    back, ``HOLD_SCALE``); a category's own threshold is raised to the policy's output
+    ``min_score``."""
     if policy.safety.enabled:
+        floor = policy.output.min_score
         for category in policy.output.categories:
             if category in scores.labels and \
-                    scores[category] >= scale * thresholds.values[category]:
+                    scores[category] >= scale * max(thresholds.values[category], floor):
                 return GuardVerdict(SAFETY, TIER_CLASSIFIERS, "unsafe", scores[category],
                                     "block", ms, category)
     if policy.directive.enabled:

@@ -13,17 +13,18 @@ rule phrase that has begun would be split between a released window and a held o
 - secrets (block) and PII (redact) on the window itself;
 - the guard network (when the policy asks for it: hate and sexual content, and in the clinic
   policy diagnoses and dose instructions addressed to the reader), through an async callable
-  so it runs off the event loop. A small window inside a sentence is read with the part of
-  its sentence released so far and the sentence before (at most ``CLASSIFY_CONTEXT``
-  characters: enough to judge a few words, at a bounded cost per window). A flag there does
-  not end the answer (the beginning of a sentence is not yet its meaning: "Immigrants are"
-  may go on either way); it *holds* the window back, and the rest of its sentence with it,
-  until the sentence can be judged whole. The window that ends a sentence is read with the
-  *whole* sentence (up to ``SENTENCE_CHARS``) and the end of the one before: the
-  sentence-level check, and there a flag ends the answer. It adds recall where a sentence's
-  meaning only shows at its end, but it runs after the sentence's earlier windows were
-  released: it withholds its own window and stops everything after it, it cannot recall
-  what went out.
+  so it runs off the event loop. It reads the window with the part of its sentence already
+  released, and nothing before the sentence: a benign sentence before drowns the one being
+  judged ("Thanks for your question." takes "Girls are too dumb for maths and science, it's
+  just biology." from 0.86 to 0.06 on S10, and "Increase your insulin dose to 30" from 0.55
+  to 0.21 on the directive label when "Insulin needs vary." comes first). Inside a sentence
+  that read is capped at ``CLASSIFY_CONTEXT`` characters, and a flag there does not end the
+  answer (the beginning of a sentence is not yet its meaning: "Immigrants are" may go on
+  either way); it *holds* the window back, and the rest of its sentence with it, until the
+  sentence can be judged whole. The window that ends a sentence is read with the *whole*
+  sentence (up to ``SENTENCE_CHARS``): the sentence-level check, and there a flag ends the
+  answer. It runs after the sentence's earlier windows were released: it withholds its own
+  window and stops everything after it, it cannot recall what went out.
 
 A violation that replaces the answer ends the generation: nothing of the offending window is
 released, and the caller sends the replacement with ``finish_reason="content_filter"``. A
@@ -43,11 +44,11 @@ from appliance.guards.pipeline import OutputRules
 # brackets, followed by whitespace; or at a line break.
 _BOUNDARY = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*\s+|\n")
 _CONTEXT_CHARS = 240
-# The network's context for a window inside a sentence (about 25 of its tokens), and the
-# most of one sentence it reads at the sentence's end (its cost grows with its input).
+# The most of its sentence the network reads with a window inside it (about 25 of its
+# tokens), and at the sentence's end (its cost grows with its input).
 CLASSIFY_CONTEXT = 120
 SENTENCE_CHARS = 600
-_CLASSIFY_TAIL = SENTENCE_CHARS + CLASSIFY_CONTEXT + 8  # the released text those read from
+_CLASSIFY_TAIL = SENTENCE_CHARS + 8  # the released text those read from
 # A forced (mid-sentence) window keeps this much text back: longer than any output rule's
 # phrase, so a phrase is either released whole after its check or not at all.
 KEEP_CHARS = 64
@@ -207,8 +208,8 @@ class OutputRail:
         text = verdict.redacted if verdict.redacted is not None else window.text
         if self._classify is not None and text.strip():
             # Every window is classified before release, with the part of its sentence
-            # already released (and the end of the sentence before); a window that ends a
-            # sentence with all of it, so a sentence released in pieces is judged whole.
+            # already released (capped inside the sentence); a window that ends a sentence
+            # with all of it, so a sentence released in pieces is judged whole.
             seen = _classifier_context(self._released[-_CLASSIFY_TAIL:], self._context_chars,
                                        whole=window.sentence)
             label = await self._classify(seen + text, window.tentative)
@@ -226,20 +227,12 @@ class OutputRail:
 
 
 def _classifier_context(released: str, limit: int, *, whole: bool) -> str:
-    """What the classifier reads before a window: the released part of the current sentence
-    and the end of the sentence before. Inside a sentence, at most ``limit`` characters in
-    all; for the window ending a sentence (``whole``), all of the sentence (at most
-    ``SENTENCE_CHARS``) and up to ``CLASSIFY_CONTEXT`` characters before it. Cuts are made
-    at a word start."""
+    """What the classifier reads before a window: the released part of the current sentence,
+    its last ``limit`` characters inside the sentence, its last ``SENTENCE_CHARS`` for the
+    window ending it (``whole``). Cuts are made at a word start."""
     ends = [m.end() for m in _BOUNDARY.finditer(released)]
     current = ends[-1] if ends else 0  # where the current sentence starts
-    before = ends[-2] if len(ends) >= 2 else 0
-    if not whole:
-        return _tail(released, before, limit)
-    sentence = _tail(released, current, SENTENCE_CHARS)
-    if len(sentence) < len(released) - current:  # a run-on sentence: its end only
-        return sentence
-    return _tail(released[:current], before, CLASSIFY_CONTEXT) + sentence
+    return _tail(released, current, SENTENCE_CHARS if whole else limit)
 
 
 def _tail(text: str, start: int, limit: int) -> str:

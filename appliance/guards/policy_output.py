@@ -13,7 +13,7 @@ from appliance.errors import ConfigError
 
 CATEGORY = re.compile(r"S[0-9]{1,2}")
 _OUTPUT_KEYS = frozenset({"blocked_message", "rules", "classify", "categories",
-                          "directive_message", "window_tokens"})
+                          "directive_message", "window_tokens", "min_score"})
 MAX_WINDOW_TOKENS = 64
 _OUTPUT_RULE_KEYS = frozenset({"name", "pattern", "replacement"})
 
@@ -38,6 +38,11 @@ class OutputPolicy:
     # Streamed text is released in windows of about this many tokens, each checked first
     # (0: whole sentences). Measured default: see docs/BENCHMARKS.md.
     window_tokens: int = 4
+    # A category stops the answer at max(its calibrated threshold, min_score): the network's
+    # category thresholds are set for naming the category of an unsafe input, and read alone
+    # on a few words of an answer they fire on ordinary fragments ("Shelter." scores 0.21 on
+    # S10, whose threshold is 0.11).
+    min_score: float = 0.0
 
 
 def table(value: object, where: str, keys: frozenset[str] | None = None) -> Mapping[str, object]:
@@ -91,8 +96,13 @@ def parse_output(raw: object) -> OutputPolicy:
             or not 0 <= window <= MAX_WINDOW_TOKENS:
         raise ConfigError(f"output.window_tokens must be an integer from 0 (whole sentences) "
                           f"to {MAX_WINDOW_TOKENS}, got {window!r}")
+    min_score = section.get("min_score", default.min_score)
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float) \
+            or not 0.0 <= min_score <= 1.0:
+        raise ConfigError(f"output.min_score must be a number from 0 to 1, got {min_score!r}")
     return OutputPolicy(tuple(rules),
                         text(section, "blocked_message", "output", default.blocked_message),
                         classify, tuple(categories),
                         None if message is None else text(section, "directive_message",
-                                                           "output", ""), window)
+                                                           "output", ""), window,
+                        float(min_score))

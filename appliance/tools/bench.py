@@ -118,10 +118,10 @@ def _numbered(messages: list[dict[str, str]], i: int) -> list[dict[str, str]]:
 
 
 async def _one(session: aiohttp.ClientSession, url: str, model: str,
-               messages: list[dict[str, str]], max_tokens: int, headers: dict[str, str]
-               ) -> RequestResult:
+               messages: list[dict[str, str]], max_tokens: int, headers: dict[str, str],
+               temperature: float) -> RequestResult:
     body = {"model": model, "messages": messages, "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "temperature": temperature, "stream": True, "stream_options": {"include_usage": True},
             "ignore_eos": True}
     t0 = time.perf_counter()
     try:
@@ -170,7 +170,8 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str,
 async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int,
                     prompts: list[list[dict[str, str]]], api_key: str | None,
                     criteria: dict[str, float], progress: bool = True,
-                    numbered: bool = False, allow_cache: bool = False) -> LevelReport:
+                    numbered: bool = False, allow_cache: bool = False,
+                    temperature: float = 0.0) -> LevelReport:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     if not allow_cache:  # a load test measures generation, not a response cache's replay
         headers["Cache-Control"] = "no-cache"
@@ -192,7 +193,8 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
             messages = prompts[i % len(prompts)]
             if numbered:
                 messages = _numbered(messages, i)
-            results.append(await _one(session, url, model, messages, max_tokens, headers))
+            results.append(await _one(session, url, model, messages, max_tokens, headers,
+                                       temperature))
             if progress:
                 done = len(results)
                 bar = "#" * (30 * done // requests)
@@ -246,7 +248,7 @@ def format_table(reports: Sequence[LevelReport]) -> str:
 async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
               max_tokens: int, prompt_set: str, api_key: str | None,
               criteria: dict[str, float], progress: bool = True,
-              allow_cache: bool = False) -> list[LevelReport]:
+              allow_cache: bool = False, temperature: float = 0.0) -> list[LevelReport]:
     prompts = load_prompts(prompt_set)
     numbered = prompt_set in PROMPT_SETS or prompt_set == "shared-system"
     endpoint = url.rstrip("/")
@@ -256,7 +258,8 @@ async def run(url: str, model: str, levels: Sequence[int], requests: int | None,
     for c in levels:
         n = requests if requests is not None else max(2 * c, 8)
         reports.append(await run_level(endpoint, model, c, n, max_tokens, prompts, api_key,
-                                       criteria, progress, numbered, allow_cache))
+                                       criteria, progress, numbered, allow_cache,
+                                       temperature))
     return reports
 
 
@@ -277,7 +280,7 @@ def main(args: Any) -> int:
                 "error_rate": args.max_error_rate}
     reports = asyncio.run(run(args.url, args.model, levels, args.requests, args.max_tokens,
                               args.prompt_set, args.api_key, criteria,
-                              allow_cache=args.allow_cache))
+                              allow_cache=args.allow_cache, temperature=args.temperature))
     print(format_table(reports))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in reports], indent=2))

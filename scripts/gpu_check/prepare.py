@@ -65,8 +65,8 @@ def trimmed_sdist(version: str, downloads: Path, out: Path) -> Path:
     name = f"llama_cpp_python-{version}.tar.gz"
     original = downloads / name
     if not original.is_file():
-        _pip("download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(downloads),
-             f"llama-cpp-python=={version}")
+        _pip("download", "-q", "--no-deps", "--no-binary", "llama-cpp-python", "-d",
+             str(downloads), f"llama-cpp-python=={version}")
     target = out / name
     target.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(original) as src, open(target, "wb") as raw, \
@@ -80,7 +80,10 @@ def trimmed_sdist(version: str, downloads: Path, out: Path) -> Path:
 
 def sdist_of(requirement: str, downloads: Path, out: Path) -> Path:
     before = set(downloads.glob("*.tar.gz"))
-    _pip("download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(downloads),
+    # The sdist of this project only: pip prepares its metadata, and with ":all:" its build
+    # requirements (numpy for hnswlib) would have to build from source too.
+    project = re.split(r"[=<>!~ \[;]", requirement, maxsplit=1)[0]
+    _pip("download", "-q", "--no-deps", "--no-binary", project, "-d", str(downloads),
          requirement)
     wanted = image.name_of(requirement)
     found = [p for p in set(downloads.glob("*.tar.gz")) | before

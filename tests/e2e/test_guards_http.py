@@ -127,6 +127,21 @@ def test_guard_endpoint_output_rail_with_a_preset(server: RunningServer) -> None
     assert body["allowed"] is True  # the default preset has no dosing rule
 
 
+@pytest.mark.parametrize("fragment", [
+    "Shelter.", "None", "That makes more sense.", "There's nowhere to go",
+    "Apparently a USA based",
+])
+def test_ordinary_answer_fragments_pass_the_output_rail(server: RunningServer,
+                                                        fragment: str) -> None:
+    # Sampled beginnings of answers the model gave; each scores 0.2-0.4 on S10 (threshold
+    # 0.11) and was cut before the output's min_score.
+    status, body = _post(server, "/v1/guard", {"input": fragment, "role": "assistant"})
+    assert status == 200 and body["allowed"] is True, body
+    hateful = "Those Pakis are all groomers."
+    status, body = _post(server, "/v1/guard", {"input": hateful, "role": "assistant"})
+    assert body["allowed"] is False and body["verdicts"][-1]["category"] == "S10"
+
+
 @pytest.mark.parametrize("body", [
     {}, {"input": 3}, {"input": []}, {"input": "x", "role": "system"},
     {"input": "x", "policy": "/etc/passwd"}, {"input": "x", "extra": 1},

@@ -284,9 +284,12 @@ def test_injection_in_a_tool_result_is_blocked(client: openai.OpenAI) -> None:
             messages=[*history, {"role": "tool", "tool_call_id": "call_1", "content": injected}])
     body: Any = err.value.body
     assert body["code"] == "content_filter" and body["guard"] == "prompt-injection"
+    # Greedy: what is checked is that a benign tool result passes the input guard; a sampled
+    # five-token continuation is sometimes cut by the output rail, which is not this test's.
     ok = client.chat.completions.create(
-        model="default", tools=TOOLS, tool_choice="none", max_tokens=5, messages=[
-            *history, {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C."}])
+        model="default", tools=TOOLS, tool_choice="none", max_tokens=5, temperature=0,
+        messages=[*history, {"role": "tool", "tool_call_id": "call_1",
+                             "content": "Sunny, 21 C."}])
     assert ok.choices[0].finish_reason in ("stop", "length")
 
 

@@ -212,10 +212,12 @@ def test_auto_routes_by_the_rule_and_counts_why(fleet: Fleet) -> None:
 def test_usage_from_the_upstream_is_charged_to_the_keys_token_bucket(fleet: Fleet) -> None:
     messages = [{"role": "user", "content": "Give me one short tip for a good night's sleep."}]
     with fleet.client("metered") as c:
+        # Greedy: a sampled answer may hold the fleet policy's blocked word, and an answer the
+        # output rail stops never gets the upstream's usage (its stream is cut).
         raw = c.chat.completions.with_raw_response.create(
-            model=UP, messages=messages, max_tokens=16, temperature=0.7)  # type: ignore[arg-type]
+            model=UP, messages=messages, max_tokens=16, temperature=0)  # type: ignore[arg-type]
     answer = raw.parse()
-    assert answer.usage is not None
+    assert answer.usage is not None and answer.choices[0].finish_reason in ("stop", "length")
     remaining = int(raw.headers["x-ratelimit-remaining-tokens"])
     # 5000 in the bucket, the upstream's count taken (a refill of 0.1 token/s on top)
     assert 0 <= remaining - (5000 - answer.usage.total_tokens) <= 2

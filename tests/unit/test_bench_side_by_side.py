@@ -86,3 +86,27 @@ def test_targets_are_judged_on_medians(sbs: Any) -> None:
     assert "| 1 stream: TTFT p50 within 10 ms of llama-server's | -5 ms | yes |" in rows
     assert "64 streams: no errors | 21 / 24 ok" in rows and rows.count("**no**") == 2
     assert "4 clients: 0.33 × | yes |" in rows
+
+
+def test_streaming_targets_compare_guards_on_and_off_with_llama_server(sbs: Any) -> None:
+    def level(c: int, tok: float, ttft50: float, ttft95: float, gap95: float) -> dict[str, Any]:
+        return {**_level(c, tok, ttft50, ttft95), "itl_p95": gap95}
+
+    short = {"A": {1: level(1, 90, 0.050, 0.06, 0.100), 16: level(16, 150, 0.5, 0.9, 0.40)},
+             "G": {4: level(4, 130, 0.1, 0.2, 0.03), 16: level(16, 170, 0.4, 0.6, 0.11)},
+             "B": {1: level(1, 100, 0.030, 0.04, 0.013), 4: level(4, 120, 0.1, 0.2, 0.04),
+                   16: level(16, 160, 0.3, 0.7, 0.11)}}
+    rows = "\n".join(sbs._stream_targets(short))
+    assert "| guards on, 16 clients: tok/s ≥ 1.0 × llama-server | 0.94 × | **no** |" in rows
+    assert "| guards on, 16 clients: TTFT p95 ≤ 1.0 × llama-server | 1.29 × | **no** |" in rows
+    assert "| guards on, 16 clients: chunk gap p95 ≤ 4 × llama-server | 3.64 × | yes |" in rows
+    assert "| guards on, 1 client: TTFT p50 ≤ llama-server + 15 ms | +20 ms | **no** |" in rows
+    assert "| guards on, 1 client: chunk gap p95 ≤ 60 ms | 100 ms | **no** |" in rows
+    assert "| guards off, 16 clients: TTFT p95 ≤ 1.0 × llama-server | 0.86 × | yes |" in rows
+    assert "| guards off, 4 clients: tok/s ≥ 1.05 × llama-server | 1.08 × | yes |" in rows
+    assert "| guards off, 16 clients: tok/s ≥ 1.05 × llama-server | 1.06 × | yes |" in rows
+    assert "not measured" not in rows
+    assert sbs._plan(sbs.parse_args([]))[:3] == [("A", ["short", "shared-system"]),
+                                                 ("B", ["short", "shared-system"]),
+                                                 ("G", ["short"])]
+    assert sbs.parse_args([]).temperature == 0.7

@@ -8,7 +8,7 @@ import pytest
 
 from appliance.errors import ConfigError
 from appliance.guards.pipeline import OutputRules
-from appliance.guards.policy import POLICIES_DIR, load_policy, parse_policy, presets
+from appliance.guards.policy import POLICIES_DIR, Policy, load_policy, parse_policy, presets
 
 REFERRAL = ("I can't give a diagnosis or dosing instructions. Please talk to a clinician or "
             "pharmacist.")
@@ -100,6 +100,9 @@ def test_presets_name_the_new_labels() -> None:
     ('name = "x"\n[output]\nwindow_tokens = 65\n', "window_tokens"),
     ('name = "x"\n[output]\nwindow_tokens = "4"\n', "window_tokens"),
     ('name = "x"\n[output]\nwindow_tokens = true\n', "window_tokens"),
+    ('name = "x"\n[output]\nmin_score = 1.5\n', "min_score"),
+    ('name = "x"\n[output]\nmin_score = "high"\n', "min_score"),
+    ('name = "x"\n[output]\nmin_score = true\n', "min_score"),
     ('name = "x"\n[classifiers.directive]\naction = "maybe"\n', "action"),
     ('name = "x"\n[rules.pii]\nemail = "shred"\n', "pii.email"),
     ('name = "x"\n[[output.rules]]\nname = "r"\npattern = "(["\nreplacement = "no"\n',
@@ -183,3 +186,25 @@ def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> Non
     plain = parse_policy(b'name = "x"\n')  # not set: every text at the calibrated threshold
     assert injection_verdict(GuardScores(("injection",), np.array([0.97]), 1), plain,
                              thresholds, 5).label == "injection"
+
+
+def test_an_output_category_fires_at_the_higher_of_its_threshold_and_min_score() -> None:
+    import numpy as np
+
+    from appliance.guards.decide import Thresholds, output_verdict
+    from appliance.guards.guardnet import GuardScores
+
+    thresholds = Thresholds({"S10": 0.11, "S12": 0.5, "directive": 0.5}, ("S10", "S12"))
+    floor = parse_policy(b'name = "x"\n[output]\nmin_score = 0.5\n')
+    plain = parse_policy(b'name = "x"\n')
+    assert plain.output.min_score == 0.0 and floor.output.min_score == 0.5
+
+    def verdict(policy: Policy, s10: float, scale: float = 1.0) -> str:
+        scores = GuardScores(("S10", "S12", "directive"), np.array([s10, 0.0, 0.0]), 1)
+        return output_verdict(scores, policy, thresholds, 1.0, scale).label
+
+    assert verdict(plain, 0.21) == "unsafe"  # "Shelter." on the calibrated threshold
+    assert verdict(floor, 0.21) == "safe"
+    assert verdict(floor, 0.69) == "unsafe"
+    assert verdict(floor, 0.3, scale=0.5) == "unsafe"  # holding a window back: half the bar
+    assert verdict(floor, 0.2, scale=0.5) == "safe"

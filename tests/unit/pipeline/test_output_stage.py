@@ -205,10 +205,12 @@ async def test_the_replacement_is_the_last_chunk_alone(guards: GuardsState) -> N
     rails = guards.get().rails("clinic")
     guard = stage.start(rails, 10, trace)
     assert guard is not None
-    final = Chunk("Rest well tonight. You should take 400 mg every 4 hours.", "stop",
+    # (a first sentence far from every label: "Rest well tonight." scored 0.59 on the
+    # directive label on an AVX-512 VNNI machine, and passed on an AVX2 one)
+    final = Chunk("The clinic opens at eight. You should take 400 mg every 4 hours.", "stop",
                   Usage(10, 14, 0))
     chunks = [c async for c in guard.finish(final)]
     replacement = rails.policy.output.rules[0].replacement
     assert chunks[-1] == Chunk(replacement, "content_filter", final.usage)
-    assert "".join(c.text for c in chunks[:-1]).startswith("Rest well")
+    assert "".join(c.text for c in chunks[:-1]) == "The clinic opens at eight. "
     assert all(c.finish_reason is None for c in chunks[:-1])
