@@ -1,7 +1,7 @@
 """`make bench`: the appliance side by side with llama.cpp's `llama-server` and
 llama-cpp-python's own server, on this machine, with the same model file.
 
-    .venv/bin/python scripts/bench_side_by_side.py            # the full run (~20 min)
+    .venv/bin/python scripts/bench_side_by_side.py            # the full run (~30 min)
     .venv/bin/python scripts/bench_side_by_side.py --quick --out /tmp/B.md   # a check
 
 Runs, interleaved and repeated (A B C, A B C, ...), with the same threads, the same
