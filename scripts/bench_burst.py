@@ -10,9 +10,10 @@ at once (short unique prompts, 64 tokens, temperature 0.7, ``ignore_eos``). Meas
 - client: the time to the first content chunk, as received;
 - the appliance, from its access log (matched by ``X-Request-Id``): the admission queue's
   wait, the input rail's time, the engine's prefill (from getting a slot to the first token
-  sampled) and its own TTFT (to the first chunk released); what is left is the rest of the
-  request path (parsing, prompt, tokenising, waiting for a slot and for a step, the first
-  output window);
+  sampled) and its own TTFT (to the first chunk released); what is left (TTFT less queue and
+  prefill) is the rest of the request path: the input rail, parsing, prompt, tokenising,
+  waiting for a slot and for a step, the first output window. (The log's ``guard_ms`` adds
+  the output windows' checks over the whole answer, so it is reported, not subtracted.)
 - llama-server, from its final chunk's ``timings``: ``prompt_ms`` (its prefill).
 
 Medians over the rounds of each round's p50 and p95.
@@ -88,9 +89,7 @@ def access_log(path: Path) -> dict[str, dict[str, Any]]:
 
 def summarise(target: str, rows: list[dict[str, Any]], log: dict[str, dict[str, Any]]
               ) -> dict[str, float]:
-    def p(values: list[float], q: float) -> float:
-        return percentile([v for v in values if v is not None], q)
-
+    p = percentile
     ttft = [r["ttft"] * 1e3 for r in rows if r["ttft"] is not None]
     out = {"client_ttft_p50": p(ttft, 0.5), "client_ttft_p95": p(ttft, 0.95),
            "ok": float(sum(r["status"] == 200 for r in rows))}
@@ -102,8 +101,8 @@ def summarise(target: str, rows: list[dict[str, Any]], log: dict[str, dict[str, 
     for stage in STAGES:
         values = [float(x[stage] or 0.0) for x in logged]
         out[f"{stage}_p50"], out[f"{stage}_p95"] = p(values, 0.5), p(values, 0.95)
-    rest = [float(x["ttft_ms"] or 0) - float(x["queue_ms"] or 0) - float(x["guard_ms"] or 0)
-            - float(x["prefill_ms"] or 0) for x in logged]
+    rest = [float(x["ttft_ms"] or 0) - float(x["queue_ms"] or 0) - float(x["prefill_ms"] or 0)
+            for x in logged]
     out["rest_ms_p50"], out["rest_ms_p95"] = p(rest, 0.5), p(rest, 0.95)
     return out
 

@@ -32,14 +32,14 @@ import openai
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_output_windows import presets  # noqa: E402
+from bench_output_windows import _windows, presets  # noqa: E402
 from bench_side_by_side import free_port, running  # noqa: E402
 
-from appliance.guards.output import OutputBuffer, Window  # noqa: E402
+from appliance import config  # noqa: E402
+from appliance.guards.output import OutputBuffer  # noqa: E402
 from appliance.guards.rails import Guards  # noqa: E402
 
 DATA = REPO / "models" / "guards" / "data"
-HOLDBACK = 32  # guard_holdback_tokens' default
 
 
 def prompts(sets: list[str]) -> list[str]:
@@ -78,16 +78,15 @@ def generate(args: argparse.Namespace, questions: list[str]) -> list[dict[str, A
                 return list(pool.map(one, jobs))
 
 
-async def stopped(guards: Guards, policy: str, pieces: list[str]) -> str | None:
+async def stopped(guards: Guards, policy: str, pieces: list[str], holdback: int
+                  ) -> str | None:
     """The label that stops this answer in the output stage, or None: it goes out whole."""
     rails = guards.rails(policy)
     rail = guards.output_rail(rails)
-    buffer = OutputBuffer(HOLDBACK, ends_in_phrase=rail.ends_in_phrase,
+    buffer = OutputBuffer(holdback, ends_in_phrase=rail.ends_in_phrase,
                           window_tokens=rails.policy.output.window_tokens)
     for piece in [*pieces, None]:
-        windows: list[Window] = buffer.push(piece, 1) if piece is not None else [
-            w for w in [buffer.flush()] if w is not None]
-        for window in windows:
+        for window in _windows(buffer, piece):
             verdict = await rail.check(window)
             if verdict.action == "hold":
                 buffer.hold(window)
@@ -98,6 +97,7 @@ async def stopped(guards: Guards, policy: str, pieces: list[str]) -> str | None:
 
 async def replay(args: argparse.Namespace, answers: list[dict[str, Any]]) -> dict[str, Any]:
     guards = Guards.load(threads=1)
+    holdback = config.load(env={}).guard_holdback_tokens  # the server's default
     out: dict[str, Any] = {}
     try:
         for min_score in args.min_score:
@@ -106,7 +106,7 @@ async def replay(args: argparse.Namespace, answers: list[dict[str, Any]]) -> dic
                 for preset, path in paths.items():
                     stops = []
                     for a in answers:
-                        label = await stopped(guards, path, a["pieces"])
+                        label = await stopped(guards, path, a["pieces"], holdback)
                         if label is not None:
                             stops.append({"label": label, "question": a["question"],
                                           "seed": a["seed"], "answer": "".join(a["pieces"])})
