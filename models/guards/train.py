@@ -47,7 +47,7 @@ SOURCE_WEIGHT = {
     "slabs": 1.0, "neuralchemy": 1.0, "yanismiraoui": 1.0, "bastion": 2.0, "harmbench": 3.0,
     "refusal": 3.0, "medical": 3.0, "lookalike": 2.0, "hate": 2.5, "clinic": 3.0,
     "directive": 2.0, "followup": 1.5, "documents": 1.5, "frames": 2.0, "framed": 2.5,
-    "selfharm": 4.0, "harass": 4.0, "sexual": 3.0, "surface": 3.0,
+    "selfharm": 4.0, "harass": 4.0, "sexual": 3.0, "surface": 3.0, "curated": 3.0,
 }
 
 
