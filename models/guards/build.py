@@ -54,7 +54,7 @@ ROLES = {
 MANIFEST = GUARDS / "manifest.toml"
 METRICS = GUARDS / "metrics.json"
 QUALITY_KEYS = ("data", "thresholds", "test_split", "probe", "independent", "independent_b",
-                "phase1")
+                "independent_c", "phase1")
 CATEGORY_NAMES = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
     "S4": "Child Sexual Exploitation", "S5": "Defamation (here also disinformation)",
@@ -186,7 +186,7 @@ def phase1_dir(directory: Path) -> Path:
 
 def evaluate_network(gnet: Any, rows: list[Any], log: list[str], name: str
                      ) -> dict[str, Any]:
-    """Test split, dev probe and both independent sets, through the clinic rails."""
+    """Test split, dev probe and the three independent sets, through the clinic rails."""
     import data
     import evaluate
 
@@ -194,8 +194,8 @@ def evaluate_network(gnet: Any, rows: list[Any], log: list[str], name: str
     out: dict[str, Any] = {"test_split": evaluate.split_figures(
         test, evaluate.score_texts(gnet, [r.text for r in test]), gnet.thresholds)}
     probe = data.probe(rows)
-    sets = (("probe", probe), ("independent", evaluate.independent_rows(evaluate.INDEPENDENT)),
-            ("independent_b", evaluate.independent_rows(evaluate.INDEPENDENT_B)))
+    sets = (("probe", probe), *((key, evaluate.independent_rows(folder))
+                                for key, folder in evaluate.SETS))
     for key, rows_ in sets:
         new, scores = evaluate.new_decisions(gnet, rows_)
         alone, _ = evaluate.new_decisions(gnet, rows_, scores, with_followup_rule=False)

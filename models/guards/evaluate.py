@@ -38,7 +38,10 @@ from _common import GUARDS
 from guardnet import GuardNet
 
 INDEPENDENT = GUARDS / "data" / "independent"  # set A: seen in the first phase
-INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: the independent figure
+INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: read for three networks
+INDEPENDENT_C = GUARDS / "data" / "independent_c"  # set C: the independent figure
+SETS = (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B),
+        ("independent_c", INDEPENDENT_C))
 LENGTHS = (32, 128, 256)
 TARGETS = {  # the issue's targets on its held-out sets, by our categories
     "jailbreak": ("blocked", 0.97), "injection/document": ("blocked", 0.90),
@@ -189,7 +192,7 @@ def overlap(rows: Sequence[data.Row]) -> dict[str, int]:
     such as "ok" are in both by nature); reported, never used to choose anything."""
     train = {data.normalise(r.text) for r in rows if r.split == "train"}
     out = {}
-    for key, folder in (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B)):
+    for key, folder in SETS:
         texts = {data.normalise(r["text"]) for r in independent_rows(folder)}
         out[key] = len(texts & train)
     return out
@@ -260,7 +263,7 @@ def main() -> int:
     args = parser.parse_args()
     net = GuardNet(GUARDS / "guardnet")
     old = json.loads((GUARDS / "metrics.json").read_text(encoding="utf-8")).get("old_heads", {})
-    for key, folder in (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B)):
+    for key, folder in SETS:
         rows = independent_rows(folder)
         new, _ = new_decisions(net, rows)
         print(f"{key}:\n" + format_independent({"new": tally(rows, new),
