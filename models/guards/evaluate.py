@@ -38,8 +38,8 @@ from _common import GUARDS
 from guardnet import GuardNet
 
 INDEPENDENT = GUARDS / "data" / "independent"  # set A: seen in the first phase
-INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: read for three networks
-INDEPENDENT_C = GUARDS / "data" / "independent_c"  # set C: the independent figure
+INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: read for five networks
+INDEPENDENT_C = GUARDS / "data" / "independent_c"  # set C: the third round's figure
 SETS = (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B),
         ("independent_c", INDEPENDENT_C))
 LENGTHS = (32, 128, 256)
