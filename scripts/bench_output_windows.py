@@ -165,9 +165,12 @@ def presets(min_score: float | None, folder: Path) -> dict[str, str]:
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     guards = Guards.load(threads=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = rows(args.sets, presets(args.min_score, Path(tmp)))
-        return await _run(args, guards, data)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = rows(args.sets, presets(args.min_score, Path(tmp)))
+            return await _run(args, guards, data)
+    finally:
+        guards.close()
 
 
 async def _run(args: argparse.Namespace, guards: Guards, data: list[Row]
@@ -196,7 +199,6 @@ async def _run(args: argparse.Namespace, guards: Guards, data: list[Row]
     out["whole-text"] = {"caught": statistics.mean(pos), "passed": statistics.mean(neg)}
     print(f"whole text (the network once on each row): caught={statistics.mean(pos):.3f} "
           f"passed={statistics.mean(neg):.3f} ({len(pos)} positive, {len(neg)} negative rows)")
-    guards.close()
     return out
 
 

@@ -545,9 +545,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if "B" in args.peers:
         plan.append(("B", ["short"] if args.skip_appliance else ["short", "shared-system"]))
     if not args.skip_appliance:
-        plan.append(("G", ["short"]))
-    if not args.skip_appliance:
-        plan.append(("A0", ["shared-system"]))
+        plan += [("G", ["short"]), ("A0", ["shared-system"])]
     if "C" in args.peers:
         plan.append(("C", ["short"]))
     if "U" in args.peers:

@@ -68,6 +68,7 @@ from appliance.errors import ConfigError
 from appliance.guards.policy_output import CATEGORY, OutputPolicy, parse_output
 from appliance.guards.policy_output import table as _table
 from appliance.guards.policy_output import text as _text
+from appliance.guards.policy_output import unit as _unit
 from appliance.guards.rules import RuleSet
 
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
@@ -203,13 +204,6 @@ def _classifier(raw: object, where: str) -> ClassifierPolicy:
         categories=MappingProxyType(categories), budget=_budget(table, where, 250.0),
         short_words=short_words, short_threshold=1.0 if short_threshold is None
         else short_threshold)
-
-
-def _unit(value: object, where: str) -> float | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                              or not 0.0 <= value <= 1.0):
-        raise ConfigError(f"{where} must be a number in [0, 1], got {value!r}")
-    return None if value is None else float(value)
 
 
 def _topics(raw: object) -> tuple[Topic, ...]:

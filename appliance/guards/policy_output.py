@@ -61,6 +61,14 @@ def text(table: Mapping[str, object], key: str, where: str, default: str) -> str
     return value
 
 
+def unit(value: object, where: str) -> float | None:
+    """``value`` as a number in [0, 1]; None stays None (not set)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not 0.0 <= value <= 1.0):
+        raise ConfigError(f"{where} must be a number in [0, 1], got {value!r}")
+    return None if value is None else float(value)
+
+
 def parse_output(raw: object) -> OutputPolicy:
     section = table(raw, "output", _OUTPUT_KEYS)
     rules_raw = section.get("rules", [])
@@ -96,13 +104,10 @@ def parse_output(raw: object) -> OutputPolicy:
             or not 0 <= window <= MAX_WINDOW_TOKENS:
         raise ConfigError(f"output.window_tokens must be an integer from 0 (whole sentences) "
                           f"to {MAX_WINDOW_TOKENS}, got {window!r}")
-    min_score = section.get("min_score", default.min_score)
-    if isinstance(min_score, bool) or not isinstance(min_score, int | float) \
-            or not 0.0 <= min_score <= 1.0:
-        raise ConfigError(f"output.min_score must be a number from 0 to 1, got {min_score!r}")
+    min_score = unit(section.get("min_score", default.min_score), "output.min_score")
     return OutputPolicy(tuple(rules),
                         text(section, "blocked_message", "output", default.blocked_message),
                         classify, tuple(categories),
                         None if message is None else text(section, "directive_message",
                                                            "output", ""), window,
-                        float(min_score))
+                        default.min_score if min_score is None else min_score)
