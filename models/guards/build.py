@@ -54,7 +54,8 @@ ROLES = {
 MANIFEST = GUARDS / "manifest.toml"
 METRICS = GUARDS / "metrics.json"
 QUALITY_KEYS = ("data", "thresholds", "test_split", "probe", "independent", "independent_b",
-                "independent_c", "phase1")
+                "independent_c", "independent_d", "independent_e", "independent_f",
+                "independent_g", "independent_h", "phase1")
 CATEGORY_NAMES = {
     "S1": "Violent Crimes", "S2": "Non-Violent Crimes", "S3": "Sex-Related Crimes",
     "S4": "Child Sexual Exploitation", "S5": "Defamation (here also disinformation)",
@@ -186,7 +187,7 @@ def phase1_dir(directory: Path) -> Path:
 
 def evaluate_network(gnet: Any, rows: list[Any], log: list[str], name: str
                      ) -> dict[str, Any]:
-    """Test split, dev probe and the three independent sets, through the clinic rails."""
+    """Test split, dev probe and the independent sets (A-H), through the clinic rails."""
     import data
     import evaluate
 

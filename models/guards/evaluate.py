@@ -1,7 +1,7 @@
 """Thresholds, quality figures and latency of the guard network, next to the old heads.
 
     python models/guards/evaluate.py [--latency]   print the figures of the committed model on
-                                                    both independent sets, next to the old
+                                                    the independent sets, next to the old
                                                     heads' (carried in metrics.json)
 
 * ``calibrate``: one threshold per label, picked on the **validation split** only. The
@@ -12,11 +12,12 @@
 * ``split_figures``: per label and kind, the share flagged on the **test split** at that
   threshold (and the AUC).
 * ``new_decisions`` / ``tally``: the hand-written independent sets (``data/independent/``,
-  set A, seen during the first phase; ``data/independent_b/``, set B, the independent
-  figure), per category, through the rails as the runtime applies them: user, system and
-  tool texts through the input rail (``injection`` or ``unsafe``), assistant texts through
-  the clinic output rail (``directive``, hate and sexual content). The old heads' figures on
-  the same rows come from ``old_figures.py`` (run where the runtime still loaded them).
+  set A, seen during the first phase; ``data/independent_b/`` to ``independent_h/``, sets B
+  to H, each written for a later round; set H is the shipped network's independent figure),
+  per category, through the rails as the runtime applies them: user, system and tool texts
+  through the input rail (``injection`` or ``unsafe``), assistant texts through the clinic
+  output rail (``directive``, hate and sexual content). The old heads' figures on the same
+  rows come from ``old_figures.py`` (run where the runtime still loaded them).
 * ``latency``: p50/p95 of one input-rail check at 32, 128 and 256 tokens, one thread,
   next to the all-MiniLM-L6-v2 int8 encoder (the cache/memory embedding) in the same run.
 """
@@ -39,9 +40,16 @@ from guardnet import GuardNet
 
 INDEPENDENT = GUARDS / "data" / "independent"  # set A: seen in the first phase
 INDEPENDENT_B = GUARDS / "data" / "independent_b"  # set B: read for five networks
-INDEPENDENT_C = GUARDS / "data" / "independent_c"  # set C: the third round's figure
+INDEPENDENT_C = GUARDS / "data" / "independent_c"  # set C: read for three networks
+INDEPENDENT_D = GUARDS / "data" / "independent_d"  # sets D to H: each read for the first
+INDEPENDENT_E = GUARDS / "data" / "independent_e"  # phase's network and its round's
+INDEPENDENT_F = GUARDS / "data" / "independent_f"  # candidate; set H is the eighth round's,
+INDEPENDENT_G = GUARDS / "data" / "independent_g"  # the shipped network's independent figure
+INDEPENDENT_H = GUARDS / "data" / "independent_h"
 SETS = (("independent", INDEPENDENT), ("independent_b", INDEPENDENT_B),
-        ("independent_c", INDEPENDENT_C))
+        ("independent_c", INDEPENDENT_C), ("independent_d", INDEPENDENT_D),
+        ("independent_e", INDEPENDENT_E), ("independent_f", INDEPENDENT_F),
+        ("independent_g", INDEPENDENT_G), ("independent_h", INDEPENDENT_H))
 LENGTHS = (32, 128, 256)
 TARGETS = {  # the issue's targets on its held-out sets, by our categories
     "jailbreak": ("blocked", 0.97), "injection/document": ("blocked", 0.90),

@@ -37,8 +37,8 @@ LR_HEAD = 1e-3
 WARMUP = 100
 # Later rounds continue from the first phase's network (warm start, see build.py) on the
 # whole data mix, which still holds all the first phase's rows. These are the third round's
-# run c7 (models/README.md); on the later rounds' data they build c8, c9 and c10 (none
-# shipped: each blocked an ordinary prompt of the tests), not the committed network.
+# run c7 (models/README.md); on the eighth round's data they build c11, the committed
+# network.
 WARM_STEPS = 1500
 WARM_LR_ENCODER = 6e-5
 WARM_LR_HEAD = 1e-3

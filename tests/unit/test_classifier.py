@@ -86,15 +86,7 @@ def test_benign_and_medical_requests_pass(network: GuardNetwork) -> None:
         assert not _flags(network, text, "unsafe"), (text, network.score(text)["unsafe"])
 
 
-# The shipped network names a bomb request's category S2 (non-violent crimes) before S9
-# (indiscriminate weapons): it is still blocked, under the wrong S-code (models/README.md,
-# known limitations). Strict: this fails once a model gets the category right.
-_WRONG_CATEGORY = pytest.mark.xfail(strict=True, reason="the network ranks S2 above S9 for "
-                                    "weapon requests (known limitation)")
-
-
-@pytest.mark.parametrize(("text", "code"), [
-    pytest.param(*HARMFUL[0], marks=_WRONG_CATEGORY), HARMFUL[1]])
+@pytest.mark.parametrize(("text", "code"), HARMFUL)
 def test_harmful_requests_are_flagged_with_a_category(network: GuardNetwork, text: str,
                                                       code: str) -> None:
     scores = network.score(text)

@@ -171,7 +171,8 @@ def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> Non
     from appliance.guards.decide import Thresholds, injection_verdict
     from appliance.guards.guardnet import GuardScores
 
-    policy = load_policy("default")
+    policy = parse_policy(b'name = "x"\n[classifiers.prompt-injection]\nshort_words = 16\n'
+                          b'short_threshold = 0.99\n')
     assert policy.injection.short_words == 16 and policy.injection.short_threshold == 0.99
     thresholds = Thresholds({"injection": 0.64}, ())
 
@@ -183,9 +184,11 @@ def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> Non
     assert verdict(0.997, 5) == "injection"
     assert verdict(0.97, 16) == "injection"  # 16 words: the calibrated threshold
     assert verdict(0.6, 40) == "benign"
-    plain = parse_policy(b'name = "x"\n')  # not set: every text at the calibrated threshold
-    assert injection_verdict(GuardScores(("injection",), np.array([0.97]), 1), plain,
-                             thresholds, 5).label == "injection"
+    # not set, as in both presets: every text at the calibrated threshold
+    for plain in (parse_policy(b'name = "x"\n'), load_policy("default"), load_policy("clinic")):
+        assert plain.injection.short_words == 0
+        assert injection_verdict(GuardScores(("injection",), np.array([0.65]), 1), plain,
+                                 thresholds, 2).label == "injection"
 
 
 def test_an_output_category_fires_at_the_higher_of_its_threshold_and_min_score() -> None:
