@@ -32,6 +32,7 @@ from appliance.web.state import (
 from appliance.web.wiring import is_loopback
 
 CLIENT_GONE = 499  # the status recorded for a request whose client went away (nginx's)
+CLIENT_DISCONNECTED = "client_disconnected"  # its error type
 # Methods logged as they are; any other token (a client may send "555-0132" as a method)
 # is logged as OTHER.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -78,9 +79,11 @@ OPERATIONS = (
 async def request_done(request: web.Request, trace: RequestTrace) -> None:
     """Metrics, access log and audit for a finished (or abandoned) request. Never raises."""
     trace.finished_s = trace.elapsed()
-    if trace.status is None:  # cancelled: the client went away
+    # The client went away: the handler was cancelled (no status), or a stream found the
+    # connection closed while writing and ended itself. Which one is a race; one status.
+    if trace.status is None or trace.error_type == CLIENT_DISCONNECTED:
         trace.status = CLIENT_GONE
-        trace.error_type = trace.error_type or "client_disconnected"
+        trace.error_type = trace.error_type or CLIENT_DISCONNECTED
     try:
         endpoint = endpoint_label(request)
         metrics = request.app.get(METRICS)

@@ -30,6 +30,7 @@ from appliance.web.engines import EngineSet, engine_views
 from appliance.web.extensions import FIELD as EXTRA_FIELD
 from appliance.web.extensions import appliance_extra
 from appliance.web.formatting import models_body
+from appliance.web.observability import CLIENT_DISCONNECTED
 from appliance.web.openapi import Operation, Param
 from appliance.web.protocol import http_error
 from appliance.web.sse import ClientStalled, EventStream
@@ -120,7 +121,7 @@ async def relay(request: web.Request, ctx: RequestContext,
             if request.transport is not None:
                 request.transport.close()
         except ConnectionResetError:  # the client left while the last bytes were written
-            ctx.trace.error_type = "client_disconnected"
+            ctx.trace.error_type = CLIENT_DISCONNECTED
         except RequestError as err:  # too late for a status: an error event ends it
             ctx.trace.error_type = err.type
             await (out.send_typed([{"type": "error", **err.body()}]) if typed

@@ -29,6 +29,7 @@ from appliance.observability.trace import GuardAction
 from appliance.store.db import Database
 from appliance.web.cors import CORS, CorsPolicy
 from appliance.web.middleware import errors_middleware
+from appliance.web.observability import CLIENT_DISCONNECTED
 from appliance.web.state import AUDIT, METRICS, SCRUBBER, SETTINGS, TRACE
 from tests.conftest import RunningServer, free_port, make_settings, start_server
 from tests.unit.test_metrics import documented, exposed
@@ -296,6 +297,14 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         await asyncio.sleep(30)
         return web.json_response({})
 
+    async def left(request: web.Request) -> web.StreamResponse:
+        # What a stream does when a write finds the connection closed (routes.relay): it
+        # ends itself instead of being cancelled.
+        response = web.StreamResponse()
+        await response.prepare(request)
+        request[TRACE].error_type = CLIENT_DISCONNECTED
+        return response
+
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = make_settings(tmp_path)
     db = Database(tmp_path / "guarded.db")
@@ -304,6 +313,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/v1/blocked", blocked)
     app.router.add_post("/v1/redacted", redacted)
     app.router.add_post("/v1/slow", slow)
+    app.router.add_post("/v1/left", left)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     port = free_port()
@@ -360,3 +370,17 @@ async def test_a_client_that_goes_away_is_recorded_and_audited(
             break
         await asyncio.sleep(0.1)
     assert [(r.event, r.detail["route"]) for r in records] == [("guard.flag", "/v1/slow")]
+
+
+async def test_a_stream_that_finds_its_client_gone_is_recorded_as_gone(
+        guarded: tuple[str, web.Application]) -> None:
+    """Whether the handler is cancelled or the stream notices the closed connection first
+    is a race; both are the client going away (499), not a 200."""
+    base, app = guarded
+    async with aiohttp.ClientSession() as s, s.post(base + "/v1/left", json={}) as r:
+        assert r.status == 200  # the status line went out before the client left
+        await r.read()
+    text = app[METRICS].render().decode()
+    assert 'appliance_requests_total{endpoint="/v1/left",status="499"} 1.0' in text
+    assert 'appliance_requests_total{endpoint="/v1/left",status="200"}' not in text
+    assert 'appliance_errors_total{type="client_disconnected"} 1.0' in text
