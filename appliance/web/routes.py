@@ -110,18 +110,23 @@ async def relay(request: web.Request, ctx: RequestContext,
     async with contextlib.aclosing(chunks) as source:
         first = await anext(source)  # errors before the first token are still plain JSON
         await out.open()
+        answered = False
         try:
             await send(render(first, True))
             async for chunk in source:
                 await send(render(chunk, False))
+            answered = True  # what is left is the end marker
             await (out.end() if typed else out.done())
         except ClientStalled:
             # Leaving the block cancels the generation; the connection is of no more use.
             ctx.trace.error_type = "client_stalled"
             if request.transport is not None:
                 request.transport.close()
-        except ConnectionResetError:  # the client left while the last bytes were written
-            ctx.trace.error_type = CLIENT_DISCONNECTED
+        except ConnectionResetError:
+            # The client left mid-answer (recorded as gone), or closed the connection once
+            # it had the whole answer, before the end marker's last bytes (nothing lost).
+            if not answered:
+                ctx.trace.error_type = CLIENT_DISCONNECTED
         except RequestError as err:  # too late for a status: an error event ends it
             ctx.trace.error_type = err.type
             await (out.send_typed([{"type": "error", **err.body()}]) if typed
