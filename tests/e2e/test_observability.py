@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.admission.gate import ANONYMOUS
 from appliance.admission.keys import KeyStore, Scope
 from appliance.errors import InvalidRequest
 from appliance.observability.audit import Audit
@@ -26,10 +27,11 @@ from appliance.observability.logs import JsonFormatter
 from appliance.observability.metrics import Metrics
 from appliance.observability.redaction import Scrubber
 from appliance.observability.trace import GuardAction
+from appliance.pipeline.job import Chunk, RequestContext
 from appliance.store.db import Database
 from appliance.web.cors import CORS, CorsPolicy
 from appliance.web.middleware import errors_middleware
-from appliance.web.observability import CLIENT_DISCONNECTED
+from appliance.web.routes import relay
 from appliance.web.state import AUDIT, METRICS, SCRUBBER, SETTINGS, TRACE
 from tests.conftest import RunningServer, free_port, make_settings, start_server
 from tests.unit.test_metrics import documented, exposed
@@ -297,14 +299,6 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
         await asyncio.sleep(30)
         return web.json_response({})
 
-    async def left(request: web.Request) -> web.StreamResponse:
-        # What a stream does when a write finds the connection closed (routes.relay): it
-        # ends itself instead of being cancelled.
-        response = web.StreamResponse()
-        await response.prepare(request)
-        request[TRACE].error_type = CLIENT_DISCONNECTED
-        return response
-
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = make_settings(tmp_path)
     db = Database(tmp_path / "guarded.db")
@@ -313,7 +307,6 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/v1/blocked", blocked)
     app.router.add_post("/v1/redacted", redacted)
     app.router.add_post("/v1/slow", slow)
-    app.router.add_post("/v1/left", left)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     port = free_port()
@@ -372,15 +365,48 @@ async def test_a_client_that_goes_away_is_recorded_and_audited(
     assert [(r.event, r.detail["route"]) for r in records] == [("guard.flag", "/v1/slow")]
 
 
+
 async def test_a_stream_that_finds_its_client_gone_is_recorded_as_gone(
-        guarded: tuple[str, web.Application]) -> None:
-    """Whether the handler is cancelled or the stream notices the closed connection first
-    is a race; both are the client going away (499), not a 200."""
-    base, app = guarded
-    async with aiohttp.ClientSession() as s, s.post(base + "/v1/left", json={}) as r:
-        assert r.status == 200  # the status line went out before the client left
-        await r.read()
-    text = app[METRICS].render().decode()
-    assert 'appliance_requests_total{endpoint="/v1/left",status="499"} 1.0' in text
-    assert 'appliance_requests_total{endpoint="/v1/left",status="200"}' not in text
+        tmp_path: Path) -> None:
+    """Whether the handler is cancelled or a write of the stream finds the connection closed
+    first is a race; both are the client going away (499), not a 200. Here the server does
+    not cancel handlers, so the real ``relay`` learns it from a write."""
+    client_left = asyncio.Event()
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        async def chunks() -> AsyncIterator[Chunk]:
+            yield Chunk("first")
+            await client_left.wait()
+            for _ in range(200):  # a write fails once the server has seen the close
+                yield Chunk("more")
+                await asyncio.sleep(0.01)
+
+        return await relay(request, RequestContext(ANONYMOUS, request[TRACE]), chunks(),
+                           lambda chunk, first: [{"text": chunk.text}])
+
+    app = web.Application(middlewares=[errors_middleware])
+    app[SETTINGS] = make_settings(tmp_path)
+    app[METRICS], app[SCRUBBER], app[CORS] = Metrics(), Scrubber(), CorsPolicy.parse("")
+    app.router.add_post("/v1/streamed", streamed)
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(f"http://127.0.0.1:{port}/v1/streamed", json={})
+            assert r.status == 200
+            assert b"first" in await r.content.readline()
+            r.close()  # mid-answer
+        client_left.set()
+        text = ""
+        for _ in range(50):
+            text = app[METRICS].render().decode()
+            if 'endpoint="/v1/streamed"' in text:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await runner.cleanup()
+    assert 'appliance_requests_total{endpoint="/v1/streamed",status="499"} 1.0' in text
+    assert 'appliance_requests_total{endpoint="/v1/streamed",status="200"}' not in text
     assert 'appliance_errors_total{type="client_disconnected"} 1.0' in text
