@@ -186,7 +186,7 @@ def phase1_dir(directory: Path) -> Path:
 
 def evaluate_network(gnet: Any, rows: list[Any], log: list[str], name: str
                      ) -> dict[str, Any]:
-    """Test split, dev probe and the independent sets (A-I), through the clinic rails."""
+    """Test split, dev probe and the independent sets (A-J), through the clinic rails."""
     import data
     import evaluate
 
