@@ -12,7 +12,11 @@ make a text's scores depend on its neighbours. ``labels.json`` gives the labels,
 thresholds (calibrated on a held-out split, see models/README.md) and the follow-up rule.
 
 One session, one lock: calls are serialised (the guard threads call it off the event loop);
-with CPU turn-taking each run is side work the engine's next decode step waits for.
+with CPU turn-taking each run is side work the engine's next decode step waits for. The input
+rail's texts are scored with ``remember=True``: the scores of the last ``REMEMBERED_TEXTS``
+of them are kept (:mod:`appliance.guards.recent`), since system prompts, tool results and
+documents come back on every request of an application or a conversation. The output
+rail's windows are new each time and are not kept.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from appliance.encoder.sentence import SideWork
 from appliance.errors import ModelError
 from appliance.guards.classifier import read_json, sigmoid
 from appliance.guards.guardnet_text import Window, all_views, prepare, windows
+from appliance.guards.recent import Recent
 
 _LETTERS = re.compile(r"[^\W\d_]+")
 CATEGORY_PREFIX = "S"
+REMEMBERED_TEXTS = 512  # 17 floats each, keyed by a digest: a few hundred kB at most
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class GuardNetwork:
         self._session = _session(directory / "model.onnx", threads)
         self._lock = threading.Lock()
         self._turns = turns
+        self.remembered: Recent[GuardScores] = Recent(REMEMBERED_TEXTS)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -115,7 +122,14 @@ class GuardNetwork:
             logits = self._session.run(["logits"], feeds)[0]
         return sigmoid(np.asarray(logits[0], dtype=np.float64))
 
-    def score(self, text: str) -> GuardScores:
+    def score(self, text: str, *, remember: bool = False) -> GuardScores:
+        """The text's scores; ``remember``: kept for the next time the text is scored so
+        (the same scores: they depend on the text alone)."""
+        if remember:
+            return self.remembered.get(text, self._score)
+        return self._score(text)
+
+    def _score(self, text: str) -> GuardScores:
         best = np.zeros(len(self.labels))
         pieces = 0
         for view in all_views(text):

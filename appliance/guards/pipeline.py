@@ -194,7 +194,7 @@ class InputPipeline:
             verdicts.append(GuardVerdict(NETWORK, TIER_CLASSIFIERS, "followup", 0.0, "allow",
                                          0.0))
         else:
-            scoring = run(lambda: self._network.score(seen), budget.budget_ms)
+            scoring = run(lambda: self._network.score(seen, remember=True), budget.budget_ms)
             if self._encoder is not None:
                 encoder = self._encoder
                 embedding_run = run(lambda: encoder.encode_one(seen), budget.budget_ms)
@@ -210,8 +210,8 @@ class InputPipeline:
         for other in untrusted:
             if not self.policy.injection.enabled or any(v.action == "block" for v in verdicts):
                 break
-            self._scored(await run(lambda t=other: self._network.score(t),  # type: ignore[misc]
-                                   budget.budget_ms), verdicts, main=False,
+            self._scored(await run(lambda t=other: self._network.score(  # type: ignore[misc]
+                t, remember=True), budget.budget_ms), verdicts, main=False,
                          words=len(other.split()))
         return self._decide(verdicts, rules, embedding, start)
 

@@ -50,13 +50,13 @@ class CountingNetwork(GuardNetwork):
         self.fail = False
         self.sleep = 0.0
 
-    def score(self, text: str) -> GuardScores:
+    def score(self, text: str, *, remember: bool = False) -> GuardScores:
         self.passes += 1
         if self.fail:
             raise RuntimeError("network crashed")
         if self.sleep:
             time.sleep(self.sleep)
-        return super().score(text)
+        return super().score(text, remember=remember)
 
     def reset(self) -> None:
         self.passes = 0
@@ -269,6 +269,23 @@ async def test_the_embedding_is_computed_only_for_topic_rails(
     assert sync.allowed and np.allclose(sync.embedding, clinic.embedding)  # type: ignore[arg-type]
 
 
+async def test_a_text_met_again_is_not_scored_again(
+        encoder: CountingEncoder, network: CountingNetwork) -> None:
+    p = pipeline("default", encoder, network)
+    system = ("You are the front-desk assistant of Riverside Family Practice. Answer "
+              "questions about opening hours, repeat prescriptions and parking. Never give "
+              "a diagnosis; suggest booking an appointment instead.")
+    first = await p.check("When are you open on Saturdays?", [system])
+    reused = network.remembered.reused
+    second = await p.check("Where can I park?", [system])
+    assert network.remembered.reused == reused + 1  # the system prompt's scores were kept
+    assert first.allowed and second.allowed
+    assert second.verdicts[-1] == first.verdicts[-1]  # its injection verdict, the same
+    fresh = network.score(system)  # not kept: the network runs again, to the same scores
+    kept = network.score(system, remember=True)
+    assert np.array_equal(fresh.values, kept.values) and kept is not fresh
+
+
 def _policy(on_error: str, on_timeout: str, budget_ms: float = 500) -> Policy:
     guard = (f"budget_ms = {budget_ms}\non_error = \"{on_error}\"\n"
              f"on_timeout = \"{on_timeout}\"\n")
@@ -357,11 +374,14 @@ async def test_threshold_override_and_flag_action(encoder: CountingEncoder,
     assert safety.category.startswith("S")
 
 
-def _prompt(tokens: int) -> str:
+def _prompt(tokens: int, tag: int | None = None) -> str:
+    """``tokens`` tokens; with a ``tag``, a few more and a text of its own (the rail keeps the
+    scores of texts it met, and a latency run must not measure that)."""
     sentence = ("the clinic asked about the new booking system for morning appointments and "
                 "how patients could change their visit online before the weekend")
     words = sentence.split(" ")
-    return " ".join(words[i % len(words)] for i in range(tokens - 2))  # + [CLS] [SEP]
+    text = " ".join(words[i % len(words)] for i in range(tokens - 2))  # + [CLS] [SEP]
+    return text if tag is None else f"{tag} {text}"
 
 
 async def test_print_latency(encoder: CountingEncoder, network: CountingNetwork,
@@ -380,7 +400,9 @@ async def test_print_latency(encoder: CountingEncoder, network: CountingNetwork,
             assert network.token_count(text) == tokens
             await p.check(text)  # warm-up
             total, passes = [], []
-            for _ in range(30):
+            for run in range(30):
+                text = _prompt(tokens, tag=1000 * tokens + 100 * (policy == "clinic") + run)
+                assert tokens < network.token_count(text) <= tokens + 4
                 start = time.perf_counter()
                 d = await p.check(text)
                 total.append((time.perf_counter() - start) * 1000.0)
