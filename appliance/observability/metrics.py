@@ -13,7 +13,8 @@ holding every metric documented in ``docs/METRICS.md``; ``render()`` is the text
 * By the web layer's periodic sweep: ``set_memory_entries``, ``set_memory_store_bytes``.
 * At scrape time, from ``gauges()``: the engine and queue gauges and the decode batch-size
   histogram, whose per-step bucket counts the engine thread keeps in ``EngineStats``
-  (a bisect and two additions per step; no lock, no Python work per token).
+  (a bisect and two additions per step; no lock, no Python work per token); from
+  ``guard_reused()``: the guard network's scores the input rail kept for texts met again.
 
 Bucket boundaries are chosen for LLM latencies: milliseconds to tens of seconds end to
 end, sub-millisecond to a second for the guards and for the gaps between tokens.
@@ -28,7 +29,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from appliance.engine.engine_config import BATCH_SIZE_BOUNDS
@@ -101,12 +107,34 @@ class _EngineCollector(Collector):
         yield from (running, queued, kv, batch)
 
 
+class _GuardReuseCollector(Collector):
+    def __init__(self, reused: Callable[[], int] | None) -> None:
+        self._reused = reused
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._reused() if self._reused is not None else None)
+
+    @staticmethod
+    def _families(reused: int | None) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "appliance_guard_scores_reused", "Input-rail texts the guard network did not "
+            "score again: their scores were kept from an earlier check of the same text, or "
+            "taken from a run of it in progress.")
+        if reused is not None:
+            family.add_metric([], reused)
+        yield family
+
+
 class Metrics:
     """Every appliance metric, in a registry of its own; see the module doc."""
 
     def __init__(self, gauges: Callable[[], EngineGauges] | None = None, *,
                  key_labels: bool = False,
-                 engines: Callable[[], Sequence[EngineView]] | None = None) -> None:
+                 engines: Callable[[], Sequence[EngineView]] | None = None,
+                 guard_reused: Callable[[], int] | None = None) -> None:
         # Off, per-key series carry ANY_KEY instead of the key's name: a scrape then
         # reveals nothing about who the clients are.
         self._key_labels = key_labels
@@ -118,6 +146,7 @@ class Metrics:
         self._add_admission_and_guard_metrics(r)
         self._add_cache_and_memory_metrics(r)
         r.register(_EngineCollector(gauges))
+        r.register(_GuardReuseCollector(guard_reused))
         self.engines = EngineMetrics(r, LATENCY_BUCKETS, engines)
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -81,6 +82,26 @@ def test_metrics_are_documented_both_ways_on_the_live_endpoint(server: RunningSe
     names = exposed(text)
     assert documented() - names == set(), "documented but not exposed"
     assert names - documented() == set(), "exposed but not documented"
+
+
+def test_a_system_prompt_met_again_is_not_scored_again(server: RunningServer) -> None:
+    nonce = time.time_ns()  # texts this shared server has not checked before
+    system = ("You are the scheduling assistant of the Harbour Street dental clinic "
+              f"(deployment {nonce}). Answer questions about opening hours, cancellations "
+              "and directions, briefly and politely.")
+    _, before = scrape(server.base_url)
+    with _client(server) as c:
+        for question in (f"Are you open on Saturday mornings? (ticket {nonce})",
+                         f"How do I cancel a visit? (ticket {nonce})"):
+            r = c.chat.completions.create(
+                model="default", max_tokens=4, temperature=0,
+                messages=[{"role": "system", "content": system},
+                          {"role": "user", "content": question}])
+            assert r.choices[0].finish_reason in ("stop", "length")
+    _, after = scrape(server.base_url)
+    # the second request's system prompt: its scores kept from the first one's check
+    assert _get(after, "appliance_guard_scores_reused_total") - \
+        _get(before, "appliance_guard_scores_reused_total") == 1
 
 
 def test_requests_feed_the_metrics(server: RunningServer) -> None:
