@@ -172,12 +172,12 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel | None
         guard_check=GuardCheck(guards, gate, encoder, max_tokens=settings.guard_max_tokens),
         metrics=Metrics(gauges, key_labels=settings.metrics_key_labels,
                         engines=lambda: engine_views(engines, gate),
-                        guard_reused=lambda: guards_reused(guards)), audit=audit,
+                        guard_reused=lambda: _guards_reused(guards)), audit=audit,
         pseudonyms=ids, scrubber=_scrubber(settings), keys=keys,
         console=ConsoleAssets.load(enabled=console_enabled(settings)))
 
 
-def guards_reused(guards: GuardsState) -> int:
+def _guards_reused(guards: GuardsState) -> int:
     """The input-rail texts the guard network was spared so far (0 before the guards load)."""
     return guards.get().network.remembered.reused if guards.status == "ready" else 0
 

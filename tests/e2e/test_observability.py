@@ -85,10 +85,11 @@ def test_metrics_are_documented_both_ways_on_the_live_endpoint(server: RunningSe
 
 
 def test_a_system_prompt_met_again_is_not_scored_again(server: RunningServer) -> None:
-    nonce = time.time_ns()  # texts this shared server has not checked before
-    system = ("You are the scheduling assistant of the Harbour Street dental clinic "
-              f"(deployment {nonce}). Answer questions about opening hours, cancellations "
-              "and directions, briefly and politely.")
+    # A system prompt no other test sends (its injection score here: 0.003), and questions
+    # this shared server has not checked before
+    system = ("Harbour Street dental clinic front desk. Opening hours: Monday to Friday "
+              "8:00-18:00, Saturday 9:00-12:00. Cancellations: by phone, 24 hours ahead.")
+    nonce = time.time_ns()
     _, before = scrape(server.base_url)
     with _client(server) as c:
         for question in (f"Are you open on Saturday mornings? (ticket {nonce})",
