@@ -74,18 +74,25 @@ class EngineGauges:
     batch_size_sum: float
 
 
-class _EngineCollector(Collector):
-    def __init__(self, gauges: Callable[[], EngineGauges] | None) -> None:
+class _ScrapeTimeCollector(Collector):
+    """The series read when scraped: the engine and queue gauges, and the guard network's
+    reused scores."""
+
+    def __init__(self, gauges: Callable[[], EngineGauges] | None,
+                 guard_reused: Callable[[], int] | None) -> None:
         self._gauges = gauges
+        self._guard_reused = guard_reused
 
     def describe(self) -> Iterable[Metric]:
-        return self._families(None)
+        return self._families(None, None)
 
     def collect(self) -> Iterable[Metric]:
-        return self._families(self._gauges() if self._gauges is not None else None)
+        return self._families(self._gauges() if self._gauges is not None else None,
+                              self._guard_reused() if self._guard_reused is not None
+                              else None)
 
     @staticmethod
-    def _families(g: EngineGauges | None) -> Iterator[Metric]:
+    def _families(g: EngineGauges | None, reused: int | None) -> Iterator[Metric]:
         running = GaugeMetricFamily("appliance_sequences_running",
                                     "Sequences the engine is decoding now.")
         queued = GaugeMetricFamily("appliance_queue_depth",
@@ -94,6 +101,10 @@ class _EngineCollector(Collector):
                                "KV cache cells in use / cells allocated (0..1).")
         batch = HistogramMetricFamily("appliance_decode_batch_size",
                                       "Tokens per llama_decode call (one per engine step).")
+        spared = CounterMetricFamily(
+            "appliance_guard_scores_reused", "Input-rail texts the guard network did not "
+            "score again: their scores were kept from an earlier check of the same text, or "
+            "taken from a run of it in progress.")
         if g is not None:
             running.add_metric([], g.sequences_running)
             queued.add_metric([], g.queue_depth)
@@ -104,28 +115,9 @@ class _EngineCollector(Collector):
                 cumulative += n
                 buckets.append((bound, float(cumulative)))
             batch.add_metric([], buckets, g.batch_size_sum)
-        yield from (running, queued, kv, batch)
-
-
-class _GuardReuseCollector(Collector):
-    def __init__(self, reused: Callable[[], int] | None) -> None:
-        self._reused = reused
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families(None)
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(self._reused() if self._reused is not None else None)
-
-    @staticmethod
-    def _families(reused: int | None) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "appliance_guard_scores_reused", "Input-rail texts the guard network did not "
-            "score again: their scores were kept from an earlier check of the same text, or "
-            "taken from a run of it in progress.")
         if reused is not None:
-            family.add_metric([], reused)
-        yield family
+            spared.add_metric([], reused)
+        yield from (running, queued, kv, batch, spared)
 
 
 class Metrics:
@@ -145,8 +137,7 @@ class Metrics:
         self._add_token_metrics(r)
         self._add_admission_and_guard_metrics(r)
         self._add_cache_and_memory_metrics(r)
-        r.register(_EngineCollector(gauges))
-        r.register(_GuardReuseCollector(guard_reused))
+        r.register(_ScrapeTimeCollector(gauges, guard_reused))
         self.engines = EngineMetrics(r, LATENCY_BUCKETS, engines)
 
     def _add_request_metrics(self, r: CollectorRegistry) -> None:

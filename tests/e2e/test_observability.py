@@ -387,7 +387,6 @@ async def test_a_client_that_goes_away_is_recorded_and_audited(
     assert [(r.event, r.detail["route"]) for r in records] == [("guard.flag", "/v1/slow")]
 
 
-
 async def test_a_stream_that_finds_its_client_gone_is_recorded_as_gone(
         tmp_path: Path) -> None:
     """Whether the handler is cancelled or a write of the stream finds the connection closed
