@@ -14,7 +14,7 @@ MAX_INPUTS = 64
 class GuardRequest:
     inputs: tuple[str, ...]
     batch: bool  # the input was a list: answer with a list
-    role: str  # "user" (the input rail) or "assistant" (the output rail)
+    role: str  # "user" or "system" (the input rail), or "assistant" (the output rail)
     policy: str | None  # a preset name; None: the key's (or the server's) policy
 
 
@@ -34,9 +34,9 @@ def parse_guard(body: Any, presets: tuple[str, ...]) -> GuardRequest:
     if len(items) > MAX_INPUTS:
         raise InvalidRequest(f"'input' holds at most {MAX_INPUTS} texts", param="input")
     role = body.get("role", "user")
-    if role not in ("user", "assistant"):
-        raise InvalidRequest("'role' must be \"user\" (input rail) or \"assistant\" "
-                             "(output rail)", param="role")
+    if role not in ("user", "system", "assistant"):
+        raise InvalidRequest("'role' must be \"user\" or \"system\" (input rail) or "
+                             "\"assistant\" (output rail)", param="role")
     policy = body.get("policy")
     if policy is not None and (not isinstance(policy, str) or policy not in presets):
         raise InvalidRequest(f"'policy' must be one of the presets {list(presets)}",

@@ -19,8 +19,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        help="check: the text (- for stdin); eval: rows {\"text\", \"label\"}")
     guard.add_argument("--policy", default=None, help="a preset or a policy TOML file "
                                                       "(default: the guard_policy setting)")
-    guard.add_argument("--role", choices=["user", "assistant"], default="user",
-                       help="check: user (input rail) or assistant (output rail)")
+    guard.add_argument("--role", choices=["user", "system", "assistant"], default="user",
+                       help="check: user or system (input rail; a system prompt takes the "
+                            "policy's system_action) or assistant (output rail)")
     config.add_arguments(guard)
     guard.set_defaults(func=run)
 

@@ -3,7 +3,8 @@
 - input, the main text (last user turn or completion prompt): ``prompt-injection`` (the
   ``injection`` label) and ``content-safety`` (the ``unsafe`` label; its category the S-code
   with the highest score-to-threshold ratio, whose action the policy may override);
-- input, the other untrusted texts (system prompts, tool results): ``prompt-injection`` only;
+- input, the other untrusted texts (system prompts, tool results): ``prompt-injection`` only,
+  a flag in a system prompt taking the policy's ``system_action``;
 - output, one window with its context: the policy's output categories (hate ``S10`` and
   sexual content ``S12`` by default) as ``content-safety``, and, where the policy enables it
   (clinic), ``directive``: a diagnosis or dose instruction addressed to the reader.
@@ -60,9 +61,9 @@ class Thresholds:
 
 
 def injection_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds,
-                      words: int) -> GuardVerdict:
+                      words: int, *, system: bool = False) -> GuardVerdict:
     """``words``: the text's length in words (a short text needs the policy's
-    ``short_threshold``)."""
+    ``short_threshold``); ``system``: the text is a system prompt."""
     settings = policy.injection
     score = scores["injection"]
     threshold = thresholds.of("injection", settings)
@@ -70,7 +71,10 @@ def injection_verdict(scores: GuardScores, policy: Policy, thresholds: Threshold
         threshold = max(threshold, settings.short_threshold)
     if score < threshold:
         return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "benign", score, "allow", 0.0)
-    return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "injection", score, settings.action, 0.0,
+    action = settings.action
+    if system and settings.system_action is not None:
+        action = settings.system_action
+    return GuardVerdict(INJECTION, TIER_CLASSIFIERS, "injection", score, action, 0.0,
                         "injection")
 
 
@@ -86,12 +90,12 @@ def safety_verdict(scores: GuardScores, policy: Policy, thresholds: Thresholds
 
 
 def input_verdicts(scores: GuardScores, policy: Policy, thresholds: Thresholds, *,
-                   main: bool, words: int) -> list[GuardVerdict]:
+                   main: bool, words: int, system: bool = False) -> list[GuardVerdict]:
     """The enabled input decisions on one text (``main``: the last user turn; ``words``:
-    its length in words)."""
+    its length in words; ``system``: a system prompt)."""
     out = []
     if policy.injection.enabled:
-        out.append(injection_verdict(scores, policy, thresholds, words))
+        out.append(injection_verdict(scores, policy, thresholds, words, system=system))
     if main and policy.safety.enabled:
         out.append(safety_verdict(scores, policy, thresholds))
     return out

@@ -4,7 +4,8 @@ Rows are ``{"text": ..., "label": ...}``: the labels ``benign``, ``safe`` and ``
 "must pass", any other label means "must be caught", and the label names the category
 reported. Rows of the independent sets (``models/guards/data/independent*/``) are read too:
 ``{"text", "label": 0 | 1, "category", "role"}``, 1 meaning "must be caught"; a row whose
-``role`` is ``assistant`` goes through the output rail, any other through the input rail.
+``role`` is ``assistant`` goes through the output rail, any other through the input rail
+(``system`` as a system prompt: the policy's ``system_action`` applies).
 
 Reported per category: how many rows, the catch rate (caught = blocked, or answered by a
 topic rail) or, for a must-pass category, the false-block rate (anything but a plain allow:
@@ -111,7 +112,7 @@ def _caught(report: TextReport) -> bool:
 
 
 def _rail(row: Row) -> str:
-    return "assistant" if row.role == "assistant" else "user"
+    return row.role if row.role in ("assistant", "system") else "user"
 
 
 def _blockers(reports: Sequence[TextReport]) -> tuple[tuple[str, int], ...]:

@@ -7,7 +7,8 @@ the first block:
 2. the guard network (:mod:`appliance.guards.guardnet`) on the main text, in the executor
    (never on the event loop): one pass gives the ``prompt-injection`` and
    ``content-safety`` decisions (:mod:`appliance.guards.decide`); then the injection check
-   on each other untrusted text of the request (system prompts, tool results). A short
+   on each other untrusted text of the request (system prompts, tool results; a flag in a
+   system prompt takes the policy's ``system_action``). A short
    follow-up turn ("continue", "ok", "") is served without the network
    (``labels.json``'s follow-up rule). When the policy has topic rails, the main text's
    sentence embedding (for the topic match) is computed alongside.
@@ -61,6 +62,14 @@ class Embedder(Protocol):
     """What the topic rail needs of :class:`appliance.encoder.sentence.Encoder`."""
 
     def encode_one(self, text: str) -> Vector: ...
+
+
+@dataclass(frozen=True)
+class Untrusted:
+    """A text of the request besides the main one that gets the injection check."""
+
+    text: str
+    system: bool = False  # a system prompt (else a tool result)
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,7 @@ class InputPipeline:
         self._executor = executor
         self._encoder = encoder  # set when the policy's topic rails need the embedding
 
-    def check_sync(self, text: str, untrusted: Sequence[str] = ()) -> GuardDecision:
+    def check_sync(self, text: str, untrusted: Sequence[Untrusted] = ()) -> GuardDecision:
         """The same decision as :meth:`check`, run inline; budgets checked after each call."""
         async def inline(fn: Callable[[], object], budget_ms: float) -> Outcome:
             return timed(fn, budget_ms)
@@ -167,22 +176,25 @@ class InputPipeline:
         steps.close()
         raise RuntimeError("the inline input rail suspended")
 
-    async def check(self, text: str, untrusted: Sequence[str] = ()) -> GuardDecision:
+    async def check(self, text: str, untrusted: Sequence[Untrusted] = ()) -> GuardDecision:
         """Run the tiers; the network (and the topic embedding) run in the executor."""
         return await self.check_after_rules(text, self.policy.rule_set.check(text), untrusted)
 
     async def check_after_rules(self, text: str, rules: RuleVerdict,
-                                untrusted: Sequence[str] = ()) -> GuardDecision:
+                                untrusted: Sequence[Untrusted] = (), *,
+                                system: bool = False) -> GuardDecision:
         """Tiers 2+ for ``text`` whose rules tier gave ``rules`` (the caller ran it early,
         e.g. before admission, so the model's prompt could be redacted); ``untrusted``: the
-        request's other texts that get the injection check (system prompts, tool results)."""
+        request's other texts that get the injection check (system prompts, tool results);
+        ``system``: ``text`` itself is a system prompt (a request with no user turn)."""
         def in_executor(fn: Callable[[], object], budget_ms: float) -> Awaitable[Outcome]:
             return run_in(self._executor, fn, budget_ms)
 
-        return await self._decision(text, rules, untrusted, in_executor, parallel=True)
+        return await self._decision(text, rules, untrusted, in_executor, parallel=True,
+                                    system=system)
 
-    async def _decision(self, text: str, rules: RuleVerdict, untrusted: Sequence[str],
-                        run: Runner, *, parallel: bool) -> GuardDecision:
+    async def _decision(self, text: str, rules: RuleVerdict, untrusted: Sequence[Untrusted],
+                        run: Runner, *, parallel: bool, system: bool = False) -> GuardDecision:
         start = time.perf_counter() - rules.ms / 1000.0
         verdicts = [rules_verdict(rules)]
         if rules.blocked:
@@ -205,18 +217,20 @@ class InputPipeline:
                 embedding = self._embedding(embedded, verdicts)
             else:
                 outcome = await scoring
-            if not self._scored(outcome, verdicts, main=True, words=len(seen.split())):
+            if not self._scored(outcome, verdicts, main=True, words=len(seen.split()),
+                                system=system):
                 return self._decide(verdicts, rules, embedding, start)
         for other in untrusted:
             if not self.policy.injection.enabled or any(v.action == "block" for v in verdicts):
                 break
-            self._scored(await run(lambda t=other: self._network.score(  # type: ignore[misc]
-                t, remember=True), budget.budget_ms), verdicts, main=False,
-                         words=len(other.split()))
+            scored = await run(lambda t=other.text: self._network.score(  # type: ignore[misc]
+                t, remember=True), budget.budget_ms)
+            self._scored(scored, verdicts, main=False, words=len(other.text.split()),
+                         system=other.system)
         return self._decide(verdicts, rules, embedding, start)
 
     def _scored(self, outcome: Outcome, verdicts: list[GuardVerdict], *, main: bool,
-                words: int) -> bool:
+                words: int, system: bool = False) -> bool:
         """Append the pass's verdict and its decisions; False when the pass failed."""
         if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
             label = "error" if outcome.label == "ok" else outcome.label
@@ -225,7 +239,7 @@ class InputPipeline:
         verdicts.append(GuardVerdict(NETWORK, TIER_CLASSIFIERS, "ok" if main else "untrusted",
                                      0.0, "allow", outcome.ms))
         verdicts.extend(input_verdicts(outcome.value, self.policy, self._thresholds,
-                                       main=main, words=words))
+                                       main=main, words=words, system=system))
         return True
 
     def _embedding(self, outcome: Outcome, verdicts: list[GuardVerdict]) -> Vector | None:

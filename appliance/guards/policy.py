@@ -83,7 +83,7 @@ _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "ne
                        "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories",
-                                   "short_words", "short_threshold"}
+                                   "short_words", "short_threshold", "system_action"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer", "route"})
 
@@ -109,6 +109,10 @@ class ClassifierPolicy:
     # attack rarely is; the rules tier still sees every text.
     short_words: int = 0
     short_threshold: float = 1.0
+    # The action on a flag in a system message (injection; None: ``action``). A system
+    # prompt is the application's instructions to the model, which is what the injection
+    # label finds: the network flags two in three ordinary ones (models/README.md).
+    system_action: OnFlag | None = None
 
     def action_for(self, category: str | None) -> OnFlag:
         """The action on a flag whose top category is ``category`` (an S-code or None)."""
@@ -198,9 +202,12 @@ def _classifier(raw: object, where: str) -> ClassifierPolicy:
         if not _CATEGORY.fullmatch(code):
             raise ConfigError(f"{where}.categories: {code!r} is not an S-code like 'S6'")
         categories[code] = _on_flag(action, f"{where}.categories.{code}")
+    system_action = table.get("system_action")
     return ClassifierPolicy(
         enabled=enabled, threshold=threshold,
         action=_on_flag(table.get("action", "block"), f"{where}.action"),
+        system_action=None if system_action is None
+        else _on_flag(system_action, f"{where}.system_action"),
         categories=MappingProxyType(categories), budget=_budget(table, where, 250.0),
         short_words=short_words, short_threshold=1.0 if short_threshold is None
         else short_threshold)

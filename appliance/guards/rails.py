@@ -10,7 +10,8 @@ over a request's texts:
   normalisation and rules, then the guard network (injection and harmful content), then
   the topic rail;
 - the *untrusted* texts (system prompts, tool results: named by the caller) go through the
-  rules and the network's injection check, scored sentence by sentence and as a whole;
+  rules and the network's injection check, scored sentence by sentence and as a whole (a
+  flag in a system prompt takes the policy's ``system_action``);
 - the other texts (earlier turns) go through the rules tier only (sub-millisecond), so PII
   anywhere is redacted and a rule block anywhere blocks.
 
@@ -42,6 +43,7 @@ from appliance.guards.pipeline import (
     GuardVerdict,
     InputPipeline,
     OutputRules,
+    Untrusted,
     failure,
     rules_verdict,
     run_in,
@@ -87,6 +89,7 @@ class RulesStage:
     blocker: GuardVerdict | None
     ms: float
     untrusted: tuple[int, ...] = ()  # texts that also get the injection check
+    system: frozenset[int] = frozenset()  # those of them that are system prompts
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,12 @@ class Guards:
 
     # --- input --------------------------------------------------------------------------
     def check_rules(self, texts: Sequence[str], main: int, rails: PolicyRails,
-                    untrusted: Sequence[int] = ()) -> RulesStage:
+                    untrusted: Sequence[int] = (), system: Sequence[int] = ()) -> RulesStage:
         """The rules tier on every text (sub-millisecond, inline): redactions, and a block
         that needs no classifier. Run before admission, so the prompt is built from the
         redacted texts; the classifiers follow in :meth:`check_classifiers` (on the main
-        text, and the injection check on the ``untrusted`` ones)."""
+        text, and the injection check on the ``untrusted`` ones, of which ``system`` are
+        system prompts)."""
         start = time.perf_counter()
         out = list(texts)
         verdicts: list[GuardVerdict] = []
@@ -178,7 +182,8 @@ class Guards:
                 blocker = verdict
         assert main_rules is not None
         return RulesStage(tuple(texts), tuple(out), main, main_rules, tuple(verdicts), blocker,
-                          _ms(start), tuple(i for i in untrusted if i != main))
+                          _ms(start), tuple(i for i in untrusted if i != main),
+                          frozenset(system))
 
     async def check_classifiers(self, stage: RulesStage, rails: PolicyRails) -> InputCheck:
         """The classifier tiers and the topic rail on the main text, after the rules."""
@@ -190,7 +195,9 @@ class Guards:
         start = time.perf_counter()
         main = stage.main
         decision = await rails.input.check_after_rules(
-            stage.originals[main], stage.main_rules, [stage.texts[i] for i in stage.untrusted])
+            stage.originals[main], stage.main_rules,
+            [Untrusted(stage.texts[i], i in stage.system) for i in stage.untrusted],
+            system=main in stage.system)
         blocker = next((v for v in decision.verdicts if v.action == "block"), None)
         # A topic's answer is fixed text and never reaches the model, so it may answer even
         # what a classifier blocked (an emergency phrased as self-harm gets the emergency
@@ -204,10 +211,12 @@ class Guards:
         return InputCheck(blocker is None, stage.texts, decision, blocker, topic, verdicts,
                           stage.ms + _ms(start))
 
-    async def check_input(self, texts: Sequence[str], main: int,
-                          rails: PolicyRails) -> InputCheck:
-        """Both stages at once (``/v1/guard``, the CLI)."""
-        return await self.check_classifiers(self.check_rules(texts, main, rails), rails)
+    async def check_input(self, texts: Sequence[str], main: int, rails: PolicyRails,
+                          system: Sequence[int] = ()) -> InputCheck:
+        """Both stages at once (``/v1/guard``, the CLI); ``system``: the texts that are
+        system prompts."""
+        return await self.check_classifiers(self.check_rules(texts, main, rails, (), system),
+                                            rails)
 
     # --- output -------------------------------------------------------------------------
     def output_rail(self, rails: PolicyRails) -> OutputRail:
@@ -239,7 +248,7 @@ class Guards:
     async def check_text(self, text: str, role: str, rails: PolicyRails) -> TextReport:
         start = time.perf_counter()
         if role != "assistant":
-            check = await self.check_input([text], 0, rails)
+            check = await self.check_input([text], 0, rails, (0,) if role == "system" else ())
             redacted = check.texts[0] if check.texts[0] != text else None
             message = (rails.policy.refusal if not check.allowed
                        else check.topic.answer if check.topic else None)

@@ -63,8 +63,9 @@ class Preparer:
             users = [i for i, m in enumerate(messages) if m.role == "user"]
             main = users[-1] if users else len(messages) - 1
             untrusted = [i for i, m in enumerate(messages) if m.role in UNTRUSTED_ROLES]
+            system = [i for i in untrusted if messages[i].role == "system"]
             rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace,
-                                       untrusted)
+                                       untrusted, system=system)
             messages = tuple(m if text == m.content else dataclasses.replace(m, content=text)
                              for m, text in zip(messages, rules.texts, strict=True))
         exact = route is not None and route.embedded

@@ -89,6 +89,8 @@ def test_presets_name_the_new_labels() -> None:
     ('name = "x"\n[classifiers.content-safety]\nthreshold = 1.5\n', "threshold"),
     ('name = "x"\n[classifiers.prompt-injection]\nshort_threshold = 2\n', "short_threshold"),
     ('name = "x"\n[classifiers.prompt-injection]\nshort_words = -1\n', "short_words"),
+    ('name = "x"\n[classifiers.prompt-injection]\nsystem_action = "ignore"\n',
+     "system_action"),
     ('name = "x"\n[classifiers.content-safety.categories]\nviolence = "allow"\n', "S-code"),
     ('name = "x"\n[classifiers.nanoguard]\nenabled = true\n', "nanoguard"),
     ('name = "x"\n[embedding]\non_timeout = "allow"\n', "fail closed"),
@@ -189,6 +191,35 @@ def test_a_short_text_needs_the_short_threshold_for_the_injection_label() -> Non
         assert plain.injection.short_words == 0
         assert injection_verdict(GuardScores(("injection",), np.array([0.65]), 1), plain,
                                  thresholds, 2).label == "injection"
+
+
+def test_a_flag_in_a_system_prompt_takes_the_system_action() -> None:
+    import numpy as np
+
+    from appliance.guards.decide import Thresholds, injection_verdict, input_verdicts
+    from appliance.guards.guardnet import GuardScores
+
+    thresholds = Thresholds({"injection": 0.25, "unsafe": 0.37}, ())
+    flagged = GuardScores(("injection", "unsafe"), np.array([0.96, 0.01]), 1)
+    clean = GuardScores(("injection", "unsafe"), np.array([0.1, 0.01]), 1)
+    for preset in ("default", "clinic"):
+        policy = load_policy(preset)
+        assert policy.injection.system_action == "flag" and policy.injection.action == "block"
+        system = injection_verdict(flagged, policy, thresholds, 20, system=True)
+        assert (system.label, system.action, system.category) == ("injection", "flag",
+                                                                  "injection")
+        assert injection_verdict(flagged, policy, thresholds, 20).action == "block"
+        assert injection_verdict(clean, policy, thresholds, 20, system=True).action == "allow"
+        # a request whose only text is a system prompt: content safety still decides on it
+        main = input_verdicts(flagged, policy, thresholds, main=True, words=20, system=True)
+        assert [(v.guard, v.action) for v in main] == [("prompt-injection", "flag"),
+                                                        ("content-safety", "allow")]
+    plain = parse_policy(b'name = "x"\n')  # not set: a system prompt is judged like the rest
+    assert plain.injection.system_action is None
+    assert injection_verdict(flagged, plain, thresholds, 20, system=True).action == "block"
+    strict = parse_policy(b'name = "x"\n[classifiers.prompt-injection]\n'
+                          b'system_action = "block"\n')
+    assert injection_verdict(flagged, strict, thresholds, 20, system=True).action == "block"
 
 
 def test_an_output_category_fires_at_the_higher_of_its_threshold_and_min_score() -> None:
