@@ -228,7 +228,7 @@ def guard(presets: tuple[str, ...]) -> Schema:
             "input": {"anyOf": [{"type": "string"},
                                 {"type": "array", "minItems": 1, "maxItems": MAX_GUARD_INPUTS,
                                  "items": {"type": "string"}}]},
-            "role": {"enum": ["user", "assistant"]},
+            "role": {"enum": ["user", "system", "assistant"]},
             "policy": _nullable({"enum": list(presets)}),
         },
     }

@@ -36,7 +36,7 @@ class GuardCheck:
 
     async def check(self, texts: Sequence[str], role: str, key: KeyRecord,
                     trace: RequestTrace, policy: str | None = None) -> list[TextReport]:
-        """Each text through the input (role user) or output (role assistant) rail of
+        """Each text through the input (role user or system) or output (role assistant) rail of
         ``policy``, else the key's policy, else the server's."""
         if not self._guards.enabled:
             raise InvalidRequest("the guards are switched off on this server (guards = false)",
