@@ -38,7 +38,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
     flagging = default.replace('name = "default"', 'name = "lab-flag"').replace(
         'action = "block"              #', 'action = "flag"               #').replace(
         'enabled = true\naction = "block"', 'enabled = true\naction = "flag"')
-    assert flagging.count('action = "flag"') == 2, "the default policy changed shape"
+    assert flagging.count('\naction = "flag"') == 2, "the default policy changed shape"
     (data / "lab-flag.toml").write_text(flagging)
     with Database(settings.database) as db:
         store = KeyStore(db)

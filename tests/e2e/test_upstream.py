@@ -331,7 +331,7 @@ def _failover_run(appliance: RunningServer, servers: list[LlamaServer]) -> dict[
             outcome = "ok"
             models.add(answer.model)
         except openai.APIError as exc:
-            outcome = f"{type(exc).__name__}: {getattr(exc, 'status_code', '')}"
+            outcome = f"{type(exc).__name__}: {getattr(exc, 'status_code', '')} {exc}"
         results.append((start, time.monotonic() - start, outcome))
 
     with ThreadPoolExecutor(2) as pool:
