@@ -10,7 +10,8 @@ reported. Rows of the independent sets (``models/guards/data/independent*/``) ar
 Reported per category: how many rows, the catch rate (caught = blocked, or answered by a
 topic rail) or, for a must-pass category, the false-block rate (anything but a plain allow:
 blocked, topic or flagged); ROC AUC of the rail's score (the highest guard score of a row)
-against the must-pass rows of the same rail; the guards that caught its rows. Then the
+against the must-pass rows of the same rail; the guards that caught its rows (or, for rows
+they did not stop, only flagged or redacted them: named with that action). Then the
 thresholds the policy uses (the network's calibrated ones, or the policy's overrides), the
 latency p50/p95 of the whole rail and the mean time per guard.
 """
@@ -47,7 +48,7 @@ class LabelReport:
     rate: float  # catch rate, or false-block rate for a must-pass category
     auc: float | None  # against the must-pass rows of its rail; None for those
     must_catch: bool = True
-    by: tuple[tuple[str, int], ...] = ()  # guard (category) -> rows it caught
+    by: tuple[tuple[str, int], ...] = ()  # guard (category) -> rows it caught (or marked)
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,18 @@ def _rail(row: Row) -> str:
 
 
 def _blockers(reports: Sequence[TextReport]) -> tuple[tuple[str, int], ...]:
+    """What stopped each row (a block, else the topic rail), else what only flagged or
+    redacted it (named with that action): the three most frequent."""
     seen: Counter[str] = Counter()
     for r in reports:
         blocker = next((v for v in r.verdicts if v.action == "block"), None)
+        marked = next((v for v in r.verdicts if v.action in ("flag", "redact")), None)
         if blocker is not None:
             seen[f"{blocker.guard}({blocker.category or blocker.label})"] += 1
         elif r.topic is not None:
             seen["topic"] += 1
+        elif marked is not None:
+            seen[f"{marked.guard}({marked.category or marked.label}) {marked.action}"] += 1
     return tuple(seen.most_common(3))
 
 

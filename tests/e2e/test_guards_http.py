@@ -436,6 +436,21 @@ def test_guard_eval_cli_reports_rates_auc_and_latency() -> None:
     assert "latency: p50" in out
 
 
+def test_guard_eval_cli_reads_system_rows_as_system_prompts(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": AGENT_PROMPTS[0], "label": 0, "category": c,
+                                        "role": r}) + "\n"
+                            for c, r in (("as-system", "system"), ("as-user", "user"))))
+    out = subprocess.run([sys.executable, "-m", "appliance", "guard", "eval", str(rows)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("as-")}
+    # served but flagged: counted against the row, and named as a flag, not a block
+    assert "false-flag 100.0%" in lines["as-system"]
+    assert lines["as-system"].rstrip().endswith("prompt-injection(injection) flag 1")
+    assert lines["as-user"].rstrip().endswith("prompt-injection(injection) 1")
+
+
 def test_guard_check_cli_exit_code() -> None:
     def run(text: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "appliance", "guard", "check", text],
