@@ -300,12 +300,22 @@ def _token_ids(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(as_int(t) is not None for t in value)
 
 
+def _ids(value: list[Any], where: str) -> tuple[int, ...]:
+    """The token ids of a list that :func:`_token_ids` accepted; none may be negative (the
+    upper bound is the served model's vocabulary, checked when the job is prepared)."""
+    ids = tuple(int(t) for t in value)
+    if min(ids) < 0:
+        raise InvalidRequest(f"{where} holds a negative token id; token ids are 0 or more",
+                             param="prompt")
+    return ids
+
+
 def _prompts(prompt: Any) -> tuple[Prompt, ...]:
     """A string, an array of token ids, or an array of several of those."""
     if isinstance(prompt, str):
         return (prompt,)
     if _token_ids(prompt):
-        return (tuple(int(t) for t in prompt),)
+        return (_ids(prompt, "'prompt'"),)
     if not isinstance(prompt, list) or not prompt:
         raise InvalidRequest("'prompt' must be a string, an array of token ids, or a "
                              "non-empty array of those", param="prompt")
@@ -317,7 +327,7 @@ def _prompts(prompt: Any) -> tuple[Prompt, ...]:
         if isinstance(item, str):
             out.append(item)
         elif _token_ids(item):
-            out.append(tuple(int(t) for t in item))
+            out.append(_ids(item, f"prompt[{i}]"))
         else:
             raise InvalidRequest(f"prompt[{i}] must be a string or a non-empty array of "
                                  f"token ids, not {_type_name(item)}", param="prompt")

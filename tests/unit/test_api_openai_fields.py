@@ -45,6 +45,9 @@ def test_completion_prompts_and_legacy_logprobs() -> None:
     assert several.prompts == ("a", (3, 4), "b") and several.options.n == 2
     for prompt in ([], {}, ["a", 5], ["a", []], [True], ["x"] * 33):
         assert _error(parse_completion, {"model": "m", "prompt": prompt}).param == "prompt"
+    for prompt, where in (([-1], "'prompt'"), ([[3, 4], [-13178, -2415]], "prompt[1]")):
+        error = _error(parse_completion, {"model": "m", "prompt": prompt})
+        assert error.param == "prompt" and f"{where} holds a negative token id" in str(error)
     assert _error(parse_completion, {"model": "m", "prompt": "a", "logprobs": 21}).param \
         == "logprobs"
     echo = _error(parse_completion, {"model": "m", "prompt": "a", "logprobs": 1, "echo": True})
