@@ -122,12 +122,12 @@ def _blockers(reports: Sequence[TextReport]) -> tuple[tuple[str, int], ...]:
     seen: Counter[str] = Counter()
     for r in reports:
         blocker = next((v for v in r.verdicts if v.action == "block"), None)
-        marked = next((v for v in r.verdicts if v.action in ("flag", "redact")), None)
         if blocker is not None:
             seen[f"{blocker.guard}({blocker.category or blocker.label})"] += 1
         elif r.topic is not None:
             seen["topic"] += 1
-        elif marked is not None:
+        elif (marked := next((v for v in r.verdicts if v.action in ("flag", "redact")),
+                             None)) is not None:
             seen[f"{marked.guard}({marked.category or marked.label}) {marked.action}"] += 1
     return tuple(seen.most_common(3))
 

@@ -273,6 +273,10 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
         assert isinstance(rules_config, Mapping)
         rule_set = RuleSet.from_config(rules_config)
         classifiers = _table(top.get("classifiers", {}), "classifiers", _CLASSIFIER_IDS)
+        for other in ("content-safety", "directive"):  # they never read a system prompt
+            if "system_action" in _table(classifiers.get(other, {}), f"classifiers.{other}"):
+                raise ConfigError(f"classifiers.{other}.system_action: only "
+                                  "classifiers.prompt-injection reads system prompts")
         sha = hashlib.sha256(data).hexdigest()
         return Policy(
             name=name, version=f"{version}+{sha[:12]}", sha256=sha,

@@ -89,7 +89,7 @@ class RulesStage:
     blocker: GuardVerdict | None
     ms: float
     untrusted: tuple[int, ...] = ()  # texts that also get the injection check
-    system: frozenset[int] = frozenset()  # those of them that are system prompts
+    system: frozenset[int] = frozenset()  # the system prompts (the main text may be one)
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,7 @@ class Guards:
         """The rules tier on every text (sub-millisecond, inline): redactions, and a block
         that needs no classifier. Run before admission, so the prompt is built from the
         redacted texts; the classifiers follow in :meth:`check_classifiers` (on the main
-        text, and the injection check on the ``untrusted`` ones, of which ``system`` are
-        system prompts)."""
+        text, and the injection check on the ``untrusted`` ones and the ``system`` prompts)."""
         start = time.perf_counter()
         out = list(texts)
         verdicts: list[GuardVerdict] = []
@@ -182,7 +181,7 @@ class Guards:
                 blocker = verdict
         assert main_rules is not None
         return RulesStage(tuple(texts), tuple(out), main, main_rules, tuple(verdicts), blocker,
-                          _ms(start), tuple(i for i in untrusted if i != main),
+                          _ms(start), tuple(sorted({*untrusted, *system} - {main})),
                           frozenset(system))
 
     async def check_classifiers(self, stage: RulesStage, rails: PolicyRails) -> InputCheck:

@@ -67,9 +67,9 @@ class InputStage:
     def rules(self, rails: PolicyRails, texts: Sequence[str], main: int,
               trace: RequestTrace, untrusted: Sequence[int] = (), *,
               system: Sequence[int] = (), param: str = "messages") -> RulesStage:
-        """The rules tier: redact, or block (an error naming ``param``); ``untrusted``: the
-        texts the classifier tier also checks for injections (``system``: those of them that
-        are system prompts)."""
+        """The rules tier: redact, or block (an error naming ``param``); ``untrusted`` (tool
+        results) and ``system`` (system prompts): the texts the classifier tier also checks
+        for injections."""
         stage = self._guards.get().check_rules(texts, main, rails, untrusted, system)
         trace.guard_s += stage.ms / 1000.0
         record_input(trace, stage.verdicts)

@@ -34,9 +34,6 @@ from appliance.routing.auto import AutoHints
 from appliance.routing.catalog import Catalog, Route
 
 _BIG_PROMPT_CHARS = 16_384  # tokenise larger prompts off the event loop
-# Texts the input rail checks for injections besides the last user turn: a system prompt
-# may hold pasted documents, a tool result is whatever the tool fetched.
-UNTRUSTED_ROLES = frozenset({"system", "tool"})
 
 
 class Preparer:
@@ -62,10 +59,12 @@ class Preparer:
         if rails is not None:
             users = [i for i, m in enumerate(messages) if m.role == "user"]
             main = users[-1] if users else len(messages) - 1
-            untrusted = [i for i, m in enumerate(messages) if m.role in UNTRUSTED_ROLES]
-            system = [i for i in untrusted if messages[i].role == "system"]
+            # Besides the last user turn, the input rail checks for injections what a tool
+            # fetched and the system prompts (which may hold pasted documents).
+            tools = [i for i, m in enumerate(messages) if m.role == "tool"]
+            system = [i for i, m in enumerate(messages) if m.role == "system"]
             rules = self._inputs.rules(rails, [m.content for m in messages], main, ctx.trace,
-                                       untrusted, system=system)
+                                       tools, system=system)
             messages = tuple(m if text == m.content else dataclasses.replace(m, content=text)
                              for m, text in zip(messages, rules.texts, strict=True))
         exact = route is not None and route.embedded

@@ -18,6 +18,7 @@ import pytest
 
 from appliance.guards.policy import POLICIES_DIR, load_policy
 from tests.conftest import RunningServer, make_settings, start_server
+from tests.e2e.test_observability import sample, scrape
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,14 +202,9 @@ def test_an_injection_hidden_in_a_document_is_blocked(server: RunningServer,
 
 def _flags(server: RunningServer) -> float:
     """Input-rail injection flags so far (appliance_guard_verdicts_total)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(server.base_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    want = {"guard": "prompt-injection", "label": "injection", "action": "flag",
-            "direction": "input"}
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "appliance_guard_verdicts_total" and s.labels == want)
+    return sample(scrape(server.base_url)[1], "appliance_guard_verdicts_total",
+                  guard="prompt-injection", label="injection", action="flag",
+                  direction="input")
 
 
 # Written like the prompts of agent frameworks: instructions and a format for the model,

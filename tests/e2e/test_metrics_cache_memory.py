@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import RunningServer, make_settings, start_server
-from tests.e2e.test_observability import _get, scrape
+from tests.e2e.test_observability import sample, scrape
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +38,15 @@ def test_cache_and_memory_metrics(srv: RunningServer, tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
         _, after = scrape(srv.base_url)
-        if _get(after, "appliance_memory_entries", scope="user") == 1 or \
+        if sample(after, "appliance_memory_entries", scope="user") == 1 or \
                 time.monotonic() > deadline:
             break
         time.sleep(0.2)
 
     def delta(name: str, **labels: str) -> float:
-        return _get(after, name, **labels) - _get(before, name, **labels)
+        return sample(after, name, **labels) - sample(before, name, **labels)
 
     assert delta("appliance_cache_lookups_total", result="miss") == 1
     assert delta("appliance_cache_lookups_total", result="hit-exact") == 1
-    assert _get(after, "appliance_memory_entries", scope="user") == 1
-    assert _get(after, "appliance_memory_store_bytes") >= len("Ana is allergic to nuts.")
+    assert sample(after, "appliance_memory_entries", scope="user") == 1
+    assert sample(after, "appliance_memory_store_bytes") >= len("Ana is allergic to nuts.")

@@ -67,7 +67,7 @@ def http_error(req: str | urllib.request.Request, key: str | None = None
         return err.code, dict(err.headers), err.read()
 
 
-def _get(s: Samples, name: str, **labels: str) -> float:
+def sample(s: Samples, name: str, **labels: str) -> float:
     return s.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -101,8 +101,8 @@ def test_a_system_prompt_met_again_is_not_scored_again(server: RunningServer) ->
             assert r.choices[0].finish_reason in ("stop", "length")
     _, after = scrape(server.base_url)
     # the second request's system prompt: its scores kept from the first one's check
-    assert _get(after, "appliance_guard_scores_reused_total") - \
-        _get(before, "appliance_guard_scores_reused_total") == 1
+    assert sample(after, "appliance_guard_scores_reused_total") - \
+        sample(before, "appliance_guard_scores_reused_total") == 1
 
 
 def test_requests_feed_the_metrics(server: RunningServer) -> None:
@@ -120,7 +120,7 @@ def test_requests_feed_the_metrics(server: RunningServer) -> None:
     _, after = scrape(server.base_url)
 
     def delta(name: str, **labels: str) -> float:
-        return _get(after, name, **labels) - _get(before, name, **labels)
+        return sample(after, name, **labels) - sample(before, name, **labels)
 
     assert delta("appliance_requests_total", endpoint="/v1/chat/completions",
                  status="200") == 1
@@ -148,11 +148,11 @@ def test_requests_feed_the_metrics(server: RunningServer) -> None:
     assert delta("appliance_decode_batch_size_count") >= 14
     assert delta("appliance_request_seconds_count") >= 4
     ttft = delta("appliance_time_to_first_token_seconds_sum")
-    e2e_streams = _get(after, "appliance_request_seconds_sum")
+    e2e_streams = sample(after, "appliance_request_seconds_sum")
     assert 0 < ttft < e2e_streams
-    assert _get(after, "appliance_kv_cache_usage_ratio") > 0  # slots keep their prompts' KV
-    assert _get(after, "appliance_sequences_running") == 0
-    assert _get(after, "appliance_queue_depth") == 0
+    assert sample(after, "appliance_kv_cache_usage_ratio") > 0  # slots keep their prompts' KV
+    assert sample(after, "appliance_sequences_running") == 0
+    assert sample(after, "appliance_queue_depth") == 0
 
 
 def test_every_response_carries_a_request_id(server: RunningServer) -> None:
@@ -195,7 +195,7 @@ def test_metrics_can_require_the_admin_scope(keyed: tuple[RunningServer, dict[st
     _, after = scrape(srv.base_url, secrets["admin"])
     for status in ("401", "403"):
         labels = {"endpoint": "/metrics", "status": status}
-        assert _get(after, "appliance_requests_total", **labels) - _get(
+        assert sample(after, "appliance_requests_total", **labels) - sample(
             before, "appliance_requests_total", **labels) == 1
 
 
@@ -207,8 +207,8 @@ def test_rate_limit_refusals_are_counted_by_key_and_kind(
         with pytest.raises(openai.RateLimitError):
             c.completions.create(model="default", prompt="Hi", max_tokens=1)
     _, s = scrape(srv.base_url, secrets["admin"])
-    assert _get(s, "appliance_rate_limited_total", key="limited", kind="requests") == 1
-    assert _get(s, "appliance_errors_total", type="rate_limit_exceeded") == 1
+    assert sample(s, "appliance_rate_limited_total", key="limited", kind="requests") == 1
+    assert sample(s, "appliance_errors_total", type="rate_limit_exceeded") == 1
 
 
 # --- logs: JSON lines, no PII, with content logging off and on --------------------------------

@@ -91,6 +91,8 @@ def test_presets_name_the_new_labels() -> None:
     ('name = "x"\n[classifiers.prompt-injection]\nshort_words = -1\n', "short_words"),
     ('name = "x"\n[classifiers.prompt-injection]\nsystem_action = "ignore"\n',
      "system_action"),
+    ('name = "x"\n[classifiers.content-safety]\nsystem_action = "flag"\n',
+     "only classifiers.prompt-injection"),
     ('name = "x"\n[classifiers.content-safety.categories]\nviolence = "allow"\n', "S-code"),
     ('name = "x"\n[classifiers.nanoguard]\nenabled = true\n', "nanoguard"),
     ('name = "x"\n[embedding]\non_timeout = "allow"\n', "fail closed"),
