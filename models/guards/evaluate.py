@@ -3,6 +3,9 @@
     python models/guards/evaluate.py [--latency]   print the figures of the committed model on
                                                     the independent sets, next to the old
                                                     heads' (carried in metrics.json)
+    python models/guards/evaluate.py --latency-against DIR
+                                                    time the committed network's input-rail
+                                                    check against DIR's, interleaved
 
 * ``calibrate``: one threshold per label, picked on the **validation split** only. The
   objective counts a false block like a miss: it minimises the mean miss rate over the kinds
@@ -251,6 +254,30 @@ def latency(directory: Path, runs: int = 60) -> dict[str, Any]:
     return out
 
 
+def latency_against(directory: Path, other: Path, rounds: int = 10,
+                    runs: int = 20) -> dict[str, Any]:
+    """The input-rail check of two networks in one process, interleaved (``rounds`` of
+    ``runs`` checks each per length, the order swapped every round): p50/p95 of each, for a
+    change whose cost is smaller than the machine's drift between two runs."""
+    nets = {"committed": GuardNet(directory, threads=1), "other": GuardNet(other, threads=1)}
+    out: dict[str, Any] = {"other": str(other), "rounds": rounds, "runs": runs, "cpu": _cpu(),
+                           "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    for n in LENGTHS:
+        text = text_of_tokens(nets["committed"]._tokenizer, n)
+        times: dict[str, list[float]] = {name: [] for name in nets}
+        for r in range(rounds):
+            for name in sorted(nets, reverse=r % 2 == 1):
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    nets[name].check(text, "input")
+                    times[name].append((time.perf_counter() - start) * 1000.0)
+        out[f"{n}_tokens"] = {name: {"p50_ms": round(float(np.percentile(t, 50)), 2),
+                                     "p95_ms": round(float(np.percentile(t, 95)), 2)}
+                              for name, t in times.items()}
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
 def _cpu() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -266,7 +293,12 @@ def _cpu() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--latency-against", type=Path, metavar="DIR",
+                        help="only time the committed network against the one in DIR")
     args = parser.parse_args()
+    if args.latency_against:
+        print(json.dumps(latency_against(GUARDS / "guardnet", args.latency_against), indent=2))
+        return 0
     net = GuardNet(GUARDS / "guardnet")
     old = json.loads((GUARDS / "metrics.json").read_text(encoding="utf-8")).get("old_heads", {})
     for key, folder in SETS:
