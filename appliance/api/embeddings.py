@@ -73,7 +73,8 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
     if "input" not in body:
         raise InvalidRequest("'input' is required", param="input",
                              code="missing_required_parameter")
-    fmt = body.get("encoding_format") or "float"
+    fmt = body.get("encoding_format")
+    fmt = "float" if fmt is None else fmt
     if fmt not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'",
                              param="encoding_format")

@@ -32,6 +32,7 @@ MAX_TOKEN_DIGITS = 18  # more digits: outside any vocabulary (and int64); see sc
 MAX_N = 128  # what any server takes; the configured maximum (max_n) is checked later
 MAX_TOP_LOGPROBS = 20
 MAX_PROMPTS = 32  # prompts in one /v1/completions request
+MAX_SESSION_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,11 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' must be a non-empty string", param="model")
     _refuse_unsupported(body)
+    # Both are checked; the newer name wins when both are given.
+    legacy = _integer(body, "max_tokens", 1)
     max_tokens = _integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1)
+        max_tokens = legacy
     seed = _integer(body, "seed", SEED_MIN, SEED_MAX)
     sampling = SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -261,6 +264,27 @@ def _content(value: Any, i: int) -> str:
                          param=f"messages[{i}].content")
 
 
+def session_value(value: Any) -> str | None:
+    """A memory session as a client gave it (the body's ``session_id`` or the
+    ``X-Session-Id`` header); empty is none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_SESSION_CHARS or not _is_text(value):
+        raise InvalidRequest(f"'session_id' must be UTF-8 text of at most {MAX_SESSION_CHARS} "
+                             "characters", param="session_id")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    """False for text with lone surrogates (a header of bytes that are not UTF-8, or a JSON
+    ``\\ud800`` escape), which SQLite and the logs cannot store."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_chat(body: Any) -> ChatRequest:
     options = _options(body)
     options = dataclasses.replace(options, logprobs=_chat_logprobs(body))
@@ -286,6 +310,7 @@ def parse_chat(body: Any) -> ChatRequest:
                                content=_content(m.get("content"), i), name=name,
                                **message_tool_fields(m, i)))
     response_format, tools = parse_response_format(body), parse_tools(body)
+    session_value(body.get("session_id"))  # read with X-Session-Id where the job is made
     if options.logprobs is not None and (response_format is not None or tools is not None):
         # The constrained sampler and the log-probability reader each run the sampler
         # chain their own way; together they are not built (yet).

@@ -118,7 +118,8 @@ def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
 
 
 def _metadata(body: Mapping[str, Any]) -> dict[str, str]:
-    value = body.get("metadata") or {}
+    value = body.get("metadata")
+    value = {} if value is None else value
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidRequest("'metadata' must be an object of strings", param="metadata")

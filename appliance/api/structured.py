@@ -40,22 +40,26 @@ def parse_response_format(body: Mapping[str, Any]) -> ResponseFormat | None:
     if fmt is None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return ResponseFormat("json_object", "", "")
-    if kind != "json_schema":
+    if kind not in ("text", "json_object", "json_schema"):
         raise InvalidRequest("'response_format.type' must be 'text', 'json_object' or "
                              "'json_schema'", param="response_format.type")
     spec = fmt.get("json_schema")
-    if not isinstance(spec, dict):
+    if not isinstance(spec, dict) and (spec is not None or kind == "json_schema"):
         raise InvalidRequest("'response_format.json_schema' must be an object with 'name' "
                              "and 'schema'", param="response_format.json_schema")
-    name = _name(spec.get("name"), "response_format.json_schema.name")
-    if spec.get("schema") is None:  # no schema: any JSON object, as json_object
+    # Checked whatever the type, as the schema says: a malformed field is not ignored.
+    named = None if spec is None else (
+        _name(spec.get("name"), "response_format.json_schema.name"),
+        None if spec.get("schema") is None else _schema_json(
+            spec["schema"], "response_format.json_schema.schema"))
+    if kind == "text":
+        return None
+    if kind == "json_object" or named is None:
+        return ResponseFormat("json_object", "", "")
+    name, schema = named
+    if schema is None:  # no schema: any JSON object, as json_object
         return ResponseFormat("json_object", name, "")
-    return ResponseFormat("json_schema", name, _schema_json(
-        spec["schema"], "response_format.json_schema.schema"))
+    return ResponseFormat("json_schema", name, schema)
 
 
 def _function(tool: Any, i: int) -> Function:
@@ -65,11 +69,13 @@ def _function(tool: Any, i: int) -> Function:
         raise InvalidRequest(f"'{where}' must be {{\"type\": \"function\", \"function\": "
                              f"{{...}}}} (only function tools are supported)", param=where)
     fn = tool["function"]
-    description = fn.get("description") or ""
+    description = fn.get("description")
+    description = "" if description is None else description
     if not isinstance(description, str):
         raise InvalidRequest(f"'{where}.function.description' must be a string",
                              param=f"{where}.function.description")
-    strict = fn.get("strict") or False
+    strict = fn.get("strict")
+    strict = False if strict is None else strict
     if not isinstance(strict, bool):
         raise InvalidRequest(f"'{where}.function.strict' must be a boolean",
                              param=f"{where}.function.strict")
@@ -133,18 +139,22 @@ def message_tool_fields(m: Mapping[str, Any], i: int) -> dict[str, Any]:
                                  "message", param=f"{where}.tool_calls")
         out["tool_calls"] = tuple(_call(c, f"{where}.tool_calls[{j}]")
                                   for j, c in enumerate(calls))
+    call_id = m.get("tool_call_id")
     if role == "tool":
-        call_id = m.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             raise InvalidRequest(f"'{where}.tool_call_id' is required on a tool message",
                                  param=f"{where}.tool_call_id")
         out["tool_call_id"] = call_id
+    elif call_id is not None and not isinstance(call_id, str):  # given, then ignored
+        raise InvalidRequest(f"'{where}.tool_call_id' must be a string",
+                             param=f"{where}.tool_call_id")
     return out
 
 
 def _call(c: Any, where: str) -> ToolCall:
     fn = c.get("function") if isinstance(c, dict) else None
     if not isinstance(fn, dict) or not isinstance(c.get("id"), str) or \
+            c.get("type", "function") != "function" or \
             not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
         raise InvalidRequest(f"'{where}' must be {{\"id\", \"type\": \"function\", "
                              "\"function\": {\"name\", \"arguments\" (a JSON string)}}",

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from appliance.admission.gate import Gate
 from appliance.admission.keys import Scope
+from appliance.api.requests import MAX_SESSION_CHARS, session_value
 from appliance.cache.response import CacheDirectives
 from appliance.errors import InvalidRequest
 from appliance.observability.trace import RequestTrace
@@ -26,7 +27,6 @@ X_CACHE = "X-Cache"
 X_CACHE_SIMILARITY = "X-Cache-Similarity"
 X_CACHE_SCOPE = "X-Cache-Scope"
 X_SESSION_ID = "X-Session-Id"
-MAX_SESSION_CHARS = 256
 
 # The headers chat and completion requests read (for the OpenAPI document).
 GENERATION_HEADERS = (
@@ -55,24 +55,8 @@ def cache_directives(request: web.Request) -> CacheDirectives:
 def session_id(request: web.Request, body: Any) -> str | None:
     """The memory session of a chat request: ``X-Session-Id`` or the body's
     ``session_id``."""
-    value = request.headers.get(X_SESSION_ID) or (
-        body.get("session_id") if isinstance(body, dict) else None)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > MAX_SESSION_CHARS or not _is_text(value):
-        raise InvalidRequest(f"'session_id' must be UTF-8 text of at most {MAX_SESSION_CHARS} "
-                             "characters", param="session_id")
-    return value
-
-
-def _is_text(value: str) -> bool:
-    """False for a header that carried bytes that are not UTF-8 (aiohttp keeps them as lone
-    surrogates, which SQLite and the logs cannot store)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return session_value(request.headers.get(X_SESSION_ID) or (
+        body.get("session_id") if isinstance(body, dict) else None))
 
 
 def cache_headers(trace: RequestTrace) -> dict[str, str]:

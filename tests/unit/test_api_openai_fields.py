@@ -37,6 +37,20 @@ def test_chat_n_and_logprobs() -> None:
         assert _error(parse_chat, body).param == param, extra
 
 
+def test_chat_session_and_both_token_limits_are_checked() -> None:
+    body = {"model": "m", "messages": MESSAGES}
+    for session in (5, ["a"], "x" * 257, "\ud800"):
+        assert _error(parse_chat, {**body, "session_id": session}).param == "session_id"
+    parse_chat({**body, "session_id": "s-1"})
+    parse_chat({**body, "session_id": ""})
+    # The newer name wins, but the legacy one is not let through unchecked.
+    both = parse_chat({**body, "max_completion_tokens": 2, "max_tokens": 9})
+    assert both.options.max_tokens == 2
+    for legacy in (True, 0, "9"):
+        error = _error(parse_chat, {**body, "max_completion_tokens": 2, "max_tokens": legacy})
+        assert error.param == "max_tokens", legacy
+
+
 def test_completion_prompts_and_legacy_logprobs() -> None:
     one = parse_completion({"model": "m", "prompt": "a", "logprobs": 3})
     assert one.prompts == ("a",) and one.options.logprobs == 3
@@ -65,6 +79,9 @@ def test_embedding_inputs_are_texts_or_token_ids() -> None:
     assert inputs([[1], [2, 3]]) == ((), ((1,), (2, 3)))
     for bad in ([], [[]], [1, "a"], [[1], "a"], ["a", [1]], [[-1]], [True], [[1.5]], 3):
         assert _error(parse_embeddings, {"model": "m", "input": bad}).param == "input", bad
+    for fmt in ("", False, "int8"):
+        error = _error(parse_embeddings, {"model": "m", "input": "a", "encoding_format": fmt})
+        assert error.param == "encoding_format", fmt
 
 
 def test_responses_request_becomes_a_chat_request() -> None:
@@ -105,6 +122,8 @@ def test_responses_request_becomes_a_chat_request() -> None:
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"instructions": 5}, "instructions"),
     ({"metadata": {"a": 1}}, "metadata"),
+    ({"metadata": []}, "metadata"),
+    ({"metadata": ""}, "metadata"),
     ({"temperature": 5}, "temperature"),
     ({"input": []}, "input"),
     ({"input": [5]}, "input[0]"),

@@ -98,6 +98,10 @@ TOOL = {"type": "function", "function": {"name": "now", "parameters": {"type": "
     (_chat(tools=[{"type": "retrieval"}]), "tools[0]"),
     (_chat(tools=[{"type": "function", "function": {"name": "a b"}}]), "tools[0].function.name"),
     (_chat(tools=[TOOL, TOOL]), "tools"),
+    (_chat(tools=[{"type": "function", "function": {"name": "a", "strict": ""}}]),
+     "tools[0].function.strict"),
+    (_chat(tools=[{"type": "function", "function": {"name": "a", "description": 0}}]),
+     "tools[0].function.description"),
     (_chat(tools=[TOOL], tool_choice="sometimes"), "tool_choice"),
     (_chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "later"}}),
      "tool_choice"),
@@ -110,11 +114,27 @@ TOOL = {"type": "function", "function": {"name": "now", "parameters": {"type": "
      "response_format.json_schema.name"),
     (_chat(response_format={"type": "json_schema", "json_schema": {
         "name": "x", "schema": [1]}}), "response_format.json_schema.schema"),
+    # The field is checked whatever the type says, as the schema does.
+    (_chat(response_format={"type": "text", "json_schema": {"name": "x", "schema": "{}"}}),
+     "response_format.json_schema.schema"),
+    (_chat(response_format={"type": "json_object", "json_schema": {"name": "a b"}}),
+     "response_format.json_schema.name"),
+    (_chat(response_format={"type": "text", "json_schema": []}), "response_format.json_schema"),
     (_chat(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id"),
+    (_chat(messages=[{"role": "user", "content": "x", "tool_call_id": 7}]),
+     "messages[0].tool_call_id"),
+    (_chat(messages=[{"role": "system", "content": "x", "tool_call_id": ["c"]}]),
+     "messages[0].tool_call_id"),
     (_chat(messages=[{"role": "user", "content": "x", "tool_calls": []}]),
      "messages[0].tool_calls"),
     (_chat(messages=[{"role": "assistant", "content": None, "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]),
+     "messages[0].tool_calls[0]"),
+    (_chat(messages=[{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "retrieval", "function": {"name": "f", "arguments": "{}"}}]}]),
+     "messages[0].tool_calls[0]"),
+    (_chat(messages=[{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": None, "function": {"name": "f", "arguments": "{}"}}]}]),
      "messages[0].tool_calls[0]"),
 ])
 def test_bad_tool_fields_are_400s_naming_the_param(body: dict[str, object], param: str) -> None:
@@ -142,4 +162,13 @@ def test_tool_fields_parse() -> None:
     assert req.messages[1].content == ""
     assert req.messages[2].tool_call_id == "c" and req.messages[2].content == "noon"
     assert parse_chat(_chat(tools=[TOOL])).tools.choice == "auto"  # type: ignore[union-attr]
+    # Left alone where the schema allows them: a string id on a user turn, a call without
+    # its type, and a text format's well-formed json_schema.
+    plain = parse_chat(_chat(
+        response_format={"type": "text", "json_schema": {"name": "x", "schema": {}}},
+        messages=[{"role": "user", "content": "hi", "tool_call_id": "c"},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "c", "function": {"name": "now", "arguments": "{}"}}]}]))
+    assert plain.response_format is None and plain.messages[0].tool_call_id is None
+    assert plain.messages[1].tool_calls == (ToolCall("c", "now", "{}"),)
     assert parse_chat(_chat(tools=[], tool_choice="none")).tools is None
