@@ -167,6 +167,9 @@ CHAT: Schema = {
                                       "function": {"type": "object", "required": ["name"],
                                                    "properties": {"name": _FUNCTION_NAME}}}}]}),
         "parallel_tool_calls": _BOOLEAN,
+        # Refused with a 400 unsupported_parameter: the parser names the fields to send.
+        "functions": {"type": "null", "description": "deprecated: send tools"},
+        "function_call": {"type": "null", "description": "deprecated: send tool_choice"},
         "logprobs": _BOOLEAN,
         "top_logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
                          "description": "alternatives per token; needs \"logprobs\": true"},
@@ -193,6 +196,12 @@ COMPLETION: Schema = {
         "echo": _BOOLEAN,
         "logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
                      "description": "alternatives per token (not with \"echo\")"},
+        # Chat's fields, refused here with a 400 unsupported_parameter.
+        **{name: {"type": "null", "description": "only on /v1/chat/completions"}
+           for name in ("tools", "tool_choice", "functions")},
+        "response_format": _nullable({
+            "type": "object", "required": ["type"], "properties": {"type": {"const": "text"}},
+            "description": "only \"text\" here; JSON formats are on /v1/chat/completions"}),
     },
 }
 _EMBED_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
