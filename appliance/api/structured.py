@@ -43,20 +43,20 @@ def parse_response_format(body: Mapping[str, Any]) -> ResponseFormat | None:
     if kind not in ("text", "json_object", "json_schema"):
         raise InvalidRequest("'response_format.type' must be 'text', 'json_object' or "
                              "'json_schema'", param="response_format.type")
+    # json_schema is checked whatever the type says, as the schema does: a malformed field
+    # is not ignored.
     spec = fmt.get("json_schema")
     if not isinstance(spec, dict) and (spec is not None or kind == "json_schema"):
         raise InvalidRequest("'response_format.json_schema' must be an object with 'name' "
                              "and 'schema'", param="response_format.json_schema")
-    # Checked whatever the type, as the schema says: a malformed field is not ignored.
-    named = None if spec is None else (
+    name, schema = ("", None) if spec is None else (
         _name(spec.get("name"), "response_format.json_schema.name"),
         None if spec.get("schema") is None else _schema_json(
             spec["schema"], "response_format.json_schema.schema"))
     if kind == "text":
         return None
-    if kind == "json_object" or named is None:
+    if kind == "json_object":
         return ResponseFormat("json_object", "", "")
-    name, schema = named
     if schema is None:  # no schema: any JSON object, as json_object
         return ResponseFormat("json_object", name, "")
     return ResponseFormat("json_schema", name, schema)

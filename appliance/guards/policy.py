@@ -83,7 +83,9 @@ _TOP_KEYS = frozenset({"name", "version", "description", "refusal", "rules", "ne
                        "embedding", "classifiers", "output", "topics"})
 _BUDGET_KEYS = frozenset({"budget_ms", "on_timeout", "on_error"})
 _CLASSIFIER_KEYS = _BUDGET_KEYS | {"enabled", "threshold", "action", "categories",
-                                   "short_words", "short_threshold", "system_action"}
+                                   "short_words", "short_threshold"}
+# Only the injection check reads system prompts, so only it takes their action.
+_INJECTION_KEYS = _CLASSIFIER_KEYS | {"system_action"}
 _CLASSIFIER_IDS = frozenset({"prompt-injection", "content-safety", "directive"})
 _TOPIC_KEYS = frozenset({"name", "examples", "threshold", "answer", "route"})
 
@@ -186,8 +188,9 @@ def _budget(table: Mapping[str, object], where: str, default_ms: float) -> Budge
                   _fail(table.get("on_error", "block"), f"{where}.on_error"))
 
 
-def _classifier(raw: object, where: str) -> ClassifierPolicy:
-    table = _table(raw, where, _CLASSIFIER_KEYS)
+def _classifier(raw: object, where: str,
+                keys: frozenset[str] = _CLASSIFIER_KEYS) -> ClassifierPolicy:
+    table = _table(raw, where, keys)
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
@@ -273,16 +276,12 @@ def parse_policy(data: bytes, *, source: str = "<policy>", path: Path | None = N
         assert isinstance(rules_config, Mapping)
         rule_set = RuleSet.from_config(rules_config)
         classifiers = _table(top.get("classifiers", {}), "classifiers", _CLASSIFIER_IDS)
-        for other in ("content-safety", "directive"):  # they never read a system prompt
-            if "system_action" in _table(classifiers.get(other, {}), f"classifiers.{other}"):
-                raise ConfigError(f"classifiers.{other}.system_action: only "
-                                  "classifiers.prompt-injection reads system prompts")
         sha = hashlib.sha256(data).hexdigest()
         return Policy(
             name=name, version=f"{version}+{sha[:12]}", sha256=sha,
             rules_config=rules_config, rule_set=rule_set,
             injection=_classifier(classifiers.get("prompt-injection", {}),
-                                  "classifiers.prompt-injection"),
+                                  "classifiers.prompt-injection", _INJECTION_KEYS),
             safety=_classifier(classifiers.get("content-safety", {}),
                                "classifiers.content-safety"),
             directive=_classifier(classifiers.get("directive", {"enabled": False}),

@@ -221,16 +221,24 @@ def text_of_tokens(tokenizer: Any, n: int) -> str:
     return text[:enc.offsets[n - 3][1]]
 
 
-def _percentiles(fn: Callable[[], object], runs: int) -> dict[str, float]:
-    for _ in range(5):
-        fn()
-    times = []
+def _times(fn: Callable[[], object], runs: int) -> list[float]:
+    """Milliseconds of ``runs`` calls."""
+    out = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - start) * 1000.0)
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def _summary(times: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2),
             "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def _percentiles(fn: Callable[[], object], runs: int) -> dict[str, float]:
+    _times(fn, 5)  # first runs allocate; not what a serving rail sees
+    return _summary(_times(fn, runs))
 
 
 def latency(directory: Path, runs: int = 60) -> dict[str, Any]:
@@ -264,19 +272,15 @@ def latency_against(directory: Path, other: Path, rounds: int = 10,
                            "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     for n in LENGTHS:
         text = text_of_tokens(nets["committed"]._tokenizer, n)
+        checks = {name: (lambda net=net, t=text: net.check(t, "input"))
+                  for name, net in nets.items()}
         times: dict[str, list[float]] = {name: [] for name in nets}
-        for net in nets.values():  # first runs allocate; not what a serving rail sees
-            for _ in range(5):
-                net.check(text, "input")
+        for check in checks.values():
+            _times(check, 5)  # as in _percentiles
         for r in range(rounds):
             for name in sorted(nets, reverse=r % 2 == 1):
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    nets[name].check(text, "input")
-                    times[name].append((time.perf_counter() - start) * 1000.0)
-        out[f"{n}_tokens"] = {name: {"p50_ms": round(float(np.percentile(t, 50)), 2),
-                                     "p95_ms": round(float(np.percentile(t, 95)), 2)}
-                              for name, t in times.items()}
+                times[name] += _times(checks[name], runs)
+        out[f"{n}_tokens"] = {name: _summary(t) for name, t in times.items()}
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
