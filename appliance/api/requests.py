@@ -32,6 +32,10 @@ MAX_TOKEN_DIGITS = 18  # more digits: outside any vocabulary (and int64); see sc
 MAX_N = 128  # what any server takes; the configured maximum (max_n) is checked later
 MAX_TOP_LOGPROBS = 20
 MAX_PROMPTS = 32  # prompts in one /v1/completions request
+# The penalty divides a repeated token's positive logit in float32: near 0 it overflows to
+# inf and the draw's softmax to NaN (5e-324 is 0 there), which llama.cpp cannot sample
+# from. 0.01 already scales such a logit a hundredfold.
+MIN_REPEAT_PENALTY = 0.01
 MAX_SESSION_CHARS = 256
 
 
@@ -194,7 +198,7 @@ def _options(body: Mapping[str, Any]) -> GenerationOptions:
         seed=None if seed is None else seed & 0xFFFFFFFF,
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
-        repeat_penalty=_number(body, "repeat_penalty", 1.0, 0.0, 10.0, lo_open=True),
+        repeat_penalty=_number(body, "repeat_penalty", 1.0, MIN_REPEAT_PENALTY, 10.0),
         logit_bias=_logit_bias(body),
     )
     stream = _boolean(body, "stream")
@@ -338,6 +342,9 @@ def _ids(value: list[Any], where: str) -> tuple[int, ...]:
 def _prompts(prompt: Any) -> tuple[Prompt, ...]:
     """A string, an array of token ids, or an array of several of those."""
     if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidRequest("'prompt' is empty; there is nothing to continue",
+                                 param="prompt")
         return (prompt,)
     if _token_ids(prompt):
         return (_ids(prompt, "'prompt'"),)
@@ -349,13 +356,14 @@ def _prompts(prompt: Any) -> tuple[Prompt, ...]:
                              param="prompt")
     out: list[Prompt] = []
     for i, item in enumerate(prompt):
-        if isinstance(item, str):
+        if isinstance(item, str) and item:
             out.append(item)
         elif _token_ids(item):
             out.append(_ids(item, f"prompt[{i}]"))
         else:
-            raise InvalidRequest(f"prompt[{i}] must be a string or a non-empty array of "
-                                 f"token ids, not {_type_name(item)}", param="prompt")
+            what = "an empty string" if item == "" else _type_name(item)
+            raise InvalidRequest(f"prompt[{i}] must be a non-empty string or a non-empty "
+                                 f"array of token ids, not {what}", param="prompt")
     return tuple(out)
 
 

@@ -25,6 +25,7 @@ from appliance.api.requests import (
     MAX_STOP,
     MAX_TOKEN_DIGITS,
     MAX_TOP_LOGPROBS,
+    MIN_REPEAT_PENALTY,
     ROLES,
     SEED_MAX,
     SEED_MIN,
@@ -98,7 +99,7 @@ _OPTIONS: Schema = {
     "seed": _integer(SEED_MIN, SEED_MAX),
     "presence_penalty": _number(-2.0, 2.0),
     "frequency_penalty": _number(-2.0, 2.0),
-    "repeat_penalty": _number(0.0, 10.0, lo_open=True),
+    "repeat_penalty": _number(MIN_REPEAT_PENALTY, 10.0),
     "logit_bias": _nullable({
         "type": "object", "description": "token id -> bias; ids must be in the vocabulary",
         "propertyNames": {"pattern": f"^[0-9]{{1,{MAX_TOKEN_DIGITS}}}$"},
@@ -178,6 +179,7 @@ CHAT: Schema = {
     },
 }
 
+_PROMPT_TEXT = {"type": "string", "minLength": 1}  # an empty prompt gives nothing to continue
 _TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
            "description": "token ids of the served model's vocabulary"}
 
@@ -190,9 +192,9 @@ COMPLETION: Schema = {
     "properties": {
         **_OPTIONS,
         "prompt": {"anyOf": [
-            {"type": "string"}, _TOKENS,
+            _PROMPT_TEXT, _TOKENS,
             {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
-             "items": {"anyOf": [{"type": "string"}, _TOKENS]}}]},
+             "items": {"anyOf": [_PROMPT_TEXT, _TOKENS]}}]},
         "echo": _BOOLEAN,
         "logprobs": {**_integer(0, MAX_TOP_LOGPROBS),
                      "description": "alternatives per token (not with \"echo\")"},

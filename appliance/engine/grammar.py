@@ -69,8 +69,15 @@ class Candidates:
         self.array.selected = -1
         self.array.sorted = False
 
-    def selected(self) -> int:
-        return int(self.data["id"][self.array.selected])
+    def selected(self) -> int | None:
+        """The token the last sampler chose; None when it chose none (a draw from NaN
+        probabilities can leave the index out of range)."""
+        at = int(self.array.selected)
+        return int(self.data["id"][at]) if 0 <= at < self.array.size else None
+
+    def best_allowed(self) -> int:
+        """The most likely token the grammar left (after :meth:`any_allowed` said so)."""
+        return int(self.data["id"][int(np.argmax(self.data["logit"][: self.array.size]))])
 
     def allows(self, grammar: Any, token: int) -> bool:
         """Whether ``grammar`` accepts ``token`` next (one candidate, microseconds)."""
@@ -101,7 +108,7 @@ class ConstrainedSampler:
         cand.fill(logits)
         _hot.apply(chain, cand.ref)
         token = cand.selected()
-        if not cand.allows(grammar, token):
+        if token is None or not cand.allows(grammar, token):
             top = np.argpartition(logits, -_TOP_K)[-_TOP_K:].astype(np.int32)
             cand.fill(logits, np.union1d(top, self._eog).astype(np.int32))
             _hot.apply(grammar, cand.ref)
@@ -112,8 +119,16 @@ class ConstrainedSampler:
                     # A dead end: accepting any token would abort llama.cpp; end here.
                     log.error("no token fits the grammar; ending the sequence")
                     return int(self._eog[0])
+            fallback = cand.best_allowed()
             _hot.apply(chain, cand.ref)
             token = cand.selected()
+            if token is None or not cand.allows(grammar, token):
+                # The chain drew a token the grammar masked: non-finite logits (the
+                # penalties or temperature past float32's range) make such a draw.
+                # Accepting it would throw inside llama.cpp and abort the process.
+                log.warning("the sampler drew outside the grammar; taking its most likely "
+                            "allowed token")
+                token = fallback
         _hot.accept(grammar, token)
         _hot.accept(chain, token)
         return token

@@ -90,6 +90,8 @@ class LogprobSampler:
         logits = data["logit"][:size].copy()
         for i in range(chain.n_pre, n_all):
             _hot.apply(_hot.chain_get(chain.ptr, i), self._ref)
+        if not 0 <= array.selected < array.size:  # (a draw from NaN probabilities)
+            raise RuntimeError("the sampler chain selected no token")
         token = int(array.data[array.selected].id)
         _hot.accept(chain.ptr, token)
         return token, entry(self._model, token, ids, logits, top)

@@ -10,6 +10,9 @@ from appliance.engine.chat import ChatMessage
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
+GREEDY_BELOW = 1e-6  # a temperature under this samples the most likely token
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling, applied by llama.cpp's own samplers in the engine thread."""
@@ -27,7 +30,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        # Dividing logits by a temperature this small overflows float32 (the draw's
+        # softmax turns NaN), and what it would draw is, all but surely, the top token.
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ _CHUNKED_HEAD = (b"POST /v1/embeddings HTTP/1.1\r\nHost: a\r\nAuthorization: Bea
                  b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                  b"Connection: close\r\n\r\n")
 _EMBED = _embed()
+_FORCED = {"max_tokens": 8, "tools": [{"type": "function", "function": {
+    "name": "weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}}}],
+    "tool_choice": {"type": "function", "function": {"name": "weather"}}}
 _M = MARKER.encode()
 
 CASES = [
@@ -108,6 +112,16 @@ CASES = [
          code="not_found"),
     Case("patch-id-past-int64-bad-body", _call("PATCH", "/v1/memory/99999999999999999999",
                                                b"[]"), 400),
+    # Sampling values at float32's edge. A 5e-324 repeat penalty (0 in float32) made a
+    # forced tool call's draw land outside its grammar, which aborted the process.
+    Case("repeat-penalty-denormal", _post(CHAT, _chat(repeat_penalty=5e-324, **_FORCED)), 400,
+         param="repeat_penalty"),
+    Case("repeat-penalty-least", _post(CHAT, _chat(repeat_penalty=0.01, **_FORCED)), 200),
+    Case("temperature-denormal", _post(CHAT, _chat(temperature=1e-45, **_FORCED)), 200),
+    Case("top-p-denormal", _post(CHAT, _chat(top_p=5e-324, **_FORCED)), 200),
+    Case("completion-empty-prompt", _post(COMPLETIONS, _j({"model": "default", "prompt": "",
+                                                           "max_tokens": 1})), 400,
+         param="prompt"),
     # Compressed bodies that do decode are fine.
     Case("gzip-valid", _post(EMBEDDINGS, gzip.compress(_EMBED),
                              headers={"Content-Encoding": "gzip"}), 200),

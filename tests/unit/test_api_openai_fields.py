@@ -62,6 +62,10 @@ def test_completion_prompts_and_legacy_logprobs() -> None:
     for prompt, where in (([-1], "'prompt'"), ([[3, 4], [-13178, -2415]], "prompt[1]")):
         error = _error(parse_completion, {"model": "m", "prompt": prompt})
         assert error.param == "prompt" and f"{where} holds a negative token id" in str(error)
+    # An empty prompt gives the model nothing to continue (the schema says minLength 1).
+    assert "'prompt' is empty" in str(_error(parse_completion, {"model": "m", "prompt": ""}))
+    assert "prompt[1] must be a non-empty string or a non-empty array of token ids, not an " \
+        "empty string" in str(_error(parse_completion, {"model": "m", "prompt": ["a", ""]}))
     assert _error(parse_completion, {"model": "m", "prompt": "a", "logprobs": 21}).param \
         == "logprobs"
     echo = _error(parse_completion, {"model": "m", "prompt": "a", "logprobs": 1, "echo": True})
