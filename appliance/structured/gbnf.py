@@ -76,20 +76,70 @@ def alternatives(exprs: list[str]) -> str:
     return exprs[0] if len(exprs) == 1 else "(" + " | ".join(exprs) + ")"
 
 
+class _Node:
+    __slots__ = ("children", "end")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.end = False  # a text ends here
+
+
+def one_of_texts(builder: GrammarBuilder, texts: list[str], hint: str) -> str:
+    """Exactly one of ``texts`` (distinct, non-empty), as a prefix tree: texts that begin
+    alike share one path and part only where they differ, each branch point a rule of its
+    own. llama.cpp's grammar then follows one stack per branch instead of one per text:
+    as plain alternatives, a 4,096-value enum took 2.3 s to mask the vocabulary once, in
+    the engine thread that samples every sequence. Built without recursion, so a long
+    chain of prefixes ("a", "aa", "aaa", ...) is only a long list of rules."""
+    root = _Node()
+    for text in texts:
+        node = root
+        for ch in text:
+            child = node.children.get(ch)
+            if child is None:
+                child = node.children[ch] = _Node()
+            node = child
+        node.end = True
+    expression = ""
+    work: list[tuple[_Node, str | None]] = [(root, None)]
+    while work:
+        node, rule = work.pop()
+        alts = []
+        for ch, child in node.children.items():
+            label = ch
+            while not child.end and len(child.children) == 1:  # one way on: merge it
+                (step, child), = child.children.items()
+                label += step
+            if child.children:
+                sub = builder.name(f"{hint}-t")
+                work.append((child, sub))
+                alts.append(f"{literal(label)} {sub}")
+            else:
+                alts.append(literal(label))
+        body = f"({' | '.join(alts)})?" if node.end else alternatives(alts)
+        if rule is None:
+            expression = body
+        else:
+            builder.define(rule, body)
+    return expression
+
+
 class GrammarBuilder:
     """Named rules, rendered as one grammar whose start rule is ``root``."""
 
     def __init__(self) -> None:
         self._rules: dict[str, str] = {}
         self._taken: set[str] = set(JSON_RULES) | {"root"}
+        self._last: dict[str, int] = {}  # the highest suffix given to each base
 
     def name(self, hint: str) -> str:
         """A fresh rule name made from ``hint`` (GBNF names are letters, digits and dashes)."""
         base = _NAME_CHARS.sub("-", hint).strip("-").lower() or "r"
-        candidate, n = base, 1
+        candidate, n = base, self._last.get(base, 1)
         while candidate in self._taken:
             n += 1
             candidate = f"{base}-{n}"
+        self._last[base] = n  # a prefix tree asks for thousands of names from one hint
         self._taken.add(candidate)
         return candidate
 

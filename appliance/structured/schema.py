@@ -34,6 +34,7 @@ from appliance.structured.gbnf import (
     GrammarBuilder,
     alternatives,
     literal,
+    one_of_texts,
 )
 
 MAX_REPEAT = 256  # the largest minItems/maxItems/minLength/maxLength bound enforced
@@ -77,9 +78,31 @@ class UnsupportedSchema(Exception):
         self.why = why
 
 
-def json_literal(value: Any) -> str:
+def json_text(value: Any) -> str:
     """A JSON value as the exact text a grammar demands for it (``enum``/``const``)."""
-    return literal(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def json_literal(value: Any) -> str:
+    return literal(json_text(value))
+
+
+def _literal_texts(options: list[Any]) -> list[str] | None:
+    """The distinct JSON texts of ``options`` when each is a ``const`` or a non-empty
+    ``enum`` and nothing else (annotations aside); None otherwise."""
+    texts: list[str] = []
+    for option in options:
+        if not isinstance(option, Mapping) or ("const" in option) == ("enum" in option):
+            return None
+        if any(k not in ("const", "enum") and k not in ANNOTATIONS for k in option):
+            return None
+        if "const" in option:
+            texts.append(json_text(option["const"]))
+        elif isinstance(option["enum"], list) and option["enum"]:
+            texts.extend(json_text(v) for v in option["enum"])
+        else:
+            return None
+    return list(dict.fromkeys(texts))
 
 
 class SchemaConverter:
@@ -127,7 +150,7 @@ class SchemaConverter:
         if "const" in schema:
             return json_literal(schema["const"])
         if "enum" in schema:
-            return self._enum(schema, path)
+            return self._enum(schema, path, hint)
         types = self._types(schema, path)
         exprs = [self._typed(t, schema, path, hint, depth) for t in types]
         if schema.get("nullable") is True and "null" not in types:
@@ -178,14 +201,17 @@ class SchemaConverter:
             raise UnsupportedSchema(others[0], path, "keywords beside anyOf are not supported")
         if not isinstance(options, list) or not options:
             raise UnsupportedSchema("anyOf", path, "must be a non-empty array of schemas")
+        texts = _literal_texts(options)
+        if texts is not None:  # a list of values spelled as anyOf: one prefix tree too
+            return one_of_texts(self.b, texts, hint)
         return alternatives([self._visit(o, f"{path}/anyOf/{i}", f"{hint}-{i}", depth + 1)
                              for i, o in enumerate(options)])
 
-    def _enum(self, schema: Mapping[str, Any], path: str) -> str:
+    def _enum(self, schema: Mapping[str, Any], path: str, hint: str) -> str:
         values = schema["enum"]
         if not isinstance(values, list) or not values:
             raise UnsupportedSchema("enum", path, "must be a non-empty array")
-        return alternatives(list(dict.fromkeys(json_literal(v) for v in values)))
+        return one_of_texts(self.b, list(dict.fromkeys(json_text(v) for v in values)), hint)
 
     # --- types ------------------------------------------------------------------------------
     def _object(self, schema: Mapping[str, Any], path: str, hint: str, depth: int) -> str:

@@ -3,10 +3,13 @@ what a grammar accepts."""
 
 from __future__ import annotations
 
+import ctypes
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
+import numpy as np
 import pytest
 
 from appliance import config
@@ -38,6 +41,21 @@ class Oracle:
                     return False
                 _hot.accept(g, token)
             return self._cand.allows(g, self.model.eos)  # complete: the end may come
+        finally:
+            llama_cpp.llama_sampler_free(g)
+
+
+    def mask_seconds(self, grammar: str) -> float:
+        """How long llama.cpp takes to mask the whole vocabulary under ``grammar``'s first
+        step (the engine's rare full mask)."""
+        g: Any = llama_cpp.llama_sampler_init_grammar(self.model.vocab, grammar.encode(),
+                                                      b"root")
+        assert g, "llama.cpp refused the grammar"
+        try:
+            self._cand.fill(np.zeros(self.model.n_vocab, dtype=np.float32))
+            started = time.perf_counter()
+            llama_cpp.llama_sampler_apply(g, ctypes.byref(self._cand.array))
+            return time.perf_counter() - started
         finally:
             llama_cpp.llama_sampler_free(g)
 

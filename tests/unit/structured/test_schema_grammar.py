@@ -85,6 +85,13 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
       '{"d": "2024-01-01", "t": "2024-01-02T03:04:05Z", '
       '"u": "123e4567-e89b-12d3-a456-426614174000", "ip": "256.1.1.1"}']),
     ("anything", {}, ['{"x": [1, {"y": null}]}', '"s"', '-0.5e-3'], ['{"x": }', "nul"]),
+    # Values that are prefixes of each other share the prefix tree's paths.
+    ("enum-prefixes", {"enum": ["a", "ab", "abc", "b", 1, 10, 100, [1], [1, 2]]},
+     ['"a"', '"ab"', '"abc"', '"b"', "1", "10", "100", "[1]", "[1, 2]"],
+     ['"abcd"', '"ac"', '""', "1000", "0", "[1,2]", "[2]"]),
+    ("any-of-consts", {"anyOf": [{"const": "x"}, {"const": "xy", "description": "d"},
+                                 {"enum": [1, 2]}, {"const": None}]},
+     ['"x"', '"xy"', "1", "2", "null"], ['"y"', '"xyz"', "3", "12"]),
 ]
 
 
@@ -99,6 +106,22 @@ def test_grammar_accepts_exactly_what_the_schema_allows(oracle: Oracle, schema: 
         assert oracle.accepts(grammar, text), text
     for text in bad:
         assert not oracle.accepts(grammar, text), text
+
+
+def test_a_long_enum_is_a_prefix_tree_llama_cpp_masks_quickly(oracle: Oracle) -> None:
+    """5,000 codes, as a clinic's list of diagnosis codes might be: as plain alternatives
+    llama.cpp's grammar held one stack per code, and masking the vocabulary once took
+    seconds (2.3 s for 4,096 values) in the engine thread; as a tree it takes
+    milliseconds."""
+    codes = [f"{chr(65 + i % 26)}{i // 26:02d}.{i % 7}" for i in range(5000)]
+    for schema in ({"enum": codes}, {"anyOf": [{"const": c} for c in codes]}):
+        grammar = schema_grammar(schema)
+        for code in codes[::499] + codes[-1:]:
+            assert oracle.accepts(grammar, json.dumps(code)), code
+        for wrong in ("A00", "A00.7", "Z99.0", "A00.00", ""):
+            assert not oracle.accepts(grammar, json.dumps(wrong)), wrong
+        seconds = oracle.mask_seconds(grammar)
+        assert seconds < 0.25, f"{seconds:.3f} s to mask the vocabulary once"
 
 
 def test_narrowings_refuse_only_valid_but_unusual_values(oracle: Oracle) -> None:
