@@ -31,6 +31,7 @@ from appliance.api.requests import (
     SEED_MIN,
     TOP_K_MAX,
 )
+from appliance.api.structured import MAX_TOOLS
 
 Schema = dict[str, Any]
 
@@ -149,7 +150,7 @@ CHAT: Schema = {
                                                           "schema": _nullable(
                                                               {"type": "object"})}}}}),
         "tools": _nullable({
-            "type": "array",
+            "type": "array", "maxItems": MAX_TOOLS,
             "description": "function names are unique within the array",
             "items": {
                 "type": "object", "required": ["function"],

@@ -19,6 +19,9 @@ from appliance.errors import InvalidRequest
 from appliance.structured.spec import ChoiceMode, Function, ResponseFormat, Tools
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# As OpenAI caps them. Each function is one more path for a forced call's grammar to keep
+# open, and one more definition in the prompt.
+MAX_TOOLS = 128
 _CHOICES: tuple[ChoiceMode, ...] = ("none", "auto", "required")
 
 
@@ -113,6 +116,8 @@ def parse_tools(body: Mapping[str, Any]) -> Tools | None:
     raw = body.get("tools")
     if raw is not None and not isinstance(raw, list):
         raise InvalidRequest("'tools' must be an array", param="tools")
+    if raw is not None and len(raw) > MAX_TOOLS:
+        raise InvalidRequest(f"'tools' takes at most {MAX_TOOLS} functions", param="tools")
     functions = tuple(_function(t, i) for i, t in enumerate(raw or []))
     names = {f.name for f in functions}
     if len(names) < len(functions):

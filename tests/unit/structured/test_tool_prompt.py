@@ -98,6 +98,8 @@ TOOL = {"type": "function", "function": {"name": "now", "parameters": {"type": "
     (_chat(tools=[{"type": "retrieval"}]), "tools[0]"),
     (_chat(tools=[{"type": "function", "function": {"name": "a b"}}]), "tools[0].function.name"),
     (_chat(tools=[TOOL, TOOL]), "tools"),
+    (_chat(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]),
+     "tools"),
     (_chat(tools=[{"type": "function", "function": {"name": "a", "strict": ""}}]),
      "tools[0].function.strict"),
     (_chat(tools=[{"type": "function", "function": {"name": "a", "description": 0}}]),
@@ -162,6 +164,9 @@ def test_tool_fields_parse() -> None:
     assert req.messages[1].content == ""
     assert req.messages[2].tool_call_id == "c" and req.messages[2].content == "noon"
     assert parse_chat(_chat(tools=[TOOL])).tools.choice == "auto"  # type: ignore[union-attr]
+    most = parse_chat(_chat(tools=[{"type": "function", "function": {"name": f"f{i}"}}
+                                   for i in range(128)]))  # OpenAI's cap, and ours
+    assert most.tools is not None and len(most.tools.functions) == 128
     # Left alone where the schema allows them: a string id on a user turn, a call without
     # its type, and a text format's well-formed json_schema.
     plain = parse_chat(_chat(
