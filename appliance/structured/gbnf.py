@@ -85,12 +85,13 @@ class _Node:
 
 
 def one_of_texts(builder: GrammarBuilder, texts: list[str], hint: str) -> str:
-    """Exactly one of ``texts`` (distinct, non-empty), as a prefix tree: texts that begin
-    alike share one path and part only where they differ, each branch point a rule of its
-    own. llama.cpp's grammar then follows one stack per branch instead of one per text:
-    as plain alternatives, a 4,096-value enum took 2.3 s to mask the vocabulary once, in
-    the engine thread that samples every sequence. Built without recursion, so a long
-    chain of prefixes ("a", "aa", "aaa", ...) is only a long list of rules."""
+    """Exactly one of ``texts`` (non-empty; a repeated text is one path), as a prefix tree:
+    texts that begin alike share one path and part only where they differ, each branch
+    point a rule of its own. llama.cpp's grammar then follows one stack per branch instead
+    of one per text: as plain alternatives, a 4,096-value enum took 2.3 s to mask the
+    vocabulary once, in the engine thread that samples every sequence. Built without
+    recursion, so a long chain of prefixes ("a", "aa", "aaa", ...) is only a long list of
+    rules."""
     root = _Node()
     for text in texts:
         node = root

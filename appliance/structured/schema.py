@@ -88,7 +88,7 @@ def json_literal(value: Any) -> str:
 
 
 def _literal_texts(options: list[Any]) -> list[str] | None:
-    """The distinct JSON texts of ``options`` when each is a ``const`` or a non-empty
+    """The JSON texts of ``options`` when each is a ``const`` or a non-empty
     ``enum`` and nothing else (annotations aside); None otherwise."""
     texts: list[str] = []
     for option in options:
@@ -102,7 +102,7 @@ def _literal_texts(options: list[Any]) -> list[str] | None:
             texts.extend(json_text(v) for v in option["enum"])
         else:
             return None
-    return list(dict.fromkeys(texts))
+    return texts
 
 
 class SchemaConverter:
@@ -211,7 +211,7 @@ class SchemaConverter:
         values = schema["enum"]
         if not isinstance(values, list) or not values:
             raise UnsupportedSchema("enum", path, "must be a non-empty array")
-        return one_of_texts(self.b, list(dict.fromkeys(json_text(v) for v in values)), hint)
+        return one_of_texts(self.b, [json_text(v) for v in values], hint)
 
     # --- types ------------------------------------------------------------------------------
     def _object(self, schema: Mapping[str, Any], path: str, hint: str, depth: int) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from appliance.engine.grammar import GrammarCache, _hot
+from appliance.engine.grammar import ConstrainedSampler, GrammarCache, _hot
 from appliance.engine.native import Batch, ContextConfig, LlamaContext, LlamaModel, SamplerChain
 from appliance.engine.types import SamplingParams
 
@@ -25,6 +25,13 @@ def ctx(llama: LlamaModel) -> Iterator[LlamaContext]:
     context.close()
 
 
+@pytest.fixture
+def grammars(llama: LlamaModel) -> Iterator[GrammarCache]:
+    cache = GrammarCache(llama)
+    yield cache
+    cache.close()
+
+
 def _decode(ctx: LlamaContext, text: str) -> int:
     """Decode ``text`` as sequence 0; the batch row whose logits come next."""
     tokens = ctx.model.tokenize(text, add_special=True, parse_special=False)
@@ -36,39 +43,35 @@ def _decode(ctx: LlamaContext, text: str) -> int:
     return len(tokens) - 1
 
 
+def _draw(sampler: ConstrainedSampler, ctx: LlamaContext, row: int, n: int) -> str:
+    """``n`` tokens from one logits row (the grammar advances with each); closes it."""
+    try:
+        return b"".join(ctx.model.piece(sampler.sample(ctx, row)) for _ in range(n)).decode()
+    finally:
+        sampler.close()
+
+
 def test_a_draw_from_nan_logits_still_keeps_to_the_grammar(
-        llama: LlamaModel, ctx: LlamaContext, caplog: pytest.LogCaptureFixture) -> None:
+        llama: LlamaModel, ctx: LlamaContext, grammars: GrammarCache,
+        caplog: pytest.LogCaptureFixture) -> None:
     row = _decode(ctx, "The weather in Paris today is")
     logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row), shape=(llama.n_vocab,))
-    likely = np.argsort(-logits)[:256]
-    grammars = GrammarCache(llama)
     # A repeat penalty of 0 (what 5e-324 is in float32; the parser now refuses it) turns
     # each repeated token's logit into inf (positive), 0 or NaN (-inf times 0), and the
     # draw's softmax into NaN. Every likely token is made a repeated one.
     chain = SamplerChain(llama, SamplingParams(repeat_penalty=0.0, penalty_last_n=256),
                          seed=1)
-    for token in likely:
+    for token in np.argsort(-logits)[:256]:
         _hot.accept(chain.ptr, int(token))
-    sampler = grammars.constrain(chain, GRAMMAR)
-    try:
-        # Each draw reads the same logits row; the grammar advances with each token.
-        text = b"".join(llama.piece(sampler.sample(ctx, row)) for _ in range(6)).decode()
-    finally:
-        sampler.close()
-        grammars.close()
+    text = _draw(grammars.constrain(chain, GRAMMAR), ctx, row, 6)
     assert re.fullmatch(r"\{[a-z]*\}?", text), text  # a prefix of what the grammar allows
     assert "the sampler drew outside the grammar" in caplog.text  # (the case arose)
 
 
-def test_an_ordinary_draw_is_unchanged(llama: LlamaModel, ctx: LlamaContext) -> None:
+def test_an_ordinary_draw_is_unchanged(llama: LlamaModel, ctx: LlamaContext,
+                                       grammars: GrammarCache) -> None:
     """Greedy under the grammar: the most likely allowed token each time."""
     row = _decode(ctx, "The weather in Paris today is")
-    grammars = GrammarCache(llama)
-    sampler = grammars.constrain(SamplerChain(llama, SamplingParams(temperature=0.0),
-                                              seed=1), GRAMMAR)
-    try:
-        text = b"".join(llama.piece(sampler.sample(ctx, row)) for _ in range(4)).decode()
-    finally:
-        sampler.close()
-        grammars.close()
+    chain = SamplerChain(llama, SamplingParams(temperature=0.0), seed=1)
+    text = _draw(grammars.constrain(chain, GRAMMAR), ctx, row, 4)
     assert re.fullmatch(r"\{[a-z]*\}?", text) and len(text) >= 4, text
