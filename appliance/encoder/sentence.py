@@ -25,7 +25,7 @@ import contextlib
 import re
 import threading
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +48,8 @@ class SideWork(Protocol):
     encoder run is side work the engine's next decode step waits for."""
 
     def side(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def reserve(self) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True)

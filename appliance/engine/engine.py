@@ -14,7 +14,10 @@ taken from the inbox (one llama.cpp refuses fails that request alone), and clone
 sequence.
 
 The event loop talks to the thread through ``submit`` (thread-safe inbox) and receives a
-whole step's events in one ``call_soon_threadsafe``.
+whole step's events in one ``call_soon_threadsafe``. When a step's text goes to a consumer
+that checks it on side work (``GenerationRequest.checked``: the output rail), the next
+decode starts once the loop has handed that text on (or after ``cpu_turns.SETTLE_S``), so
+the checks it sets off run before the step, not beside it (see ``cpu_turns``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import random
 import threading
 import time
 
-from appliance.engine.cpu_turns import CpuTurns, engine_turn
+from appliance.engine.cpu_turns import CpuTurns, Settle, engine_turn
 from appliance.engine.engine_config import EngineConfig, EngineStats
 from appliance.engine.grammar import GrammarCache, GrammarRejected
 from appliance.engine.logprobs import LogprobSampler
@@ -63,6 +66,9 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._logprobs: LogprobSampler | None = None  # engine thread, made when first needed
+        # Set by the loop once the consumers of the last step's checked text have run (and
+        # queued their checks); engine thread only.
+        self._settle: Settle | None = None
 
     # --- life cycle (event loop side) ---------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -266,6 +272,9 @@ class Engine:
         """Decode the batch once for everybody; False (running sequences failed) if
         llama.cpp refused it."""
         batch = sched.batch
+        if self._settle is not None:
+            self._settle.wait()
+            self._settle = None
         with engine_turn(self._turns):
             t_decode = time.monotonic()
             rc = ctx.decode(batch)
@@ -333,10 +342,16 @@ class Engine:
         if not events or self._loop is None:
             return
         items = list(events.items())
+        settle = None
+        if self._turns is not None and any(s.request.checked for s, _ in items):
+            settle = self._settle = Settle()
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
-            self._loop.call_soon_threadsafe(_deliver_all, items)
+            self._loop.call_soon_threadsafe(_deliver_all, self._loop, items, settle)
 
 
-def _deliver_all(items: list[tuple[Stream, list[Event]]]) -> None:
+def _deliver_all(loop: asyncio.AbstractEventLoop, items: list[tuple[Stream, list[Event]]],
+                 settle: Settle | None) -> None:
     for stream, events in items:
         stream._deliver(events)
+    if settle is not None:
+        settle.after_delivery(loop)

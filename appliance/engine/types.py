@@ -61,6 +61,9 @@ class GenerationRequest:
     # None: not asked, and nothing is computed.
     logprobs: int | None = None
     grammar: str | None = None  # GBNF (start rule ``root``) every sampled token must follow
+    # The consumer checks the text on side work as it comes (the output rail's network): the
+    # embedded engine lets those checks run before its next step (see engine/cpu_turns.py).
+    checked: bool = False
     text: TextPrompt | None = None
     model: str = ""
 

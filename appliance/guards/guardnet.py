@@ -11,8 +11,11 @@ Windows are never batched: the int8 graph quantises activations per run, so a ba
 make a text's scores depend on its neighbours. ``labels.json`` gives the labels, their
 thresholds (calibrated on a held-out split, see models/README.md) and the follow-up rule.
 
-One session, one lock: calls are serialised (the guard threads call it off the event loop);
-with CPU turn-taking each run is side work the engine's next decode step waits for. The input
+One session, run by the guard threads off the event loop, two at a time: onnxruntime runs
+concurrent calls on one session, each with its own buffers, so a run's scores do not depend
+on the other. With CPU turn-taking each run is side work the engine's next decode step waits
+for; the output windows a step sets off are checked together on both cores (at 16 streams,
+about five per step) instead of one after another. The input
 rail's texts are scored with ``remember=True``: the scores of the last ``REMEMBERED_TEXTS``
 of them are kept (:mod:`appliance.guards.recent`), since system prompts, tool results and
 documents come back on every request of an application or a conversation. The output
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,6 @@ class GuardNetwork:
             raise ModelError(f"{directory}/tokenizer.json has no [CLS] or [SEP] token")
         self._cls, self._sep = cls_id, sep_id
         self._session = _session(directory / "model.onnx", threads)
-        self._lock = threading.Lock()
         self._turns = turns
         self.remembered: Recent[GuardScores] = Recent(REMEMBERED_TEXTS)
 
@@ -118,7 +119,7 @@ class GuardNetwork:
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                  "segments": window.segments[None, :, :]}
         turn = self._turns.side() if self._turns is not None else contextlib.nullcontext()
-        with self._lock, turn:
+        with turn:
             logits = self._session.run(["logits"], feeds)[0]
         return sigmoid(np.asarray(logits[0], dtype=np.float64))
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.encoder.sentence import Encoder
+from appliance.engine.cpu_turns import reserving
 from appliance.guards.decide import (
     DIRECTIVE,
     HOLD_SCALE,
@@ -62,6 +63,12 @@ class PolicyRails:
     input: InputPipeline
     output: OutputRules
     topics: TopicRail
+
+    @property
+    def classifies_output(self) -> bool:
+        """Whether the output rail runs the guard network on its windows."""
+        policy = self.policy
+        return policy.output.classify and (policy.safety.enabled or policy.directive.enabled)
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,9 @@ class Guards:
         self.default_policy = default_policy
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="guard")
+        # The output windows' checks, counted as side work from the moment they are queued:
+        # the engine's next step starts after the checks its last step's text set off.
+        self._output_executor = reserving(self._executor, encoder.turns)
         self._rails: dict[str, PolicyRails] = {}
         self.rails(default_policy)  # a bad default policy fails at start-up, not later
 
@@ -220,8 +230,7 @@ class Guards:
     # --- output -------------------------------------------------------------------------
     def output_rail(self, rails: PolicyRails) -> OutputRail:
         classify = None
-        policy = rails.policy
-        if policy.output.classify and (policy.safety.enabled or policy.directive.enabled):
+        if rails.classifies_output:
             async def classify_async(text: str, tentative: bool) -> str | None:
                 verdict = await self.classify_output(
                     text, rails, scale=HOLD_SCALE if tentative else 1.0)
@@ -235,7 +244,7 @@ class Guards:
         """The guard network on one output window (with its context), within the policy's
         content-safety budget (``scale``: of every threshold, see ``output_verdict``)."""
         budget = rails.policy.safety.budget
-        outcome = await run_in(self._executor, lambda: self.network.score(text),
+        outcome = await run_in(self._output_executor, lambda: self.network.score(text),
                                budget.budget_ms)
         if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
             label = "error" if outcome.label == "ok" else outcome.label

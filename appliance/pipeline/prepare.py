@@ -191,7 +191,8 @@ class Preparer:
         request = GenerationRequest(prompt_tokens=tuple(tokens), max_tokens=max_tokens,
                                     sampling=options.sampling, stop=options.stop,
                                     ignore_eos=options.ignore_eos, logprobs=options.logprobs,
-                                    grammar=grammar)
+                                    grammar=grammar,
+                                    checked=rails is not None and rails.classifies_output)
         return Job(id=_id(kind), created=int(time.time()), kind=kind, request=request,
                    options=options, route=route, echo_text=echo_text, rails=rails,
                    rules=rules)

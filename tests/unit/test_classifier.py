@@ -4,6 +4,7 @@ generic runner's contract on a tiny Prompt-Guard-shaped model built here."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sys
 from collections.abc import Iterator
@@ -105,6 +106,15 @@ def test_the_same_text_always_gets_the_same_scores(network: GuardNetwork) -> Non
     first = network.score(text).values
     network.score(FILLER * 3)  # one window per run: nothing carries over between texts
     assert np.array_equal(first, network.score(text).values)
+
+
+def test_texts_scored_at_once_on_two_threads_get_their_own_scores(
+        network: GuardNetwork) -> None:
+    texts = [HARMFUL[0][0], FILLER * 3, ATTACKS[0], "What time does the clinic open?"] * 8
+    alone = [network.score(t).values for t in texts]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda t: network.score(t).values, texts))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
 
 
 def test_attack_after_a_long_benign_prefix_is_caught(network: GuardNetwork) -> None:

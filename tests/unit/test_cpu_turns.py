@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from appliance.engine.cpu_turns import CpuTurns
+from appliance.engine.cpu_turns import CpuTurns, Reserving, Settle
 
 
 def _held(turn: Callable[[], AbstractContextManager[None]]
@@ -89,3 +91,101 @@ def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
     for t in threads:
         t.join(5)
     assert steps >= 20 and sides >= 20, (steps, sides)
+
+
+def _engine_waits(turns: CpuTurns) -> bool:
+    """Whether the engine's next step would wait now (tried in a thread, 50 ms)."""
+    stepped = threading.Event()
+
+    def engine() -> None:
+        with turns.engine():
+            stepped.set()
+
+    threading.Thread(target=engine, daemon=True).start()
+    return not stepped.wait(0.05)
+
+
+def test_reserved_work_holds_the_engine_from_submission_until_it_is_done() -> None:
+    turns = CpuTurns()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        gate = threading.Event()
+        busy = pool.submit(gate.wait, 5)  # the only worker is taken: the next one queues
+        queued = Reserving(pool, turns).submit(lambda: "checked")
+        assert not queued.running()
+        assert _engine_waits(turns)  # queued, not running, and the engine waits for it
+        gate.set()
+        assert busy.result(5) and queued.result(5) == "checked"
+    assert not _engine_waits(turns)
+
+
+def test_reserved_work_cancelled_before_it_ran_releases_the_engine() -> None:
+    turns = CpuTurns()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        gate = threading.Event()
+        pool.submit(gate.wait, 5)
+        queued = Reserving(pool, turns).submit(lambda: None)
+        assert queued.cancel()  # a check past its budget, dropped before it ran
+        assert not _engine_waits(turns)
+        gate.set()
+
+
+def test_reserved_work_that_raises_releases_the_engine() -> None:
+    turns = CpuTurns()
+
+    def fail() -> None:
+        raise ValueError("no model")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = Reserving(pool, turns).submit(fail)
+        assert isinstance(future.exception(5), ValueError)
+    assert not _engine_waits(turns)
+
+
+def test_a_release_called_twice_counts_once() -> None:
+    turns = CpuTurns()
+    first, second = turns.reserve(), turns.reserve()
+    first()
+    first()
+    assert _engine_waits(turns)  # the second reservation still holds
+    second()
+    assert not _engine_waits(turns)
+
+
+def test_settle_is_set_after_the_woken_consumers_ran() -> None:
+    order: list[str] = []  # appended by the loop and by the "engine" thread
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = asyncio.Event()
+        settle = Settle()
+
+        async def consumer() -> None:
+            await wakeup.wait()
+            time.sleep(0.05)  # its work before it queues a check (the engine must not start)
+            order.append("consumer queued its check")
+
+        task = asyncio.create_task(consumer())
+        await asyncio.sleep(0)  # the consumer waits
+
+        def deliver() -> None:  # what the engine hands the loop for one step
+            wakeup.set()
+            settle.after_delivery(loop)
+
+        def engine() -> None:
+            loop.call_soon_threadsafe(deliver)
+            assert settle.wait(5)
+            order.append("engine steps")
+
+        thread = threading.Thread(target=engine)
+        thread.start()
+        await task
+        await asyncio.to_thread(thread.join, 5)
+
+    asyncio.run(main())
+    assert order == ["consumer queued its check", "engine steps"]
+
+
+def test_settle_gives_up_when_the_loop_does_not_come() -> None:
+    start = time.perf_counter()
+    assert not Settle().wait(0.02)
+    assert time.perf_counter() - start < 1.0

@@ -41,6 +41,15 @@ async def test_a_chat_request_becomes_the_templated_prompt_tokens(
     assert job.kind == "chat" and job.id.startswith("chatcmpl-")
     assert job.request.max_tokens == 8
     assert job.rails is not None and job.rules is not None  # the classifiers run later
+    assert job.request.checked  # the output rail runs the network on the answer's windows
+
+
+async def test_without_guards_the_answer_is_not_marked_as_checked(
+        served: ServedModel, tokenizer: Tokenizer) -> None:
+    bare = Preparer(Catalog(served), InputStage(GuardsState(enabled=False)),
+                    tokenizer=tokenizer, ctx_size=256)
+    job = await bare.chat(_chat("What time does the clinic open?", max_tokens=8), _ctx())
+    assert job.rails is None and not job.request.checked
 
 
 async def test_the_model_sees_redacted_text_and_the_trace_records_it(
