@@ -7,8 +7,10 @@ encoder, is mostly bound by memory bandwidth). An encoder run (guards, cache, me
 ``CpuTurns`` lets encoder work (``side()``) start at once and makes the engine wait, before
 its next ``llama_decode`` (``engine()``), until no encoder work runs. A check that blocks a
 request's first token is then as fast as on an idle machine, and the engine gives up
-exactly the encoder's time, not more. The engine cannot starve: encoder work only comes
-with requests and windows of streamed text, a few milliseconds each.
+exactly the encoder's time, not more. It waits ``MAX_ENGINE_WAIT_S`` at most: two runs that
+overlap (the guard threads, the encoder beside the guard network) can keep some run going
+at every instant under a steady load of checks or embeddings, and would otherwise stop
+generation for as long as the load lasts.
 
 Measured on 2 cores, guards on, 32 requests per level (`appliance bench`): with the
 engine yielding like this, 4 clients got 64.4 tok/s and a TTFT p95 of 862 ms, against
@@ -47,6 +49,9 @@ _T = TypeVar("_T")
 # anyway: the loop handles a step's events in well under a millisecond when it is free; a
 # loop busy with something long must not hold the engine.
 SETTLE_S = 0.010
+# The longest the engine waits for side work before a step: longer than a burst of input
+# checks or a step's output checks take, far shorter than a stall anyone would notice.
+MAX_ENGINE_WAIT_S = 0.050
 
 
 class CpuTurns:
@@ -60,8 +65,12 @@ class CpuTurns:
         with self._cond:
             if self._side:
                 start = time.perf_counter()
+                deadline = start + MAX_ENGINE_WAIT_S
                 while self._side:
-                    self._cond.wait()
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 self.engine_wait_s += time.perf_counter() - start
         yield
 

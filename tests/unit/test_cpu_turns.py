@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from appliance.engine.cpu_turns import CpuTurns, Reserving, Settle
+from appliance.engine.cpu_turns import MAX_ENGINE_WAIT_S, CpuTurns, Reserving, Settle
 
 
 def _held(turn: Callable[[], AbstractContextManager[None]]
@@ -51,14 +51,25 @@ def test_the_engine_waits_for_side_work_before_its_next_step() -> None:
 
     e = threading.Thread(target=engine)
     e.start()
-    time.sleep(0.05)
+    time.sleep(MAX_ENGINE_WAIT_S / 2)
     assert order == []  # the step waits while encoder work runs
     order.append("side-done")
     release.set()
     side.join(5)
     e.join(5)
     assert order == ["side-done", "step"]
-    assert turns.engine_wait_s >= 0.04
+    assert turns.engine_wait_s >= MAX_ENGINE_WAIT_S / 2 - 0.005
+
+
+def test_the_engine_waits_for_long_side_work_only_so_long() -> None:
+    turns = CpuTurns()
+    release, side = _held(turns.side)
+    start = time.perf_counter()
+    with turns.engine():
+        waited = time.perf_counter() - start
+    release.set()
+    side.join(5)
+    assert MAX_ENGINE_WAIT_S - 0.005 <= waited < MAX_ENGINE_WAIT_S + 0.5
 
 
 def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
@@ -91,6 +102,38 @@ def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
     for t in threads:
         t.join(5)
     assert steps >= 20 and sides >= 20, (steps, sides)
+
+
+def test_the_engine_steps_under_side_work_that_never_pauses() -> None:
+    # Two workers whose runs overlap: at every instant one of them runs.
+    turns = CpuTurns()
+    stop = threading.Event()
+    steps = 0
+
+    def side() -> None:
+        while not stop.is_set():
+            with turns.side():
+                time.sleep(0.004)
+
+    def engine() -> None:
+        nonlocal steps
+        while not stop.is_set():
+            with turns.engine():
+                time.sleep(0.002)
+            steps += 1
+
+    workers = [threading.Thread(target=side) for _ in range(2)]
+    workers[0].start()
+    time.sleep(0.002)
+    workers[1].start()
+    stepper = threading.Thread(target=engine)
+    stepper.start()
+    time.sleep(0.5)
+    stop.set()
+    for t in [*workers, stepper]:
+        t.join(5)
+    # At most MAX_ENGINE_WAIT_S per step: about nine steps in half a second, not none.
+    assert steps >= 5, steps
 
 
 def _engine_waits(turns: CpuTurns) -> bool:
