@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,18 @@ async def test_a_guard_out_of_time_is_a_retryable_503_not_a_block(
     rails = guards.get().rails(_policy_file(tmp_path, on_timeout="block"))
     trace = _trace()
     rules = stage.rules(rails, ["When do you open on Saturday?"], 0, trace)
-    # The network's pass waits on its lock, held here, so it cannot finish before the loop
-    # sees the budget run out (a 2 ms pass sometimes did, and wait_for returned it).
-    with guards.get().network._lock, pytest.raises(Overloaded) as err:
-        await stage.classify(rails, rules, trace)
+    # Both guard threads are held busy here, so the network's pass cannot even start before
+    # the loop sees the budget run out (a 2 ms pass sometimes finished, and wait_for
+    # returned it).
+    held = threading.Event()
+    busy = [guards.get()._executor.submit(held.wait, 5) for _ in range(2)]
+    try:
+        with pytest.raises(Overloaded) as err:
+            await stage.classify(rails, rules, trace)
+    finally:
+        held.set()
+        for future in busy:
+            future.result(5)
     assert err.value.status == 503 and err.value.retry_after is not None
     # failing open: the same timeout lets the request through
     open_rails = guards.get().rails(_policy_file(tmp_path, on_timeout="flag"))
