@@ -19,6 +19,10 @@ from appliance.engine.stream import Stream
 from appliance.engine.types import Finished, GenerationRequest, SamplingParams, TextDelta
 
 CHECK_S = 0.015  # longer than a decode step of two sequences of this model here
+# What the loop does with a step's text before it queues the check (the rail's rules, the
+# chunks of other streams): an engine that does not wait for the loop has begun its next
+# decode by then.
+LOOP_WORK_S = 0.003
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ async def engine(served: ServedModel) -> AsyncIterator[tuple[Engine, CpuTurns]]:
     await asyncio.to_thread(engine.stop)
 
 
-async def _steps_during_checks(engine: Engine, turns: CpuTurns, *, checked: bool) -> list[int]:
+async def _steps_during_checks(engine: Engine, turns: CpuTurns) -> list[int]:
     """Two streams; a check of ``CHECK_S`` for every text delta, queued as the output rail
     queues its own. Returns, per check, how many decode steps ended while it ran."""
     loop = asyncio.get_running_loop()
@@ -53,6 +57,7 @@ async def _steps_during_checks(engine: Engine, turns: CpuTurns, *, checked: bool
         pending = []
         async for event in stream:
             if isinstance(event, TextDelta):
+                time.sleep(LOOP_WORK_S)  # the loop's own work on the text, before the check
                 pending.append(loop.run_in_executor(checks, check))
             if isinstance(event, Finished):
                 break
@@ -60,7 +65,7 @@ async def _steps_during_checks(engine: Engine, turns: CpuTurns, *, checked: bool
 
     request = GenerationRequest(prompt_tokens=(1, 2, 3, 4, 5), max_tokens=12,
                                 sampling=SamplingParams(temperature=0.0), ignore_eos=True,
-                                checked=checked)
+                                checked=True)
     try:
         await asyncio.gather(*(consume(engine.submit(request)) for _ in range(2)))
     finally:
@@ -71,11 +76,7 @@ async def _steps_during_checks(engine: Engine, turns: CpuTurns, *, checked: bool
 
 async def test_checks_of_checked_text_run_between_steps(
         engine: tuple[Engine, CpuTurns]) -> None:
-    assert set(await _steps_during_checks(*engine, checked=True)) == {0}
-
-
-async def test_without_the_mark_checks_run_beside_decode_steps(
-        engine: tuple[Engine, CpuTurns]) -> None:
-    # The control: the same checks for text not marked as checked start after the engine
-    # has moved on, and steps end while they run.
-    assert max(await _steps_during_checks(*engine, checked=False)) >= 1
+    # An engine that does not wait for the loop has begun its next decode while the loop
+    # still works on the text, and steps end during the checks (seen here with the wait
+    # taken out: 3 runs of 3 failed).
+    assert set(await _steps_during_checks(*engine)) == {0}
