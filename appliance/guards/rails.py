@@ -141,6 +141,7 @@ class Guards:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.network.close()
 
     def rails(self, name: str | None = None) -> PolicyRails:
         """The rails of a policy (a preset name or a TOML path; None: the default)."""
