@@ -17,12 +17,13 @@ on the other. With CPU turn-taking each run is side work the engine's next decod
 for; the output windows a step sets off are checked together on both cores (at 16 streams,
 about five per step) instead of one after another. A text of several windows (a long
 prompt, a document) is run two windows at a time too, by its guard thread and a helper
-thread of the network's own: 256 tokens in 3 windows take 4.9 ms instead of 8.6 (p50, idle,
-2 cores). The input
-rail's texts are scored with ``remember=True``: the scores of the last ``REMEMBERED_TEXTS``
-of them are kept (:mod:`appliance.guards.recent`), since system prompts, tool results and
-documents come back on every request of an application or a conversation. The output
-rail's windows are new each time and are not kept.
+thread of the network's own: 256 tokens in 3 windows take 5.4 ms instead of 8.6 (p50, idle,
+2 cores).
+
+The input rail's texts are scored with ``remember=True``: the scores of the last
+``REMEMBERED_TEXTS`` of them are kept (:mod:`appliance.guards.recent`), since system
+prompts, tool results and documents come back on every request of an application or a
+conversation. The output rail's windows are new each time and are not kept.
 """
 
 from __future__ import annotations
