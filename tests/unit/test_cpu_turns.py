@@ -71,18 +71,24 @@ def test_the_engine_waits_for_long_side_work_only_so_long() -> None:
     assert MAX_ENGINE_WAIT_S - 0.005 <= waited < MAX_ENGINE_WAIT_S + 0.5
 
 
+class _Engine:
+    """An engine thread's loop: 2 ms steps, each after its turn, until ``stop`` is set."""
+
+    def __init__(self, turns: CpuTurns, stop: threading.Event) -> None:
+        self.turns, self.stop, self.steps = turns, stop, 0
+
+    def __call__(self) -> None:
+        while not self.stop.is_set():
+            with self.turns.engine():
+                time.sleep(0.002)
+            self.steps += 1
+
+
 def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
     turns = CpuTurns()
-    steps = 0
     sides = 0
     stop = threading.Event()
-
-    def engine() -> None:
-        nonlocal steps
-        while not stop.is_set():
-            with turns.engine():
-                time.sleep(0.002)
-            steps += 1
+    engine = _Engine(turns, stop)
 
     def side() -> None:
         nonlocal sides
@@ -100,26 +106,19 @@ def test_the_engine_keeps_stepping_between_frequent_side_work() -> None:
     stop.set()
     for t in threads:
         t.join(5)
-    assert steps >= 20 and sides >= 20, (steps, sides)
+    assert engine.steps >= 20 and sides >= 20, (engine.steps, sides)
 
 
 def test_the_engine_steps_under_side_work_that_never_pauses() -> None:
     # Two workers whose runs overlap: at every instant one of them runs.
     turns = CpuTurns()
     stop = threading.Event()
-    steps = 0
+    engine = _Engine(turns, stop)
 
     def side() -> None:
         while not stop.is_set():
             with turns.side():
                 time.sleep(0.004)
-
-    def engine() -> None:
-        nonlocal steps
-        while not stop.is_set():
-            with turns.engine():
-                time.sleep(0.002)
-            steps += 1
 
     workers = [threading.Thread(target=side) for _ in range(2)]
     workers[0].start()
@@ -132,7 +131,7 @@ def test_the_engine_steps_under_side_work_that_never_pauses() -> None:
     for t in [*workers, stepper]:
         t.join(5)
     # At most MAX_ENGINE_WAIT_S per step: about nine steps in half a second, not none.
-    assert steps >= 5, steps
+    assert engine.steps >= 5, engine.steps
 
 
 def _engine_waits(turns: CpuTurns) -> bool:
