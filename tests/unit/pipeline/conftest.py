@@ -3,6 +3,7 @@ template), the shipped encoder and guard heads, SQLite files in a temporary dire
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from appliance.admission.keys import KeyStore
 from appliance.admission.limiter import RateLimiter
 from appliance.admission.queue import AdmissionQueue
 from appliance.encoder.sentence import Encoder
+from appliance.engine.engine import Engine
 from appliance.engine.models import ModelStore, ServedModel
 from appliance.engine.native import LlamaModel
 from appliance.engine.tokenizer import Tokenizer
@@ -70,6 +72,18 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(tmp_path / "appliance.db")
     yield database
     await database.aclose()
+
+
+async def started(engine: Engine) -> Engine:
+    """``engine`` started on the running loop, once its thread has loaded the model and
+    decoded once."""
+    engine.start(asyncio.get_running_loop())
+    for _ in range(600):
+        if engine.state in ("ready", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    assert engine.ready, engine.error
+    return engine
 
 
 def make_gate(db: Database, *, slots: int = 2, depth: int = 4) -> Gate:

@@ -17,6 +17,7 @@ from appliance.engine.engine_config import EngineConfig
 from appliance.engine.models import ServedModel
 from appliance.engine.stream import Stream
 from appliance.engine.types import Finished, GenerationRequest, SamplingParams, TextDelta
+from tests.unit.pipeline.conftest import started
 
 CHECK_S = 0.015  # longer than a decode step of two sequences of this model here
 # What the loop does with a step's text before it queues the check (the rail's rules, the
@@ -28,14 +29,9 @@ LOOP_WORK_S = 0.003
 @pytest.fixture
 async def engine(served: ServedModel) -> AsyncIterator[tuple[Engine, CpuTurns]]:
     turns = CpuTurns()
-    engine = Engine(EngineConfig(model_path=served.model.path, parallel=2, ctx_size=256,
-                                 batch_size=256, n_threads=2, default_seed=7), turns=turns)
-    engine.start(asyncio.get_running_loop())
-    for _ in range(600):
-        if engine.state in ("ready", "failed"):
-            break
-        await asyncio.sleep(0.1)
-    assert engine.ready, engine.error
+    engine = await started(Engine(EngineConfig(
+        model_path=served.model.path, parallel=2, ctx_size=256, batch_size=256, n_threads=2,
+        default_seed=7), turns=turns))
     yield engine, turns
     await asyncio.to_thread(engine.stop)
 

@@ -35,7 +35,7 @@ from appliance.routing.catalog import Catalog
 from appliance.routing.router import Router
 from appliance.store.db import Database
 from appliance.store.vectors import VectorIndex
-from tests.unit.pipeline.conftest import make_gate
+from tests.unit.pipeline.conftest import make_gate, started
 
 
 @dataclass
@@ -52,14 +52,9 @@ class Rig:
 @pytest.fixture
 async def rig(db: Database, tmp_path: Path, encoder: Encoder, served: ServedModel,
               guards: GuardsState) -> AsyncIterator[Rig]:
-    engine = Engine(EngineConfig(model_path=served.model.path, parallel=2, ctx_size=512,
-                                 batch_size=256, n_threads=2, default_seed=7))
-    engine.start(asyncio.get_running_loop())
-    for _ in range(600):  # the engine thread loads the model and decodes once
-        if engine.state in ("ready", "failed"):
-            break
-        await asyncio.sleep(0.1)
-    assert engine.ready, engine.error
+    engine = await started(Engine(EngineConfig(
+        model_path=served.model.path, parallel=2, ctx_size=512, batch_size=256, n_threads=2,
+        default_seed=7)))
     tokenizer = Tokenizer(engine, model_id=served.id, use_template=True)
     indexes = [VectorIndex(db, t, tmp_path / t) for t in ("cache_entries", "memories")]
     for index in indexes:
