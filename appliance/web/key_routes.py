@@ -98,7 +98,7 @@ OPERATIONS = (
     Operation("GET", "/v1/me", "the calling key (never its secret), its scopes and limits"),
     Operation("GET", "/v1/admin/keys", "admin: every API key, with its state"),
     Operation("POST", "/v1/admin/keys", "admin: create a key (the answer holds its secret)",
-              body=KEY_CREATE),
+              body=KEY_CREATE, success=201),
     Operation("DELETE", "/v1/admin/keys/{name}", "admin: revoke a key",
               params=(Param("name", "path", {"type": "string"}, required=True),),
               errors=(404,)),

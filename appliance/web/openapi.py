@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal
 
 import orjson
@@ -70,9 +71,10 @@ class Param:
 
 @dataclass(frozen=True)
 class Operation:
-    """One method on one path, as the document describes it. ``errors``: the 4xx/5xx
-    statuses it answers beyond those of every operation (400, 405, 500), those its
-    ``auth`` implies (401 and 403) and 413 for one that takes a body."""
+    """One method on one path, as the document describes it. ``success``: the status of its
+    answer (201 for one that creates); ``errors``: the 4xx/5xx statuses it answers beyond
+    those of every operation (400, 405, 500), those its ``auth`` implies (401 and 403) and
+    413 for one that takes a body."""
 
     method: str
     path: str
@@ -81,14 +83,15 @@ class Operation:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     auth: Auth = "key"
-    media: tuple[str, ...] = (_JSON,)  # of the 200 response
+    media: tuple[str, ...] = (_JSON,)  # of the success response
     result: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
+    success: int = 200
 
     @property
     def statuses(self) -> tuple[int, ...]:
         implied = () if self.auth == "none" else (401, 403)
         sized = (413,) if self.body is not None else ()
-        return tuple(sorted({200, *_ALWAYS, *implied, *sized, *self.errors}))
+        return tuple(sorted({self.success, *_ALWAYS, *implied, *sized, *self.errors}))
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -102,11 +105,12 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": True,
                               "content": {_JSON: {"schema": dict(op.body)}}}
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {
-        media: {"schema": dict(op.result) if media == _JSON else {"type": "string"}}
-        for media in op.media}}}
+    responses: dict[str, Any] = {str(op.success): {
+        "description": HTTPStatus(op.success).phrase, "content": {
+            media: {"schema": dict(op.result) if media == _JSON else {"type": "string"}}
+            for media in op.media}}}
     for status in op.statuses:
-        if status != 200:
+        if status != op.success:
             responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     out["responses"] = responses
     out["security"] = [] if op.auth == "none" else [{"bearer": []}]
