@@ -244,8 +244,11 @@ class Guards:
                               scale: float = 1.0) -> GuardVerdict:
         """The guard network on one output window (with its context), within the policy's
         content-safety budget (``scale``: of every threshold, see ``output_verdict``)."""
+        kept = self.network.recall_window(text)
+        if kept is not None:  # met before: no thread, no wait for the engine's turn
+            return output_verdict(kept, rails.policy, self._thresholds, 0.0, scale)
         budget = rails.policy.safety.budget
-        outcome = await run_in(self._output_executor, lambda: self.network.score(text),
+        outcome = await run_in(self._output_executor, lambda: self.network.score_window(text),
                                budget.budget_ms)
         if outcome.label != "ok" or not isinstance(outcome.value, GuardScores):
             label = "error" if outcome.label == "ok" else outcome.label

@@ -9,6 +9,9 @@ where each would otherwise wait its turn for the one guard session to score it a
 
 Only for functions whose result depends on the text alone (the guard network's runs are
 never batched, so its scores are; see :mod:`appliance.guards.guardnet`).
+
+``Recent.peek`` answers from what is kept without computing anything, so a caller on the
+event loop can skip the hand-over to a worker thread when the answer is already known.
 """
 
 from __future__ import annotations
@@ -34,10 +37,20 @@ class Recent(Generic[T]):
     def __len__(self) -> int:
         return len(self._done)
 
+    def peek(self, text: str) -> T | None:
+        """The kept result for ``text``, or None (nothing is computed or waited for)."""
+        key = _key(text)
+        with self._lock:
+            if key not in self._done:
+                return None
+            self._done.move_to_end(key)
+            self.reused += 1
+            return self._done[key]
+
     def get(self, text: str, compute: Callable[[str], T]) -> T:
         """``compute(text)``, or its kept result; an exception is raised to every caller
         waiting for that text and nothing is kept."""
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        key = _key(text)
         with self._lock:
             if key in self._done:
                 self._done.move_to_end(key)
@@ -65,3 +78,7 @@ class Recent(Generic[T]):
                 self._done.popitem(last=False)
         mine.set_result(value)
         return value
+
+
+def _key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

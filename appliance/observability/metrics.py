@@ -14,7 +14,7 @@ holding every metric documented in ``docs/METRICS.md``; ``render()`` is the text
 * At scrape time, from ``gauges()``: the engine and queue gauges and the decode batch-size
   histogram, whose per-step bucket counts the engine thread keeps in ``EngineStats``
   (a bisect and two additions per step; no lock, no Python work per token); from
-  ``guard_reused()``: the guard network's scores the input rail kept for texts met again.
+  ``guard_reused()``: the guard network's scores kept for texts met again, per direction.
 
 Bucket boundaries are chosen for LLM latencies: milliseconds to tens of seconds end to
 end, sub-millisecond to a second for the guards and for the gaps between tokens.
@@ -25,7 +25,7 @@ unmatched path), ``type`` an error type of ``appliance.errors``, ``key`` an API-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -79,7 +79,7 @@ class _ScrapeTimeCollector(Collector):
     reused scores."""
 
     def __init__(self, gauges: Callable[[], EngineGauges] | None,
-                 guard_reused: Callable[[], int] | None) -> None:
+                 guard_reused: Callable[[], Mapping[str, int]] | None) -> None:
         self._gauges = gauges
         self._guard_reused = guard_reused
 
@@ -92,7 +92,8 @@ class _ScrapeTimeCollector(Collector):
                               else None)
 
     @staticmethod
-    def _families(g: EngineGauges | None, reused: int | None) -> Iterator[Metric]:
+    def _families(g: EngineGauges | None,
+                  reused: Mapping[str, int] | None) -> Iterator[Metric]:
         running = GaugeMetricFamily("appliance_sequences_running",
                                     "Sequences the engine is decoding now.")
         queued = GaugeMetricFamily("appliance_queue_depth",
@@ -102,9 +103,10 @@ class _ScrapeTimeCollector(Collector):
         batch = HistogramMetricFamily("appliance_decode_batch_size",
                                       "Tokens per llama_decode call (one per engine step).")
         spared = CounterMetricFamily(
-            "appliance_guard_scores_reused", "Input-rail texts the guard network did not "
-            "score again: their scores were kept from an earlier check of the same text, or "
-            "taken from a run of it in progress.")
+            "appliance_guard_scores_reused", "Texts the guard network did not score again, "
+            "per direction (input: user turns, system prompts, tool results; output: streamed "
+            "windows): their scores were kept from an earlier check of the same text, or "
+            "taken from a run of it in progress.", labels=["direction"])
         if g is not None:
             running.add_metric([], g.sequences_running)
             queued.add_metric([], g.queue_depth)
@@ -116,7 +118,8 @@ class _ScrapeTimeCollector(Collector):
                 buckets.append((bound, float(cumulative)))
             batch.add_metric([], buckets, g.batch_size_sum)
         if reused is not None:
-            spared.add_metric([], reused)
+            for direction, n in reused.items():
+                spared.add_metric([direction], n)
         yield from (running, queued, kv, batch, spared)
 
 
@@ -126,7 +129,7 @@ class Metrics:
     def __init__(self, gauges: Callable[[], EngineGauges] | None = None, *,
                  key_labels: bool = False,
                  engines: Callable[[], Sequence[EngineView]] | None = None,
-                 guard_reused: Callable[[], int] | None = None) -> None:
+                 guard_reused: Callable[[], Mapping[str, int]] | None = None) -> None:
         # Off, per-key series carry ANY_KEY instead of the key's name: a scrape then
         # reveals nothing about who the clients are.
         self._key_labels = key_labels

@@ -177,9 +177,13 @@ def _build_on(settings: Settings, models: ModelStore, served: ServedModel | None
         console=ConsoleAssets.load(enabled=console_enabled(settings)))
 
 
-def _guards_reused(guards: GuardsState) -> int:
-    """The input-rail texts the guard network was spared so far (0 before the guards load)."""
-    return guards.get().network.remembered.reused if guards.status == "ready" else 0
+def _guards_reused(guards: GuardsState) -> dict[str, int]:
+    """The texts the guard network was spared so far, per direction (0 before the guards
+    load)."""
+    if guards.status != "ready":
+        return {"input": 0, "output": 0}
+    network = guards.get().network
+    return {"input": network.remembered.reused, "output": network.remembered_windows.reused}
 
 
 def _scrubber(settings: Settings) -> Scrubber:

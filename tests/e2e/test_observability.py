@@ -101,8 +101,27 @@ def test_a_system_prompt_met_again_is_not_scored_again(server: RunningServer) ->
             assert r.choices[0].finish_reason in ("stop", "length")
     _, after = scrape(server.base_url)
     # the second request's system prompt: its scores kept from the first one's check
-    assert sample(after, "appliance_guard_scores_reused_total") - \
-        sample(before, "appliance_guard_scores_reused_total") == 1
+    assert sample(after, "appliance_guard_scores_reused_total", direction="input") - \
+        sample(before, "appliance_guard_scores_reused_total", direction="input") == 1
+
+
+def test_an_answer_streamed_again_is_checked_from_kept_window_scores(
+        server: RunningServer) -> None:
+    # Greedy, the cache bypassed: the same answer twice, its windows met again the 2nd time
+    messages = [{"role": "user", "content": f"Describe a calm lake. (note {time.time_ns()})"}]
+    _, before = scrape(server.base_url)
+    texts = []
+    with _client(server) as c:
+        for _ in range(2):
+            stream = c.chat.completions.create(
+                model="default", max_tokens=16, temperature=0, stream=True, messages=messages,
+                extra_headers={"Cache-Control": "no-cache, no-store"})
+            texts.append("".join(ch.choices[0].delta.content or "" for ch in stream
+                                 if ch.choices))
+    _, after = scrape(server.base_url)
+    assert texts[0] == texts[1] and texts[0].strip()
+    assert sample(after, "appliance_guard_scores_reused_total", direction="output") - \
+        sample(before, "appliance_guard_scores_reused_total", direction="output") >= 1
 
 
 def test_requests_feed_the_metrics(server: RunningServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -344,5 +345,32 @@ async def test_a_hateful_sentence_after_a_benign_one_is_judged_alone(window_toke
         benign = "Boys and girls do equally well at reading and poetry at school."
         assert await _run(rail, "Thanks for your question. " + benign, 32,
                           window_tokens) == ("Thanks for your question. " + benign, None)
+    finally:
+        guards.close()
+
+
+async def test_a_window_met_again_is_decided_from_its_kept_scores() -> None:
+    """The real network: a window scored once is decided again from its kept scores, on the
+    event loop, without a guard thread; the verdicts are the same, for each bar."""
+    from appliance.guards.rails import Guards
+
+    guards = Guards.load(threads=1)
+    try:
+        rails = guards.rails("default")
+        hateful = "Boys are too dumb for reading and poetry, it's just biology."
+        texts = (hateful, "The sky is ")
+        first = [await guards.classify_output(t, rails) for t in texts]
+        held = await guards.classify_output("Boys are too dumb for", rails, scale=0.1)
+        guards._executor.shutdown()  # from here on, only kept scores can answer
+        again = [await guards.classify_output(t, rails) for t in texts]
+        assert [v.action for v in again] == [v.action for v in first] == ["block", "allow"]
+        assert [v.score for v in again] == [v.score for v in first]
+        assert again[0].category == first[0].category == "S10"
+        assert await guards.classify_output("Boys are too dumb for", rails, scale=0.1) == \
+            dataclasses.replace(held, ms=0.0)
+        assert guards.network.remembered_windows.reused == 3
+        assert guards.network.remembered.reused == 0  # the input rail's texts are apart
+        unseen = await guards.classify_output("A window never scored before.", rails)
+        assert (unseen.label, unseen.action) == ("error", "block")  # it needed a thread
     finally:
         guards.close()

@@ -110,3 +110,17 @@ def test_the_caller_of_a_failed_run_gets_its_exception() -> None:
     compute.fail = True
     with pytest.raises(ValueError, match="cannot score 'x'"):
         recent.get("x", compute)
+
+
+def test_peek_answers_from_kept_results_only() -> None:
+    recent: Recent[str] = Recent(2)
+    compute = Compute()
+    assert recent.peek("The ") is None  # never computed: nothing is run for it
+    assert compute.calls == {} and recent.reused == 0
+    recent.get("The ", compute)
+    assert recent.peek("The ") == "THE " and recent.reused == 1
+    recent.get("A ", compute)
+    assert recent.peek("The ") == "THE "  # peeked: the most recent now
+    recent.get("In ", compute)  # the oldest, "A ", makes room
+    assert recent.peek("A ") is None and recent.peek("The ") == "THE "
+    assert compute.calls == {"The ": 1, "A ": 1, "In ": 1}

@@ -180,3 +180,14 @@ def test_the_overhead_benchmark_runs_and_reports_every_figure() -> None:
     r = measure(tokens=64, n=200)
     assert set(r) >= {"request_us", "token_us", "step_us", "scrape_us"}
     assert all(v > 0 for v in r.values())
+
+
+def test_the_guard_networks_reused_scores_are_read_per_direction_at_scrape_time() -> None:
+    reused = {"input": 2, "output": 5}
+    m = Metrics(guard_reused=lambda: reused)
+    s = samples(m.render().decode())
+    assert s[("appliance_guard_scores_reused_total", (("direction", "input"),))] == 2
+    assert s[("appliance_guard_scores_reused_total", (("direction", "output"),))] == 5
+    reused["output"] = 9
+    s = samples(m.render().decode())
+    assert s[("appliance_guard_scores_reused_total", (("direction", "output"),))] == 9
