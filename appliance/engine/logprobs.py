@@ -11,8 +11,9 @@ How, in the engine thread: the sequence's own sampler chain runs in two parts ov
 token-data array: its first ``SamplerChain.n_pre`` samplers (bias, penalties), then the
 log-softmax is read, then the rest (the cut, temperature, the draw) picks the token, and the
 whole chain accepts it. These are the steps ``llama_sampler_sample`` takes, so a seed draws
-the same tokens with or without log-probabilities. Sequences that did not ask never come
-here and pay nothing.
+the same tokens with or without log-probabilities. A sequence sampled by ``draw.Draw`` (no
+bias, no penalties: the log-softmax of the row itself) draws from the row as it would
+without them. Sequences that did not ask never come here and pay nothing.
 
 ``detok.LogprobTrail`` hands each entry to the client with the end of its token's text.
 """
@@ -26,6 +27,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from appliance.engine.draw import Draw
 from appliance.engine.native import HOT as _hot
 from appliance.engine.native import TOKEN_DATA as _TOKEN_DATA
 from appliance.engine.native import LlamaContext, LlamaModel, SamplerChain
@@ -95,3 +97,11 @@ class LogprobSampler:
         token = int(array.data[array.selected].id)
         _hot.accept(chain.ptr, token)
         return token, entry(self._model, token, ids, logits, top)
+
+    def drawn(self, sampler: Draw, ctx: LlamaContext, row: int,
+              top: int) -> tuple[int, TokenLogprob]:
+        """Samples a row like ``Draw.sample``, with the token's log-probability."""
+        logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row),
+                                       shape=(self._model.n_vocab,))
+        token = sampler.draw(logits)
+        return token, entry(self._model, token, self._ids, logits, top)

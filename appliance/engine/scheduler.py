@@ -47,7 +47,8 @@ class SeqCache(Protocol):
 
 
 class Sampler(Protocol):
-    """One sequence's sampler (``SamplerChain``, or one constrained by a grammar)."""
+    """One sequence's sampler (``draw.Draw``, a ``SamplerChain``, or one constrained by a
+    grammar)."""
 
     def sample(self, ctx: LlamaContext, index: int) -> int: ...
 

@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -155,19 +156,17 @@ def test_gpu_offload_request_on_cpu_build_fails_ready_clearly(tmp_path: Path) ->
 
 def test_engine_step_failure_fails_requests_cleanly_and_keeps_serving(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance.engine import native
-
     srv = start_server(make_settings(tmp_path, parallel=2, ctx_size=256))
-    original = native.SamplerChain.sample
+    original = Engine._sample
     calls = {"n": 0}
 
-    def flaky(self: native.SamplerChain, ctx: native.LlamaContext, index: int) -> int:
+    def flaky(self: Engine, *args: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("injected sampler failure")
-        return original(self, ctx, index)
+        original(self, *args)
 
-    monkeypatch.setattr(native.SamplerChain, "sample", flaky)
+    monkeypatch.setattr(Engine, "_sample", flaky)
     try:
         with openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0) as c:
             with pytest.raises(openai.InternalServerError) as exc:
