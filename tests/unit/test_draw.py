@@ -14,9 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from appliance import config
 from appliance.engine.draw import NUCLEUS_FLOORS, Draw, handles
-from appliance.engine.models import ModelStore
 from appliance.engine.native import (
     HOT,
     TOKEN_DATA,
@@ -38,15 +36,6 @@ PLAIN = [
     SamplingParams(temperature=0.8, min_p=0.05),
     SamplingParams(temperature=0.9, top_p=0.9, min_p=0.1),
 ]
-
-
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaModel]:
-    settings = config.load(env={})
-    store = ModelStore(settings.manifest, settings.models_dir)
-    model = LlamaModel(store.verify(store.resolve(settings.model)).path)
-    yield model
-    model.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,17 @@
-"""The default GGUF model's vocabulary, and llama.cpp's own grammar engine as the oracle of
+"""llama.cpp's own grammar engine, on the default GGUF model's vocabulary, as the oracle of
 what a grammar accepts."""
 
 from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
 import numpy as np
 import pytest
 
-from appliance import config
 from appliance.engine.grammar import Candidates, _hot
-from appliance.engine.models import ModelStore
 from appliance.engine.native import LlamaModel
 
 
@@ -58,15 +55,6 @@ class Oracle:
             return time.perf_counter() - started
         finally:
             llama_cpp.llama_sampler_free(g)
-
-
-@pytest.fixture(scope="session")
-def llama() -> Iterator[LlamaModel]:
-    settings = config.load(env={})
-    store = ModelStore(settings.manifest, settings.models_dir)
-    model = LlamaModel(store.verify(store.resolve(settings.model)).path)
-    yield model
-    model.close()
 
 
 @pytest.fixture(scope="session")
