@@ -30,7 +30,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from appliance.engine.native import HOT, LlamaContext
+from appliance.engine.native import LlamaContext
 from appliance.engine.types import SamplingParams
 
 BLOCK = 256
@@ -46,8 +46,7 @@ def handles(params: SamplingParams) -> bool:
     """Whether ``Draw`` samples these parameters as ``SamplerChain`` would (no top-k, no
     penalty, no bias; a temperature above the greedy bar)."""
     return (not params.greedy and params.top_k <= 0 and not params.logit_bias
-            and params.repeat_penalty == 1.0 and params.frequency_penalty == 0.0
-            and params.presence_penalty == 0.0)
+            and not params.penalised)
 
 
 class Draw:
@@ -67,8 +66,7 @@ class Draw:
 
     def sample(self, ctx: LlamaContext, index: int) -> int:
         """Sample from the logits of batch row ``index``."""
-        logits = np.ctypeslib.as_array(HOT.logits_ith(ctx.ptr, index), shape=(self._n,))
-        return self.draw(logits)
+        return self.draw(ctx.logits(index))
 
     def close(self) -> None:
         pass

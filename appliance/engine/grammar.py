@@ -104,7 +104,7 @@ class ConstrainedSampler:
 
     def sample(self, ctx: LlamaContext, index: int) -> int:
         cand, chain, grammar = self._cand, self._chain.ptr, self._grammar
-        logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, index), shape=(cand.n_vocab,))
+        logits = ctx.logits(index)
         cand.fill(logits)
         _hot.apply(chain, cand.ref)
         token = cand.selected()

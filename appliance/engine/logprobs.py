@@ -79,7 +79,7 @@ class LogprobSampler:
         n_vocab = self._model.n_vocab
         data = self._data
         data["id"] = self._ids
-        data["logit"] = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row), shape=(n_vocab,))
+        data["logit"] = ctx.logits(row)
         data["p"] = 0.0
         array: Any = self._array
         array.data = data.ctypes.data_as(llama_cpp.llama_token_data_p)
@@ -101,7 +101,6 @@ class LogprobSampler:
     def drawn(self, sampler: Draw, ctx: LlamaContext, row: int,
               top: int) -> tuple[int, TokenLogprob]:
         """Samples a row like ``Draw.sample``, with the token's log-probability."""
-        logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row),
-                                       shape=(self._model.n_vocab,))
+        logits = ctx.logits(row)
         token = sampler.draw(logits)
         return token, entry(self._model, token, self._ids, logits, top)

@@ -42,7 +42,7 @@ class _HotCalls:
         self.token_to_piece.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p,
                                         ctypes.c_int32, ctypes.c_int32, ctypes.c_bool]
         self.token_to_piece.restype = ctypes.c_int32
-        # Per constrained or log-probability sample (grammar.py, logprobs.py).
+        # Per sample read in Python (``LlamaContext.logits``: draw.py, grammar.py, logprobs.py).
         self.logits_ith = lib.llama_get_logits_ith
         self.logits_ith.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         self.logits_ith.restype = ctypes.POINTER(ctypes.c_float)
@@ -278,6 +278,11 @@ class LlamaContext:
         batch.struct.n_tokens = batch.n
         return int(llama_cpp.llama_decode(self.ptr, batch.struct))
 
+    def logits(self, row: int) -> npt.NDArray[np.float32]:
+        """The logits of batch row ``row`` of the last decode, in place (valid until the
+        next decode; engine thread only)."""
+        return np.ctypeslib.as_array(_hot.logits_ith(self.ptr, row), shape=(self.model.n_vocab,))
+
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         return bool(llama_cpp.llama_memory_seq_rm(self.mem, seq, p0, p1))
 
@@ -330,8 +335,7 @@ class SamplerChain:
                 arr[i].bias = bias
             add(chain, llama_cpp.llama_sampler_init_logit_bias(
                 model.n_vocab, len(params.logit_bias), arr))
-        if (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
-                or params.presence_penalty != 0.0):
+        if params.penalised:
             add(chain, llama_cpp.llama_sampler_init_penalties(
                 model.n_vocab, params.penalty_last_n, params.repeat_penalty,
                 params.frequency_penalty, params.presence_penalty))

@@ -29,6 +29,12 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
 
     @property
+    def penalised(self) -> bool:
+        """Whether any repetition penalty applies."""
+        return (self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0
+                or self.presence_penalty != 0.0)
+
+    @property
     def greedy(self) -> bool:
         # Dividing logits by a temperature this small overflows float32 (the draw's
         # softmax turns NaN), and what it would draw is, all but surely, the top token.

@@ -54,10 +54,6 @@ def rows(llama: LlamaModel) -> Iterator[tuple[LlamaContext, list[int]]]:
     ctx.close()
 
 
-def _logits(ctx: LlamaContext, row: int) -> npt.NDArray[np.float32]:
-    return np.ctypeslib.as_array(HOT.logits_ith(ctx.ptr, row), shape=(ctx.model.n_vocab,))
-
-
 def _chain_probabilities(llama: LlamaModel, params: SamplingParams,
                          logits: npt.NDArray[np.float32]) -> dict[int, float]:
     """llama.cpp's chain on a copy of the row, every sampler but the draw, then the draw's
@@ -86,7 +82,7 @@ def test_the_same_tokens_may_be_drawn_with_the_same_probabilities_as_the_chain(
         params: SamplingParams) -> None:
     ctx, found = rows
     for row in found:
-        logits = _logits(ctx, row).copy()
+        logits = ctx.logits(row).copy()
         expected = _chain_probabilities(llama, params, logits)
         ids, probabilities = Draw(llama.n_vocab, params, seed=1).probabilities(logits)
         got = dict(zip(ids.tolist(), probabilities.tolist(), strict=True))
@@ -105,7 +101,7 @@ def test_the_same_tokens_may_be_drawn_with_the_same_probabilities_as_the_chain(
 def test_draws_follow_the_probabilities(llama: LlamaModel, rows: tuple[LlamaContext, list[int]],
                                         params: SamplingParams) -> None:
     ctx, found = rows
-    logits = _logits(ctx, found[0]).copy()
+    logits = ctx.logits(found[0]).copy()
     draw = Draw(llama.n_vocab, params, seed=7)
     ids, probabilities = draw.probabilities(logits)
     n = 5_000

@@ -55,7 +55,7 @@ def test_a_draw_from_nan_logits_still_keeps_to_the_grammar(
         llama: LlamaModel, ctx: LlamaContext, grammars: GrammarCache,
         caplog: pytest.LogCaptureFixture) -> None:
     row = _decode(ctx, "The weather in Paris today is")
-    logits = np.ctypeslib.as_array(_hot.logits_ith(ctx.ptr, row), shape=(llama.n_vocab,))
+    logits = ctx.logits(row)
     # A repeat penalty of 0 (what 5e-324 is in float32; the parser now refuses it) turns
     # each repeated token's logit into inf (positive), 0 or NaN (-inf times 0), and the
     # draw's softmax into NaN. Every likely token is made a repeated one.
