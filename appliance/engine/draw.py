@@ -90,14 +90,6 @@ class Draw:
                 kept[logits[kept] >= floor]
         return kept
 
-    def probabilities(self, logits: Floats) -> tuple[Ids, npt.NDArray[np.float64]]:
-        """The tokens that may be drawn and their probabilities (for tests)."""
-        kept = self.kept(logits)
-        ids = np.arange(self._n) if kept is None else kept
-        z = (logits[ids].astype(np.float64) - float(logits[ids].max())) * self._inv_t
-        e = np.exp(z)
-        return ids, e / e.sum()
-
     def _nucleus(self, logits: Floats, top: float) -> Ids:
         w = self._w[: self._n]
         np.subtract(logits, np.float32(top), out=w)

@@ -41,21 +41,16 @@ class Recent(Generic[T]):
         """The kept result for ``text``, or None (nothing is computed or waited for)."""
         key = _key(text)
         with self._lock:
-            if key not in self._done:
-                return None
-            self._done.move_to_end(key)
-            self.reused += 1
-            return self._done[key]
+            return self._kept(key)
 
     def get(self, text: str, compute: Callable[[str], T]) -> T:
         """``compute(text)``, or its kept result; an exception is raised to every caller
         waiting for that text and nothing is kept."""
         key = _key(text)
         with self._lock:
-            if key in self._done:
-                self._done.move_to_end(key)
-                self.reused += 1
-                return self._done[key]
+            kept = self._kept(key)
+            if kept is not None:
+                return kept
             running = self._running.get(key)
             if running is None:
                 mine: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -78,6 +73,14 @@ class Recent(Generic[T]):
                 self._done.popitem(last=False)
         mine.set_result(value)
         return value
+
+    def _kept(self, key: bytes) -> T | None:
+        """The kept result, now the most recent, counted as reused (under the lock)."""
+        if key not in self._done:
+            return None
+        self._done.move_to_end(key)
+        self.reused += 1
+        return self._done[key]
 
 
 def _key(text: str) -> bytes:

@@ -76,6 +76,17 @@ def _chain_probabilities(llama: LlamaModel, params: SamplingParams,
     return dict(zip(kept["id"].tolist(), (p / p.sum()).tolist(), strict=True))
 
 
+def _probabilities(draw: Draw, params: SamplingParams, logits: npt.NDArray[np.float32]
+                   ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """The tokens ``draw`` may draw (what its cut keeps) and their probabilities at the
+    temperature."""
+    kept = draw.kept(logits)
+    ids = np.arange(len(logits)) if kept is None else kept
+    z = (logits[ids].astype(np.float64) - float(logits[ids].max())) / params.temperature
+    e = np.exp(z)
+    return ids, e / e.sum()
+
+
 @pytest.mark.parametrize("params", PLAIN, ids=str)
 def test_the_same_tokens_may_be_drawn_with_the_same_probabilities_as_the_chain(
         llama: LlamaModel, rows: tuple[LlamaContext, list[int]],
@@ -84,7 +95,8 @@ def test_the_same_tokens_may_be_drawn_with_the_same_probabilities_as_the_chain(
     for row in found:
         logits = ctx.logits(row).copy()
         expected = _chain_probabilities(llama, params, logits)
-        ids, probabilities = Draw(llama.n_vocab, params, seed=1).probabilities(logits)
+        ids, probabilities = _probabilities(Draw(llama.n_vocab, params, seed=1), params,
+                                            logits)
         got = dict(zip(ids.tolist(), probabilities.tolist(), strict=True))
         # The chain sums in float32, so where the nucleus ends in a long flat tail its last
         # tokens (each far under 0.1%) can differ; nothing else may.
@@ -103,7 +115,7 @@ def test_draws_follow_the_probabilities(llama: LlamaModel, rows: tuple[LlamaCont
     ctx, found = rows
     logits = ctx.logits(found[0]).copy()
     draw = Draw(llama.n_vocab, params, seed=7)
-    ids, probabilities = draw.probabilities(logits)
+    ids, probabilities = _probabilities(draw, params, logits)
     n = 5_000
     counts = Counter(draw.draw(logits) for _ in range(n))
     assert set(counts) <= set(ids.tolist())  # nothing outside what may be drawn
