@@ -60,7 +60,10 @@ def test_key_lifecycle_is_audited_and_revocation_is_immediate(
                        ({"name": "x1", "scopes": ["root"]}, "scopes"),
                        ({"name": "x2", "policy": "/etc/passwd"}, "policy"),
                        ({"name": "x3", "rpm": "many"}, "rpm"),
-                       ({"name": "x4", "colour": "red"}, "colour")):
+                       ({"name": "x4", "colour": "red"}, "colour"),
+                       ({"name": "x5", "expires_at": 2.2e139}, "expires_at"),
+                       ({"name": "x6", "rpm": 2**63}, "rpm"),
+                       ({"name": "x7", "priority": 2**63}, "priority")):
         r = call(s.url, "POST", "/v1/admin/keys", s.admin, bad)
         assert r.status == 400 and r.json()["error"]["param"] == param, (bad, r.body)
     revoked = call(s.url, "DELETE", "/v1/admin/keys/nurse-api", s.admin)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 import sqlite_utils
 
@@ -20,6 +22,7 @@ from appliance.admission import (
 )
 from appliance.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
 from appliance.store import Database
+from appliance.web.key_routes import key_body
 
 T = TypeVar("T")
 NOW = 1_800_000_000.0
@@ -201,7 +204,12 @@ async def test_list_includes_revoked_keys_unless_asked(store: KeyStore) -> None:
     ("kwargs", "param"),
     [({"name": ""}, "name"), ({"name": "has space"}, "name"), ({"name": "x" * 65}, "name"),
      ({"rpm": 0}, "rpm"), ({"tpm": -5}, "tpm"), ({"max_concurrent": 0}, "max_concurrent"),
-     ({"scopes": ["chat", "root"]}, "scopes"), ({"scopes": []}, "scopes")],
+     ({"scopes": ["chat", "root"]}, "scopes"), ({"scopes": []}, "scopes"),
+     # past what SQLite and JSON carry: refused, not a failed insert or response
+     ({"rpm": 2**63}, "rpm"), ({"burst_tokens": 2**70}, "burst_tokens"),
+     ({"priority": 2**63}, "priority"), ({"priority": -(2**63) - 1}, "priority"),
+     ({"expires_at": 2.2e139}, "expires_at"), ({"expires_at": math.inf}, "expires_at"),
+     ({"expires_at": math.nan}, "expires_at")],
 )
 async def test_invalid_creations_are_refused(
     store: KeyStore, kwargs: dict[str, Any], param: str
@@ -211,6 +219,16 @@ async def test_invalid_creations_are_refused(
         await store.create(**args)
     assert refused.value.param == param
     assert await store.list() == []
+
+
+async def test_the_largest_accepted_values_are_stored_and_shown(store: KeyStore) -> None:
+    created = await store.create("far", rpm=2**63 - 1, priority=-(2**63),
+                                 expires_at=253402300799.0)
+    [stored] = await store.list()  # read back from SQLite
+    body = orjson.loads(orjson.dumps(key_body(stored, NOW)))
+    assert (body["rpm"], body["priority"], body["expires_at"]) == (
+        2**63 - 1, -(2**63), 253402300799)
+    assert stored.id == created.record.id
 
 
 def _record(scopes: set[Scope]) -> KeyRecord:
