@@ -51,18 +51,18 @@ from appliance.store import keys as rows
 from appliance.store.db import Database
 from appliance.store.keys import SECRET_PREFIX, KeyRecord, Scope, StoredKey
 
-__all__ = ["DEFAULT_SCOPES", "SECRET_PREFIX", "CreatedKey", "KeyRecord", "KeyStore", "Scope",
-           "require_scope"]
+__all__ = ["DEFAULT_SCOPES", "MAX_EXPIRES_AT", "MAX_INTEGER", "SECRET_PREFIX", "CreatedKey",
+           "KeyRecord", "KeyStore", "Scope", "require_scope"]
 
 _SECRET_BYTES = 32
 _SECRET_LEN = len(SECRET_PREFIX) + len(secrets.token_urlsafe(_SECRET_BYTES))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-# What SQLite stores as an INTEGER and JSON carries as one: a larger limit or priority would
-# fail the insert (or the response), and none means anything a smaller one does not.
-_MAX_INT = 2**63 - 1
-# The last second of the year 9999: the latest expiry a date can name (and JSON and SQLite
-# carry exactly); later, infinite or NaN is refused.
-_MAX_EXPIRES_AT = 253402300799.0
+# The largest INTEGER SQLite stores (and JSON carries as one): a larger limit or priority
+# would fail the insert or the response, and would mean nothing a smaller one does not.
+MAX_INTEGER = 2**63 - 1
+# The last second of the year 9999, the latest expiry a date can name; a later, infinite or
+# NaN one is refused.
+MAX_EXPIRES_AT = 253402300799.0
 # What token_urlsafe writes; anything else (a header carrying non-UTF-8 bytes, say) is not
 # a key, and is refused before it is hashed.
 _SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
@@ -147,20 +147,20 @@ class KeyStore:
         limits = {"rpm": rpm, "tpm": tpm, "burst_requests": burst_requests,
                   "burst_tokens": burst_tokens, "max_concurrent": max_concurrent}
         for param, value in limits.items():
-            if value is not None and (isinstance(value, bool) or not 1 <= value <= _MAX_INT):
+            if value is not None and (isinstance(value, bool) or not 1 <= value <= MAX_INTEGER):
                 raise InvalidRequest(f"{param} must be a positive integer (at most "
-                                     f"{_MAX_INT}) or unset.", param=param)
-        if isinstance(priority, bool) or not -_MAX_INT - 1 <= priority <= _MAX_INT:
-            raise InvalidRequest(f"priority must be an integer from {-_MAX_INT - 1} to "
-                                 f"{_MAX_INT}.", param="priority")
+                                     f"{MAX_INTEGER}) or unset.", param=param)
+        if isinstance(priority, bool) or not -MAX_INTEGER - 1 <= priority <= MAX_INTEGER:
+            raise InvalidRequest(f"priority must be an integer from {-MAX_INTEGER - 1} to "
+                                 f"{MAX_INTEGER}.", param="priority")
         scope_set = _parse_scopes(scopes)
         now = self._clock()
         if expires_at is not None:
             if expires_at <= now:
                 raise InvalidRequest("expires_at is in the past.", param="expires_at")
-            if not expires_at <= _MAX_EXPIRES_AT:  # also NaN
+            if not expires_at <= MAX_EXPIRES_AT:  # also NaN
                 raise InvalidRequest(f"expires_at must be a Unix time no later than "
-                                     f"{_MAX_EXPIRES_AT:.0f} (the end of the year 9999).",
+                                     f"{MAX_EXPIRES_AT:.0f} (the end of the year 9999).",
                                      param="expires_at")
         secret = SECRET_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         new = KeyRecord(id=0, name=name, hint=secret[-4:], scopes=scope_set, rpm=rpm,

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.admission.gate import ANONYMOUS, Gate
-from appliance.admission.keys import KeyRecord, Scope
+from appliance.admission.keys import MAX_EXPIRES_AT, MAX_INTEGER, KeyRecord, Scope
 from appliance.api.admin import parse_key_create
 from appliance.guards.policy import presets
 from appliance.web.openapi import Operation, Param
@@ -84,12 +84,16 @@ async def revoke_key(request: web.Request) -> web.Response:
     return json_response({**key_body(record, time.time()), "revoked": True})
 
 
-_LIMIT = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]}
+# The key store's bounds (``KeyStore.create``); an expiry must also lie in the future.
+_LIMIT = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_INTEGER}, {"type": "null"}]}
 KEY_CREATE = {
     "type": "object", "required": ["name"], "additionalProperties": False,
     "properties": {
         "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
-        "priority": _LIMIT, "expires_at": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+        "priority": {"anyOf": [{"type": "integer", "minimum": -MAX_INTEGER - 1,
+                                "maximum": MAX_INTEGER}, {"type": "null"}]},
+        "expires_at": {"anyOf": [{"type": "number", "maximum": MAX_EXPIRES_AT},
+                                 {"type": "null"}]},
         "policy": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         **{name: _LIMIT for name in ("rpm", "tpm", "burst_requests", "burst_tokens",
                                      "max_concurrent")}},
