@@ -50,16 +50,14 @@ from appliance.store import audit
 from appliance.store import keys as rows
 from appliance.store.db import Database
 from appliance.store.keys import SECRET_PREFIX, KeyRecord, Scope, StoredKey
+from appliance.store.rows import MAX_INTEGER
 
-__all__ = ["DEFAULT_SCOPES", "MAX_EXPIRES_AT", "MAX_INTEGER", "SECRET_PREFIX", "CreatedKey",
-           "KeyRecord", "KeyStore", "Scope", "require_scope"]
+__all__ = ["DEFAULT_SCOPES", "MAX_EXPIRES_AT", "SECRET_PREFIX", "CreatedKey", "KeyRecord",
+           "KeyStore", "Scope", "require_scope"]
 
 _SECRET_BYTES = 32
 _SECRET_LEN = len(SECRET_PREFIX) + len(secrets.token_urlsafe(_SECRET_BYTES))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-# The largest INTEGER SQLite stores (and JSON carries as one): a larger limit or priority
-# would fail the insert or the response, and would mean nothing a smaller one does not.
-MAX_INTEGER = 2**63 - 1
 # The last second of the year 9999, the latest expiry a date can name; a later, infinite or
 # NaN one is refused.
 MAX_EXPIRES_AT = 253402300799.0

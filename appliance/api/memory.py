@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from appliance.errors import InvalidRequest
+from appliance.store.rows import MAX_INTEGER
 
 MAX_CONTENT_CHARS = 16_384
 MAX_NAME_CHARS = 256
-MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id names no row
+MAX_ID = MAX_INTEGER
 TIERS = ("session", "user", "global")
 Tier = Literal["session", "user", "global"]
 

@@ -1,5 +1,5 @@
 """What the repositories share: a row of an indexed table (and the delete that returns
-them), and pending uses."""
+them), pending uses, and the largest integer a row can hold."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
+
+# SQLite's largest INTEGER (JSON carries it as an integer too): a larger id names no row, and
+# a larger value would fail the insert.
+MAX_INTEGER = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from appliance.admission.gate import ANONYMOUS, Gate
-from appliance.admission.keys import MAX_EXPIRES_AT, MAX_INTEGER, KeyRecord, Scope
+from appliance.admission.keys import MAX_EXPIRES_AT, KeyRecord, Scope
 from appliance.api.admin import parse_key_create
 from appliance.guards.policy import presets
+from appliance.store.rows import MAX_INTEGER
 from appliance.web.openapi import Operation, Param
 from appliance.web.routes import json_response, read_json
 from appliance.web.state import KEY, KEYS, SETTINGS
